@@ -1,0 +1,340 @@
+"""The `meta_inbox` dlt source: one resource reads Graph, one transformer per table shapes rows.
+
+Incremental state (all in the `threads` resource, committed by dlt together with the load):
+- `folders[page/platform/folder]`: newest `updated_time` seen there. Listing stops at the first page
+  whose oldest thread is older than that minus `lookback_seconds`.
+- `threads[conversation_id]`: `[folder, newest message time, ids of the messages at that time]`.
+  A listed thread is changed when it has messages past that cursor or sits in another folder; only
+  changed threads are loaded, and only their messages past the cursor are read. Ties within one
+  second are told apart by id. One cursor per thread, not one for all: see dlt-notes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import dlt
+from dlt.common.typing import TSecretStrValue
+from dlt.extract.resource import DltResource
+
+from . import rows
+from .conversations_api import FOLDERS, PLATFORMS, ConversationsApi, Page
+from .errors import BadInput, missing_token
+from .graph_client import (
+    DEFAULT_API_VERSION,
+    DEFAULT_BASE_URL,
+    CallStats,
+    GraphClient,
+    Pacing,
+    Redactor,
+)
+from .rows import MessageBatch, Thread, parse_time
+from .tables import (
+    CONVERSATION_PARTICIPANTS,
+    CONVERSATIONS,
+    MESSAGE_ATTACHMENTS,
+    MESSAGE_REACTIONS,
+    MESSAGE_RECIPIENTS,
+    MESSAGE_SHARES,
+    MESSAGE_TAGS,
+    MESSAGES,
+    Table,
+)
+
+log = logging.getLogger("meta_inbox")
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the CLI's summary. Filled in while the source is extracted."""
+
+    stats: CallStats = field(default_factory=CallStats)
+    redactor: Redactor = field(default_factory=Redactor)
+    pages: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    changed_threads: int = 0
+    new_messages: int = 0
+    messages_without_details: int = 0
+
+
+@dataclass(frozen=True)
+class ThreadUpdate:
+    """A changed thread and its new messages: what every table transformer reads."""
+
+    thread: Thread
+    messages: MessageBatch
+
+
+@dataclass
+class _MessageCursor:
+    newest: datetime | None
+    ids_at_newest: set[str]
+
+    @classmethod
+    def load(cls, entry: list[Any] | None) -> _MessageCursor:
+        if not entry or not entry[1]:
+            return cls(None, set())
+        return cls(parse_time(entry[1]), set(entry[2]))
+
+    def is_new(self, message: dict[str, Any], created: datetime) -> bool:
+        if self.newest is None or created > self.newest:
+            return True
+        return created == self.newest and str(message["id"]) not in self.ids_at_newest
+
+    def advance(self, message: dict[str, Any], created: datetime) -> None:
+        if self.newest is None or created > self.newest:
+            self.newest, self.ids_at_newest = created, set()
+        if created == self.newest:
+            self.ids_at_newest.add(str(message["id"]))
+
+    def dump(self, folder: str) -> list[Any]:
+        newest = self.newest.isoformat() if self.newest else None
+        return [folder, newest, sorted(self.ids_at_newest)]
+
+
+@dlt.source(name="meta_inbox", max_table_nesting=0)
+def meta_inbox(
+    access_token: TSecretStrValue = dlt.secrets.value,
+    base_url: str = DEFAULT_BASE_URL,
+    api_version: str = DEFAULT_API_VERSION,
+    page_ids: list[str] | None = None,
+    platforms: list[str] | None = None,
+    folders: list[str] | None = None,
+    start_date: str | None = None,
+    lookback_seconds: int = 3600,
+    page_size: int = 100,
+    messages_page_size: int = 100,
+    app_secret: TSecretStrValue | None = None,
+    max_calls_per_second: float = 2.0,
+    max_throttle_wait: float = 3600.0,
+    throttle_backoff: float = 30.0,
+    usage_pause: float = 60.0,
+    retry_backoff: float = 1.0,
+    max_attempts: int = 6,
+    request_timeout: float = 60.0,
+    report: RunReport | None = None,
+) -> Sequence[DltResource]:
+    """Messenger and Instagram conversations of the Pages an access token can read.
+
+    `access_token` is a Page token or a user / system-user token (then every Page it manages,
+    filtered by `page_ids`). Delays are in seconds. `report` collects figures for a summary.
+    """
+    if not access_token or not access_token.strip():
+        raise missing_token()
+    platforms = _checked("platforms", platforms, PLATFORMS)
+    folders = _checked("folders", folders, FOLDERS)
+    try:
+        start = parse_time(start_date) if start_date else None
+    except ValueError:
+        raise BadInput(f"start_date {start_date!r} is not a date: use YYYY-MM-DD.") from None
+    if page_ids and not all(str(p).isdigit() for p in page_ids):
+        raise BadInput(f"page_ids {page_ids!r} must be Page ids (digits only).")
+    report = report if report is not None else RunReport()
+    pacing = Pacing(
+        max_calls_per_second=max_calls_per_second,
+        max_throttle_wait=max_throttle_wait,
+        throttle_backoff=throttle_backoff,
+        usage_pause=usage_pause,
+        retry_backoff=retry_backoff,
+        max_attempts=max_attempts,
+        timeout=request_timeout,
+    )
+    client = GraphClient(
+        access_token,
+        base_url=base_url,
+        api_version=api_version,
+        app_secret=app_secret,
+        pacing=pacing,
+        stats=report.stats,
+        redactor=report.redactor,
+    )
+    api = ConversationsApi(client, page_size=page_size, messages_page_size=messages_page_size)
+    reader = _InboxReader(
+        api,
+        report,
+        page_ids=page_ids,
+        platforms=platforms,
+        folders=folders,
+        start=start,
+        lookback=timedelta(seconds=lookback_seconds),
+    )
+
+    @dlt.resource(name="threads", selected=False)
+    def threads() -> Iterator[list[ThreadUpdate]]:
+        yield from reader.read()
+
+    return [threads, *(_table_resource(threads, table, shape) for table, shape in _SHAPES)]
+
+
+def _checked(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
+    chosen = [str(v).lower() for v in values] if values else list(allowed)
+    unknown = [v for v in chosen if v not in allowed]
+    if unknown:
+        raise BadInput(f"{name} {unknown[0]!r} is unknown: use {', '.join(allowed)}.")
+    return chosen
+
+
+def _table_resource(
+    parent: DltResource, table: Table, shape: Callable[[ThreadUpdate], list[dict[str, Any]]]
+) -> DltResource:
+    def transform(updates: list[ThreadUpdate]) -> Iterator[list[dict[str, Any]]]:
+        yield [row for update in updates for row in shape(update)]
+
+    return dlt.transformer(
+        transform,
+        data_from=parent,
+        name=table.name,
+        write_disposition="merge",
+        primary_key=table.primary_key or (),
+        merge_key=table.merge_key or (),
+        columns=table.dlt_columns(),
+        table_name=table.name,
+    )
+
+
+def _per_message(
+    to_rows: Callable[[MessageBatch, dict[str, Any]], list[dict[str, Any]]],
+) -> Callable[[ThreadUpdate], list[dict[str, Any]]]:
+    def shape(update: ThreadUpdate) -> list[dict[str, Any]]:
+        batch = update.messages
+        return [row for message in batch.messages for row in to_rows(batch, message)]
+
+    return shape
+
+
+_SHAPES: tuple[tuple[Table, Callable[[ThreadUpdate], list[dict[str, Any]]]], ...] = (
+    (CONVERSATIONS, lambda update: [rows.conversation_row(update.thread)]),
+    (CONVERSATION_PARTICIPANTS, lambda update: rows.participant_rows(update.thread)),
+    (MESSAGES, _per_message(lambda batch, message: [rows.message_row(batch, message)])),
+    (MESSAGE_ATTACHMENTS, _per_message(rows.attachment_rows)),
+    (MESSAGE_REACTIONS, _per_message(rows.reaction_rows)),
+    (MESSAGE_RECIPIENTS, _per_message(rows.recipient_rows)),
+    (MESSAGE_TAGS, _per_message(rows.tag_rows)),
+    (MESSAGE_SHARES, _per_message(rows.share_rows)),
+)
+
+
+class _InboxReader:
+    """Walks Pages → platforms → folders → changed threads → new messages, keeping the cursors."""
+
+    def __init__(
+        self,
+        api: ConversationsApi,
+        report: RunReport,
+        *,
+        page_ids: list[str] | None,
+        platforms: list[str],
+        folders: list[str],
+        start: datetime | None,
+        lookback: timedelta,
+    ) -> None:
+        self.api = api
+        self.report = report
+        self.page_ids = page_ids
+        self.platforms = platforms
+        self.folders = folders
+        self.start = start
+        self.lookback = lookback
+
+    def read(self) -> Iterator[list[ThreadUpdate]]:
+        state = dlt.current.resource_state()
+        folder_cursors: dict[str, str] = state.setdefault("folders", {})
+        thread_cursors: dict[str, list[Any]] = state.setdefault("threads", {})
+        for page in self.api.pages(self.page_ids):
+            self.report.pages.append(page.id)
+            for platform in self.platforms:
+                if platform == "instagram" and not page.instagram_id:
+                    self._warn(
+                        f"Page {page.id} ({page.name}) has no linked Instagram account: skipped"
+                    )
+                    continue
+                for folder in self.folders:
+                    key = f"{page.id}/{platform}/{folder}"
+                    yield from self._read_folder(
+                        page, platform, folder, key, folder_cursors, thread_cursors
+                    )
+
+    def _read_folder(
+        self,
+        page: Page,
+        platform: str,
+        folder: str,
+        key: str,
+        folder_cursors: dict[str, str],
+        thread_cursors: dict[str, list[Any]],
+    ) -> Iterator[list[ThreadUpdate]]:
+        previous = parse_time(folder_cursors.get(key))
+        cutoff = previous - self.lookback if previous else self.start
+        newest = previous
+        changed = 0
+        for listing in self.api.conversation_pages(page, platform, folder):
+            updates = []
+            for raw in listing:
+                thread = Thread(page.id, platform, folder, raw)
+                updated = parse_time(raw.get("updated_time"))
+                if updated is not None:
+                    newest = max(newest, updated) if newest else updated
+                if cutoff and updated and updated < cutoff:
+                    continue
+                update = self._update(page, thread, thread_cursors)
+                if update is not None:
+                    updates.append(update)
+            if updates:
+                changed += len(updates)
+                yield updates
+            times = [parse_time(raw.get("updated_time")) for raw in listing]
+            if cutoff and any(t and t < cutoff for t in times):
+                break
+        if newest:
+            folder_cursors[key] = newest.isoformat()
+        log.info("%s: %d changed threads", key, changed)
+
+    def _update(
+        self, page: Page, thread: Thread, thread_cursors: dict[str, list[Any]]
+    ) -> ThreadUpdate | None:
+        entry = thread_cursors.get(thread.id)
+        cursor = _MessageCursor.load(entry)
+        moved = entry is not None and entry[0] != thread.folder
+        messages = self._new_messages(page, thread, cursor)
+        if entry is not None and not messages and not moved:
+            return None
+        thread_cursors[thread.id] = cursor.dump(thread.folder)
+        self.report.changed_threads += 1
+        self.report.new_messages += len(messages)
+        self.report.messages_without_details += sum(not rows.has_details(m) for m in messages)
+        batch = MessageBatch(thread.id, page.id, thread.platform, page.own_ids, tuple(messages))
+        return ThreadUpdate(thread, batch)
+
+    def _new_messages(
+        self, page: Page, thread: Thread, cursor: _MessageCursor
+    ) -> list[dict[str, Any]]:
+        """Messages past the thread's cursor (or `start`), reading older pages only while needed."""
+        floor = cursor.newest or self.start
+        found: dict[str, dict[str, Any]] = {}
+        pending: list[tuple[dict[str, Any], datetime]] = []
+        for batch in self.api.message_pages(page, thread.raw):
+            reached_known = False
+            for message in batch:
+                created = parse_time(message.get("created_time"))
+                if created is None:
+                    continue
+                if floor and created < floor:
+                    reached_known = True
+                    continue
+                if cursor.is_new(message, created) and str(message["id"]) not in found:
+                    found[str(message["id"])] = message
+                    pending.append((message, created))
+            if reached_known:
+                break
+        for message, created in pending:
+            cursor.advance(message, created)
+        return list(found.values())
+
+    def _warn(self, message: str) -> None:
+        if message not in self.report.warnings:
+            self.report.warnings.append(message)
+            log.warning(message)

@@ -1,0 +1,256 @@
+"""The tables meta-inbox loads: one definition per table, read by the source, docs and tests.
+
+`meta-inbox schema` prints the README's schema section from these definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    data_type: str
+    description: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class Table:
+    """A destination table. A re-fetched parent replaces its row (`primary_key`) and every
+    child row (`merge_key` names the parent), so there are never duplicates or stale children."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    primary_key: str | None = None
+    merge_key: str | None = None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def parent(self) -> str | None:
+        """The table whose rows own this one's, by `merge_key`."""
+        return {"conversation_id": "conversations", "message_id": "messages"}.get(
+            self.merge_key or ""
+        )
+
+    def dlt_columns(self) -> dict[str, dict[str, Any]]:
+        columns: dict[str, dict[str, Any]] = {}
+        for column in self.columns:
+            hints: dict[str, Any] = {
+                "name": column.name,
+                "data_type": column.data_type,
+                "nullable": column.nullable,
+                "description": column.description,
+            }
+            if column.data_type == "timestamp":
+                hints["timezone"] = True
+            columns[column.name] = hints
+        return columns
+
+
+def _person(prefix: str, who: str) -> tuple[Column, ...]:
+    return (
+        Column(f"{prefix}name", "text", f"Name of {who} (Messenger only)."),
+        Column(f"{prefix}email", "text", f"Page-scoped email of {who} (Messenger only)."),
+        Column(f"{prefix}username", "text", f"Instagram username of {who} (Instagram only)."),
+    )
+
+
+_PAGE = Column("page_id", "text", "Facebook Page the conversation belongs to.", nullable=False)
+_PLATFORM = Column("platform", "text", "`messenger` or `instagram`.", nullable=False)
+_CONVERSATION_ID = Column(
+    "conversation_id", "text", "The conversation (`conversations.id`).", nullable=False
+)
+_MESSAGE_ID = Column("message_id", "text", "The message (`messages.id`).", nullable=False)
+_POSITION = Column("position", "bigint", "Order within the message, from 0.", nullable=False)
+
+CONVERSATIONS = Table(
+    name="conversations",
+    description="One row per thread, as of its latest load.",
+    primary_key="id",
+    columns=(
+        Column("id", "text", "Conversation id (`t_…` on Messenger).", nullable=False),
+        _PAGE,
+        _PLATFORM,
+        Column("folder", "text", "`inbox`, `other`, `page_done` (archived) or `spam`.", False),
+        Column("updated_time", "timestamp", "Time of the newest message (UTC)."),
+        Column("message_count", "bigint", "Messages in the thread, as Graph counts them."),
+        Column("unread_count", "bigint", "Messages the Page has not read."),
+        Column("snippet", "text", "Text of the newest message, shortened by Graph."),
+        Column("link", "text", "Path of the thread in the Page inbox (Messenger)."),
+        Column("can_reply", "bool", "Whether the Page can still reply."),
+        Column("is_subscribed", "bool", "Whether the Page is subscribed to the thread."),
+        Column("name", "text", "Thread name, when it has one."),
+        Column("subject", "text", "Thread subject, when it has one."),
+        Column("scoped_thread_key", "text", "Page-scoped thread key (Messenger)."),
+        Column("participant_count", "bigint", "Rows in `conversation_participants`."),
+    ),
+)
+
+CONVERSATION_PARTICIPANTS = Table(
+    name="conversation_participants",
+    description="One row per person (or Page) per conversation, current and former.",
+    merge_key="conversation_id",
+    columns=(
+        _CONVERSATION_ID,
+        Column("participant_id", "text", "Page-scoped or Instagram-scoped id.", nullable=False),
+        *_person("", "the participant"),
+        Column("is_sender", "bool", "Listed among the thread's `senders`."),
+        Column("is_former", "bool", "Listed only among `former_participants`."),
+        _PAGE,
+        _PLATFORM,
+    ),
+)
+
+MESSAGES = Table(
+    name="messages",
+    description="One row per message. Instagram withholds details beyond the newest 20 messages "
+    "of a thread: those rows have `details_available = false` and only ids and times.",
+    primary_key="id",
+    columns=(
+        Column("id", "text", "Message id (`m_…` on Messenger).", nullable=False),
+        _CONVERSATION_ID,
+        _PAGE,
+        _PLATFORM,
+        Column("created_time", "timestamp", "When the message was sent (UTC).", nullable=False),
+        Column("from_id", "text", "Sender id: a person, the Page or its Instagram account."),
+        *_person("from_", "the sender"),
+        Column("is_from_page", "bool", "Sent by the Page (or its Instagram account)."),
+        Column("message", "text", "Text; empty when the message has none."),
+        Column("sticker", "text", "Sticker image URL."),
+        Column("is_unsupported", "bool", "The message holds content Graph cannot show."),
+        Column("reply_to_mid", "text", "Id of the message this one replies to."),
+        Column("reply_to_is_self_reply", "bool", "The reply is to the sender's own message."),
+        Column("story_type", "text", "`reply_to` or `mention` when the message is about a story."),
+        Column("story_id", "text", "Id of that story."),
+        Column("story_link", "text", "CDN link of that story (expires)."),
+        Column("attachment_count", "bigint", "Rows in `message_attachments`."),
+        Column("reaction_count", "bigint", "Rows in `message_reactions`."),
+        Column(
+            "details_available",
+            "bool",
+            "False where Graph withholds the details (Instagram, older than the newest 20).",
+            nullable=False,
+        ),
+    ),
+)
+
+MESSAGE_ATTACHMENTS = Table(
+    name="message_attachments",
+    description="Files, images, videos and templates attached to messages.",
+    merge_key="message_id",
+    columns=(
+        _MESSAGE_ID,
+        _POSITION,
+        Column("attachment_id", "text", "Attachment id."),
+        _CONVERSATION_ID,
+        Column("mime_type", "text", "MIME type."),
+        Column("name", "text", "File name."),
+        Column("size", "bigint", "Size in bytes."),
+        Column("file_url", "text", "CDN URL of a file attachment (expires)."),
+        Column("image_url", "text", "`image_data.url` (expires)."),
+        Column("image_preview_url", "text", "`image_data.preview_url`."),
+        Column("image_width", "bigint", "`image_data.width` in pixels."),
+        Column("image_height", "bigint", "`image_data.height` in pixels."),
+        Column("image_max_width", "bigint", "`image_data.max_width`."),
+        Column("image_max_height", "bigint", "`image_data.max_height`."),
+        Column("image_type", "bigint", "`image_data.image_type`."),
+        Column("image_render_as_sticker", "bool", "`image_data.render_as_sticker`."),
+        Column("image_animated_gif_url", "text", "`image_data.animated_gif_url`."),
+        Column("image_animated_gif_preview_url", "text", "`image_data.animated_gif_preview_url`."),
+        Column("video_url", "text", "`video_data.url` (expires)."),
+        Column("video_preview_url", "text", "`video_data.preview_url`."),
+        Column("video_width", "bigint", "`video_data.width`."),
+        Column("video_height", "bigint", "`video_data.height`."),
+        Column("video_length", "double", "`video_data.length` in seconds."),
+        Column("video_type", "bigint", "`video_data.video_type`."),
+        Column("video_rotation", "bigint", "`video_data.rotation`."),
+        Column("generic_template", "json", "`generic_template` as JSON (cta, media_url, …)."),
+    ),
+)
+
+MESSAGE_REACTIONS = Table(
+    name="message_reactions",
+    description="One row per reaction per user.",
+    merge_key="message_id",
+    columns=(
+        _MESSAGE_ID,
+        Column("reaction", "text", "The emoji.", nullable=False),
+        Column("user_id", "text", "Who reacted."),
+        Column("user_name", "text", "Their name (Messenger only)."),
+        Column("user_username", "text", "Their Instagram username (Instagram only)."),
+        _CONVERSATION_ID,
+    ),
+)
+
+MESSAGE_RECIPIENTS = Table(
+    name="message_recipients",
+    description="One row per recipient (`to`) per message.",
+    merge_key="message_id",
+    columns=(
+        _MESSAGE_ID,
+        Column("recipient_id", "text", "Recipient id.", nullable=False),
+        *_person("", "the recipient"),
+        _CONVERSATION_ID,
+    ),
+)
+
+MESSAGE_TAGS = Table(
+    name="message_tags",
+    description="One row per tag per message (`inbox`, `read`, `sent`, `source:…`).",
+    merge_key="message_id",
+    columns=(
+        _MESSAGE_ID,
+        Column("tag", "text", "Tag name.", nullable=False),
+        _CONVERSATION_ID,
+    ),
+)
+
+MESSAGE_SHARES = Table(
+    name="message_shares",
+    description="Posts, products and media shared in messages (Instagram gives only `link`).",
+    merge_key="message_id",
+    columns=(
+        _MESSAGE_ID,
+        _POSITION,
+        Column("share_id", "text", "Id of the shared object."),
+        Column("link", "text", "Link of the shared object."),
+        Column("name", "text", "Its name."),
+        Column("description", "text", "Its description."),
+        Column("template", "json", "Product template payload as JSON."),
+        _CONVERSATION_ID,
+    ),
+)
+
+TABLES: tuple[Table, ...] = (
+    CONVERSATIONS,
+    CONVERSATION_PARTICIPANTS,
+    MESSAGES,
+    MESSAGE_ATTACHMENTS,
+    MESSAGE_REACTIONS,
+    MESSAGE_RECIPIENTS,
+    MESSAGE_TAGS,
+    MESSAGE_SHARES,
+)
+
+
+def schema_markdown() -> str:
+    """The README's schema section, generated so that the docs cannot drift from the code."""
+    lines: list[str] = []
+    for table in TABLES:
+        key = (
+            f"primary key `{table.primary_key}`"
+            if table.primary_key
+            else f"replaced per `{table.merge_key}`"
+        )
+        lines += [f"#### `{table.name}`", "", f"{table.description} ({key})", ""]
+        lines += ["| column | type | description |", "|---|---|---|"]
+        lines += [f"| `{c.name}` | {c.data_type} | {c.description} |" for c in table.columns]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Page tokens, user tokens, `page_ids`, bad tokens, and the token never leaking anywhere."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from conftest import TABLE_NAMES, Workspace, expected_counts, selected
+from meta_inbox.emulator import Emulator
+
+
+def test_page_token_exports_its_own_page(workspace: Workspace, emulator: Emulator) -> None:
+    page = next(p for p in emulator.inbox.pages if p.instagram)
+
+    result = workspace.run(token=emulator.page_token(page.id))
+
+    assert result.code == 0, result.output
+    assert workspace.counts() == expected_counts(selected(emulator.inbox, [page.id]))
+    assert workspace.query("select distinct page_id from messages") == [(page.id,)]
+
+
+def test_user_token_with_page_ids_exports_only_those(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    chosen = [emulator.inbox.pages[0].id, emulator.inbox.pages[2].id]
+
+    result = workspace.run(*[arg for page in chosen for arg in ("--page-id", page)])
+
+    assert result.code == 0, result.output
+    assert workspace.counts() == expected_counts(selected(emulator.inbox, chosen))
+    pages = {row[0] for row in workspace.query("select distinct page_id from conversations")}
+    assert pages == set(chosen)
+
+
+def test_page_ids_from_config_filter_too(workspace: Workspace, emulator: Emulator) -> None:
+    chosen = emulator.inbox.pages[1].id
+
+    result = workspace.run(page_ids=f'["{chosen}"]', platforms='["messenger"]')
+
+    assert result.code == 0, result.output
+    conversations = [c for c in selected(emulator.inbox, [chosen]) if c.platform == "messenger"]
+    assert workspace.counts() == expected_counts(conversations)
+
+
+def test_page_the_token_cannot_read_is_refused(workspace: Workspace, emulator: Emulator) -> None:
+    result = workspace.run("--page-id", emulator.inbox.unmanaged_page_id)
+
+    assert result.code == 6
+    assert emulator.inbox.unmanaged_page_id in result.stderr
+    assert "page_ids" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bad_token_fails_fast_with_one_line(workspace: Workspace, emulator: Emulator) -> None:
+    started = time.monotonic()
+
+    result = workspace.run(token="EAAGnotavalidtoken123456")
+
+    assert time.monotonic() - started < 20  # interpreter and dlt start-up included
+    assert result.code == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "access token" in lines[0]
+    assert "Renew it" in lines[0]
+    assert "EAAGnotavalidtoken123456" not in result.output
+    assert workspace.tables() == set()
+
+
+def test_expired_token_says_so(workspace: Workspace, emulator: Emulator) -> None:
+    emulator.expire_token(emulator.user_token, subcode=463)
+
+    result = workspace.run()
+
+    assert result.code == 3
+    assert "expired" in result.stderr
+    assert emulator.user_token not in result.output
+
+
+def test_tokens_are_found_nowhere(workspace: Workspace, emulator: Emulator) -> None:
+    """Not in the destination, the CLI's output (with --debug), nor dlt's state, trace or
+    load packages — although Graph embeds the token in every `next` URL it sends back."""
+    tokens = [emulator.user_token, *(emulator.page_token(p.id) for p in emulator.inbox.pages)]
+    assert workspace.run().code == 0
+    emulator.add_activity(seed=1)
+    debug = workspace.run("--debug")
+    assert debug.code == 0, debug.output
+
+    for table in TABLE_NAMES:
+        for token in tokens:
+            hits = workspace.query(
+                f"select count(*) from {table} t where contains(t::varchar, '{token}')"
+            )
+            assert hits == [(0,)], (table, token)
+    files = [workspace.database, *workspace.data_dir.rglob("*")]
+    for path in (p for p in files if p.is_file()):
+        content = path.read_bytes()
+        for token in tokens:
+            assert token.encode() not in content, path
+    for output in workspace.outputs:
+        for token in tokens:
+            assert token not in output
+    assert any("access_token=***" in output for output in workspace.outputs)
+
+
+def test_duckdb_file_lands_in_the_working_directory(workspace: Workspace) -> None:
+    """`<pipeline>.duckdb`, but not `meta_inbox.duckdb` beside a `meta_inbox` dataset: DuckDB
+    would find `meta_inbox.messages` ambiguous (catalog or schema)."""
+    assert workspace.run().code == 0
+    assert workspace.database == Path(workspace.root) / "meta_inbox_data.duckdb"
+    assert workspace.query("select count(*) from meta_inbox.conversations")[0][0] > 0
+
+    assert workspace.run("--pipeline-name", "nightly").code == 0
+    assert (Path(workspace.root) / "nightly.duckdb").exists()
