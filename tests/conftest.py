@@ -85,13 +85,15 @@ class Workspace:
             connection.execute("SET schema = 'meta_inbox'")
             return connection.execute(sql).fetchall()
 
-    def tables(self) -> set[str]:
-        """Tables of the `meta_inbox` dataset, none when nothing was ever loaded."""
+    def tables(self, kind: str = "BASE TABLE") -> set[str]:
+        """Tables (or `kind="VIEW"`) of the `meta_inbox` dataset; none before any load."""
         if not self.database.exists():
             return set()
         with duckdb.connect(str(self.database), read_only=True) as connection:
             rows = connection.execute(
-                "select table_name from information_schema.tables where table_schema = 'meta_inbox'"
+                "select table_name from information_schema.tables "
+                "where table_schema = 'meta_inbox' and table_type = ?",
+                [kind],
             ).fetchall()
         return {row[0] for row in rows}
 

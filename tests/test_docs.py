@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from meta_inbox.metrics import metrics_markdown
 from meta_inbox.tables import TABLES, schema_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,12 @@ def test_readme_schema_is_generated_from_the_table_definitions() -> None:
     for table in TABLES:
         for column in table.columns:
             assert f"| `{column.name}` |" in section.group(1)
+
+
+def test_readme_documents_every_metric_view() -> None:
+    section = re.search(r"<!-- metrics:start -->\n(.*?)<!-- metrics:end -->", README, re.S)
+    assert section, "README lacks the generated metric views section"
+    assert section.group(1).strip() == metrics_markdown().strip()
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -202,3 +202,4 @@ def test_tables_are_the_documented_ones(workspace: Workspace) -> None:
     assert workspace.run().code == 0
     tables = {name for name in workspace.tables() if not name.startswith("_dlt")}
     assert tables == set(TABLE_NAMES)
+    assert workspace.tables("VIEW") == {"conversation_metrics", "daily_volume", "response_times"}

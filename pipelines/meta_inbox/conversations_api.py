@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .graph_client import INVALID_PARAMETER, GraphClient, GraphError, next_page_url
 
@@ -155,8 +156,12 @@ class ConversationsApi:
         return {**message, "attachments": {"data": items}}
 
     def _may_go_on(self, listing: dict[str, Any]) -> bool:
-        full = len(listing.get("data", [])) >= self.attachments_page_size
-        return full and bool(next_page_url(listing))
+        next_url = next_page_url(listing)
+        if not next_url:
+            return False
+        # The size asked for, as Graph echoes it in `next` (smaller after a "reduce the data").
+        asked = parse_qs(urlsplit(next_url).query).get("limit", [self.attachments_page_size])[0]
+        return len(listing.get("data", [])) >= int(asked)
 
 
 def _page(raw: dict[str, Any], token: str | None) -> Page:

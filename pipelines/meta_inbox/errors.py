@@ -32,10 +32,16 @@ class ExitCode(IntEnum):
     UNKNOWN_PAGE = 6
     THROTTLED = 7
     UNAVAILABLE = 8
+    PARTIAL = 9
+    BUSY = 10
 
 
 class BadInput(Exception):
     """Configuration or arguments that cannot work: refused before the first call."""
+
+
+class Busy(Exception):
+    """Another run of the same pipeline holds its lock."""
 
 
 def missing_token() -> BadInput:
@@ -76,16 +82,21 @@ def explain(error: BaseException) -> Failure | None:
     for cause in _causes(error):
         if isinstance(cause, BadInput):
             return Failure(ExitCode.BAD_INPUT, str(cause))
+        if isinstance(cause, Busy):
+            return Failure(ExitCode.BUSY, str(cause))
         if isinstance(cause, UnknownPages):
             return Failure(ExitCode.UNKNOWN_PAGE, f"{cause}: fix page_ids (or --page-id).")
         if isinstance(cause, ThrottleBudgetExceeded):
             return Failure(
                 ExitCode.THROTTLED,
-                f"Stopped waiting on Graph API rate limits ({cause}); nothing was lost: "
-                "run again later or raise max_throttle_wait.",
+                f"Stopped waiting on Graph API rate limits ({cause}); what was read is loaded "
+                "and the next run goes on from there: run again later or raise max_throttle_wait.",
             )
         if isinstance(cause, GraphUnavailable):
-            return Failure(ExitCode.UNAVAILABLE, f"{cause}; run again later.")
+            return Failure(
+                ExitCode.UNAVAILABLE,
+                f"{cause}; what was read is loaded and the next run goes on from there.",
+            )
         if isinstance(cause, GraphError):
             return _explain_graph(cause)
     return None
@@ -114,6 +125,12 @@ def _explain_graph(error: GraphError) -> Failure | None:
             ExitCode.PERMISSION,
             f"The token lacks a permission ({error.message}). Grant {needed} to the app "
             "(and instagram_basic, instagram_manage_messages for Instagram), then renew the token.",
+        )
+    if error.code == 100 and "appsecret_proof" in error.message:
+        return Failure(
+            ExitCode.BAD_INPUT,
+            "The app requires appsecret_proof: set app_secret (SOURCES__META_INBOX__APP_SECRET "
+            "or .dlt/secrets.toml) to the app's secret.",
         )
     if error.code == 100 and error.subcode == OBJECT_NOT_FOUND_SUBCODE:
         return Failure(

@@ -283,6 +283,8 @@ class GraphClient:
         self._clock = clock
         self._pacers: dict[str, _TokenPacer] = {}
         self._pacers_lock = threading.Lock()
+        # (fields, limit) Graph found too heavy → what it accepted: later requests start there.
+        self._reductions: dict[tuple[str, str], tuple[str, str]] = {}
 
     @property
     def access_token(self) -> str:
@@ -318,6 +320,10 @@ class GraphClient:
             page = self.get_next(next_url)
 
     def _request(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        asked = (query.get("fields", ""), query.get("limit", ""))
+        if asked in self._reductions:
+            query["fields"], query["limit"] = self._reductions[asked]
+            query = {k: v for k, v in query.items() if v}
         attempt = 0
         while True:
             try:
@@ -325,6 +331,7 @@ class GraphClient:
             except GraphError as error:
                 if error.asks_for_less_data and _shrink_request(query):
                     self.stats.add(reduced_requests=1)
+                    self._reductions[asked] = (query.get("fields", ""), query.get("limit", ""))
                     log.info("Graph asked for less data on %s: retrying with smaller pages", path)
                     continue
                 if error.is_throttle:

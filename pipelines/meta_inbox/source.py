@@ -12,7 +12,7 @@ Incremental state (all in the `threads` resource, committed by dlt together with
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,10 +27,18 @@ from .errors import BadInput, missing_token
 from .graph_client import (
     DEFAULT_API_VERSION,
     DEFAULT_BASE_URL,
+    INVALID_PARAMETER,
+    OBJECT_NOT_FOUND_SUBCODE,
+    PAGE_TOKEN_REQUIRED,
+    PERMISSION_CODES,
+    TOKEN_INVALID,
     CallStats,
     GraphClient,
+    GraphError,
+    GraphUnavailable,
     Pacing,
     Redactor,
+    ThrottleBudgetExceeded,
 )
 from .rows import MessageBatch, Thread, parse_time
 from .tables import (
@@ -59,6 +67,8 @@ class RunReport:
     changed_threads: int = 0
     new_messages: int = 0
     messages_without_details: int = 0
+    page_failures: dict[str, tuple[str, GraphError]] = field(default_factory=dict)
+    stopped_by: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -219,7 +229,11 @@ _SHAPES: tuple[tuple[Table, Callable[[ThreadUpdate], list[dict[str, Any]]]], ...
 
 
 class _InboxReader:
-    """Walks Pages → platforms → folders → changed threads → new messages, keeping the cursors."""
+    """Walks Pages → platforms → folders → changed threads → new messages, keeping the cursors.
+
+    A cursor is written into state right before the rows it covers are yielded, so a run that
+    stops anywhere never records more than it extracted.
+    """
 
     def __init__(
         self,
@@ -245,69 +259,86 @@ class _InboxReader:
         folder_cursors: dict[str, str] = state.setdefault("folders", {})
         thread_cursors: dict[str, list[Any]] = state.setdefault("threads", {})
         for page in self.api.pages(self.page_ids):
-            self.report.pages.append(page.id)
-            for platform in self.platforms:
-                if platform == "instagram" and not page.instagram_id:
-                    self._warn(
-                        f"Page {page.id} ({page.name}) has no linked Instagram account: skipped"
-                    )
-                    continue
-                for folder in self.folders:
-                    key = f"{page.id}/{platform}/{folder}"
-                    yield from self._read_folder(
-                        page, platform, folder, key, folder_cursors, thread_cursors
-                    )
+            try:
+                yield from self._read_page(page, folder_cursors, thread_cursors)
+            except GraphError as error:
+                if not _concerns_one_page(error):
+                    raise
+                # This Page cannot be read (permission, role, token): the others still can.
+                self.report.page_failures[page.id] = (page.name, error)
+                log.warning("Page %s (%s) skipped: %s", page.id, page.name, error)
+            except (ThrottleBudgetExceeded, GraphUnavailable) as error:
+                # Stop reading, and let dlt load what was read: the cursors cover exactly that.
+                self.report.stopped_by = error
+                log.warning("stopping early, keeping what was read: %s", error)
+                return
+
+    def _read_page(
+        self,
+        page: Page,
+        folder_cursors: dict[str, str],
+        thread_cursors: dict[str, list[Any]],
+    ) -> Iterator[list[ThreadUpdate]]:
+        self.report.pages.append(page.id)
+        for platform in self.platforms:
+            if platform == "instagram" and not page.instagram_id:
+                self._warn(f"Page {page.id} ({page.name}) has no linked Instagram account: skipped")
+                continue
+            for folder in self.folders:
+                key = f"{page.id}/{platform}/{folder}"
+                newest = yield from self._read_folder(
+                    page, platform, folder, parse_time(folder_cursors.get(key)), thread_cursors
+                )
+                if newest:
+                    folder_cursors[key] = newest.isoformat()
 
     def _read_folder(
         self,
         page: Page,
         platform: str,
         folder: str,
-        key: str,
-        folder_cursors: dict[str, str],
+        previous: datetime | None,
         thread_cursors: dict[str, list[Any]],
-    ) -> Iterator[list[ThreadUpdate]]:
-        previous = parse_time(folder_cursors.get(key))
+    ) -> Generator[list[ThreadUpdate], None, datetime | None]:
+        """Yield the changed threads of one folder; return the newest `updated_time` seen."""
         cutoff = previous - self.lookback if previous else self.start
         newest = previous
         changed = 0
         for listing in self.api.conversation_pages(page, platform, folder):
-            updates = []
-            for raw in listing:
-                thread = Thread(page.id, platform, folder, raw)
-                updated = parse_time(raw.get("updated_time"))
+            updates: list[ThreadUpdate] = []
+            cursors: dict[str, list[Any]] = {}
+            times = [parse_time(raw.get("updated_time")) for raw in listing]
+            for raw, updated in zip(listing, times, strict=True):
                 if updated is not None:
                     newest = max(newest, updated) if newest else updated
                 if cutoff and updated and updated < cutoff:
                     continue
-                update = self._update(page, thread, thread_cursors)
-                if update is not None:
-                    updates.append(update)
+                thread = Thread(page.id, platform, folder, raw)
+                found = self._update(page, thread, thread_cursors.get(thread.id))
+                if found is not None:
+                    updates.append(found[0])
+                    cursors[thread.id] = found[1]
             if updates:
+                thread_cursors.update(cursors)
+                self._count(updates)
                 changed += len(updates)
                 yield updates
-            times = [parse_time(raw.get("updated_time")) for raw in listing]
             if cutoff and any(t and t < cutoff for t in times):
                 break
-        if newest:
-            folder_cursors[key] = newest.isoformat()
-        log.info("%s: %d changed threads", key, changed)
+        log.info("%s/%s/%s: %d changed threads", page.id, platform, folder, changed)
+        return newest
 
     def _update(
-        self, page: Page, thread: Thread, thread_cursors: dict[str, list[Any]]
-    ) -> ThreadUpdate | None:
-        entry = thread_cursors.get(thread.id)
+        self, page: Page, thread: Thread, entry: list[Any] | None
+    ) -> tuple[ThreadUpdate, list[Any]] | None:
+        """The thread's new messages and its next cursor, or None when nothing changed."""
         cursor = _MessageCursor.load(entry)
         moved = entry is not None and entry[0] != thread.folder
         messages = self._new_messages(page, thread, cursor)
         if entry is not None and not messages and not moved:
             return None
-        thread_cursors[thread.id] = cursor.dump(thread.folder)
-        self.report.changed_threads += 1
-        self.report.new_messages += len(messages)
-        self.report.messages_without_details += sum(not rows.has_details(m) for m in messages)
         batch = MessageBatch(thread.id, page.id, thread.platform, page.own_ids, tuple(messages))
-        return ThreadUpdate(thread, batch)
+        return ThreadUpdate(thread, batch), cursor.dump(thread.folder)
 
     def _new_messages(
         self, page: Page, thread: Thread, cursor: _MessageCursor
@@ -334,7 +365,21 @@ class _InboxReader:
             cursor.advance(message, created)
         return list(found.values())
 
+    def _count(self, updates: list[ThreadUpdate]) -> None:
+        messages = [m for update in updates for m in update.messages.messages]
+        self.report.changed_threads += len(updates)
+        self.report.new_messages += len(messages)
+        self.report.messages_without_details += sum(not rows.has_details(m) for m in messages)
+
     def _warn(self, message: str) -> None:
         if message not in self.report.warnings:
             self.report.warnings.append(message)
-            log.warning(message)
+
+
+def _concerns_one_page(error: GraphError) -> bool:
+    """Errors that stop one Page (its token, role or permissions), not the whole run."""
+    return (
+        error.code in PERMISSION_CODES
+        or error.code in (TOKEN_INVALID, PAGE_TOKEN_REQUIRED)
+        or (error.code == INVALID_PARAMETER and error.subcode == OBJECT_NOT_FOUND_SUBCODE)
+    )

@@ -242,15 +242,20 @@ TABLES: tuple[Table, ...] = (
 
 def schema_markdown() -> str:
     """The README's schema section, generated so that the docs cannot drift from the code."""
-    lines: list[str] = []
+    sections = []
     for table in TABLES:
         key = (
             f"primary key `{table.primary_key}`"
             if table.primary_key
             else f"replaced per `{table.merge_key}`"
         )
-        lines += [f"#### `{table.name}`", "", f"{table.description} ({key})", ""]
-        lines += ["| column | type | description |", "|---|---|---|"]
-        lines += [f"| `{c.name}` | {c.data_type} | {c.description} |" for c in table.columns]
-        lines.append("")
-    return "\n".join(lines)
+        sections.append(markdown_section(table.name, f"{table.description} ({key})", table.columns))
+    return "\n".join(sections)
+
+
+def markdown_section(name: str, description: str, columns: tuple[Column, ...]) -> str:
+    """One table or view for the README: its name, what it holds, and a row per column."""
+    lines = [f"#### `{name}`", "", description, ""]
+    lines += ["| column | type | description |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.data_type} | {c.description} |" for c in columns]
+    return "\n".join(lines) + "\n"

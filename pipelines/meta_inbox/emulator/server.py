@@ -364,6 +364,7 @@ class Emulator:
         self._calls: list[Call] = []
         self._expired: dict[str, int] = {}
         self._revoked: dict[str, set[str]] = {}
+        self._withheld: set[str] = set()
         self._traces = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -428,6 +429,12 @@ class Emulator:
     def revoke_permission(self, page_id: str, permission: str) -> None:
         with self._lock:
             self._revoked.setdefault(page_id, set()).add(permission)
+
+    def withhold_page_token(self, page_id: str) -> None:
+        """`/me/accounts` lists the Page without its `access_token`, as Graph does for a user
+        whose role on the Page gives no token: a client then has only the user token (210)."""
+        with self._lock:
+            self._withheld.add(page_id)
 
     # -- one request -----------------------------------------------------------------------
 
@@ -691,7 +698,14 @@ class Emulator:
     def _accounts(self, request: _Request) -> dict[str, Any]:
         fields = self._fields(request, "Page", ACCOUNT_DEFAULT)
         entries = _positional(self.inbox.pages)
-        return self._listing(request, entries, lambda page: render(page.graph_values(), fields))
+
+        def account(page: Page) -> dict[str, Any]:
+            values = page.graph_values()
+            if page.id in self._withheld:
+                del values["access_token"]
+            return render(values, fields)
+
+        return self._listing(request, entries, account)
 
     def _conversations(self, request: _Request, page: Page) -> dict[str, Any]:
         if request.token_kind != "page":
