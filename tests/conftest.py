@@ -3,6 +3,7 @@ counted from the emulator's own model (never from the code under test)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,34 @@ class Workspace:
         return self.root / "meta_inbox_data.duckdb"
 
     def run(self, *args: str, token: str | None = None, **config: str) -> CliResult:
+        """Run `meta-inbox run ARGS` to the end; `config` keys become SOURCES__META_INBOX__*."""
+        done = subprocess.run(
+            self._command(args),
+            cwd=self.root,
+            env=self._env(token, config),
+            capture_output=True,
+            text=True,
+            timeout=float(os.environ.get("CLI_TIMEOUT", "300")),
+        )
+        self.outputs.append(done.stdout + done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    def start(self, *args: str, token: str | None = None, **config: str) -> subprocess.Popen:
+        """Start `meta-inbox run ARGS` in the background (to kill it, or to race it)."""
+        return subprocess.Popen(
+            self._command(args),
+            cwd=self.root,
+            env=self._env(token, config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @staticmethod
+    def _command(args: tuple[str, ...]) -> list[str]:
+        return [sys.executable, "-m", "meta_inbox.cli", "run", *args]
+
+    def _env(self, token: str | None, config: dict[str, str]) -> dict[str, str]:
         env = {
             **os.environ,
             "RUNTIME__DLTHUB_TELEMETRY": "false",
@@ -68,17 +97,7 @@ class Workspace:
             "SOURCES__META_INBOX__RETRY_BACKOFF": "0.05",
         }
         env["SOURCES__META_INBOX__ACCESS_TOKEN"] = token or self.emulator.user_token
-        env |= {f"SOURCES__META_INBOX__{key.upper()}": value for key, value in config.items()}
-        done = subprocess.run(
-            [sys.executable, "-m", "meta_inbox.cli", "run", *args],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        self.outputs.append(done.stdout + done.stderr)
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return env | {f"SOURCES__META_INBOX__{key.upper()}": value for key, value in config.items()}
 
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.database), read_only=True) as connection:
@@ -96,6 +115,11 @@ class Workspace:
                 [kind],
             ).fetchall()
         return {row[0] for row in rows}
+
+    def state_version(self) -> int:
+        """Version of the pipeline state dlt keeps locally; it moves with every committed change."""
+        path = self.data_dir / "pipelines" / "meta_inbox" / "state.json"
+        return json.loads(path.read_text())["_state_version"] if path.exists() else 0
 
     def counts(self) -> dict[str, int]:
         return {name: self.query(f"select count(*) from {name}")[0][0] for name in TABLE_NAMES}

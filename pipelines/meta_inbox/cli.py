@@ -196,6 +196,11 @@ def export(pipeline: Any, source: Any, report: RunReport, *, full_refresh: bool)
     if full_refresh:
         # Postgres refuses to drop tables that views read.
         drop_metric_views(pipeline)
+    if pipeline.has_pending_data:
+        # dlt's run() would load what an interrupted run left and stop there; a scheduled job
+        # must also fetch what is new, so finish the old load first, then run as usual.
+        log.info("finishing the load that an interrupted run left pending")
+        pipeline.run()
     pipeline.run(
         source,
         refresh="drop_sources" if full_refresh else None,
@@ -209,30 +214,25 @@ def export(pipeline: Any, source: Any, report: RunReport, *, full_refresh: bool)
 
 
 def _outcome(report: RunReport) -> int:
-    """Exit code and lines for a run that loaded, but maybe not everything."""
-    if report.stopped_by is not None:
-        failure = explain(report.stopped_by)
+    """Exit code, and a line per problem, for a run that loaded but maybe not everything.
+
+    A run where no Page could be read fails before loading; here some Pages were loaded.
+    """
+    problems = [*report.page_failures, *([report.stopped_by] if report.stopped_by else [])]
+    code = ExitCode.PARTIAL if report.page_failures else ExitCode.OK
+    for problem in problems:
+        failure = explain(problem)
         if failure is None:
-            raise report.stopped_by
+            raise problem
         print(f"meta-inbox: {report.redactor(failure.line)}", file=sys.stderr)
-        return failure.code
-    failures = []
-    for page_id, (name, error) in report.page_failures.items():
-        failure = explain(error)
-        if failure is None:
-            raise error
-        failures.append(failure)
-        print(
-            f"meta-inbox: Page {page_id} ({name}): {report.redactor(failure.line)}", file=sys.stderr
-        )
-    if not failures:
-        return ExitCode.OK
-    loaded_any = len(report.pages) > len(failures)
-    return ExitCode.PARTIAL if loaded_any else failures[0].code
+        code = failure.code if problem is report.stopped_by else code
+    return code
 
 
 def _print_summary(pipeline: Any, report: RunReport, elapsed: float) -> None:
-    counts = pipeline.last_trace.last_normalize_info.row_counts if pipeline.last_trace else {}
+    trace = pipeline.last_trace
+    normalized = trace.last_normalize_info if trace else None
+    counts = normalized.row_counts if normalized else {}
     stats = report.stats
     print(
         f"meta-inbox: {len(report.pages)} Page(s), {report.changed_threads} changed thread(s), "

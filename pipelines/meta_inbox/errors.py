@@ -44,6 +44,16 @@ class Busy(Exception):
     """Another run of the same pipeline holds its lock."""
 
 
+class PageFailed(Exception):
+    """One Page could not be read; `error` says why."""
+
+    def __init__(self, page_id: str, page_name: str, error: GraphError) -> None:
+        super().__init__(f"Page {page_id} ({page_name}): {error}")
+        self.page_id = page_id
+        self.page_name = page_name
+        self.error = error
+
+
 def missing_token() -> BadInput:
     return BadInput(
         "No access token: set SOURCES__META_INBOX__ACCESS_TOKEN or access_token under "
@@ -84,6 +94,11 @@ def explain(error: BaseException) -> Failure | None:
             return Failure(ExitCode.BAD_INPUT, str(cause))
         if isinstance(cause, Busy):
             return Failure(ExitCode.BUSY, str(cause))
+        if isinstance(cause, PageFailed):
+            inner = _explain_graph(cause.error)
+            if inner is None:
+                return None
+            return Failure(inner.code, f"Page {cause.page_id} ({cause.page_name}): {inner.line}")
         if isinstance(cause, UnknownPages):
             return Failure(ExitCode.UNKNOWN_PAGE, f"{cause}: fix page_ids (or --page-id).")
         if isinstance(cause, ThrottleBudgetExceeded):

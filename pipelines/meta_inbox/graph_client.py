@@ -324,7 +324,7 @@ class GraphClient:
         if asked in self._reductions:
             query["fields"], query["limit"] = self._reductions[asked]
             query = {k: v for k, v in query.items() if v}
-        attempt = 0
+        attempt = throttled = 0
         while True:
             try:
                 return self._call(path, query)
@@ -335,7 +335,8 @@ class GraphClient:
                     log.info("Graph asked for less data on %s: retrying with smaller pages", path)
                     continue
                 if error.is_throttle:
-                    self._wait_for_throttle(error)
+                    self._wait_for_throttle(error, throttled)
+                    throttled += 1
                     continue
                 if not error.is_retryable or attempt + 1 >= self.pacing.max_attempts:
                     raise
@@ -421,12 +422,11 @@ class GraphClient:
         if delay:
             log.info("Graph usage at %.0f %%: slowing down by %.1f s", usage.percent, delay)
 
-    def _wait_for_throttle(self, error: GraphError) -> None:
-        with self.stats.lock:
-            throttled = self.stats.throttled
+    def _wait_for_throttle(self, error: GraphError, times_before: int) -> None:
+        """Wait as long as Graph says, else back off exponentially for this request."""
         delay = error.usage.regain_seconds if error.usage else 0.0
         if not delay:
-            backoff = self.pacing.throttle_backoff * 2 ** min(throttled, 6)
+            backoff = self.pacing.throttle_backoff * 2 ** min(times_before, 6)
             delay = min(backoff, self.pacing.max_throttle_wait) * random.uniform(0.5, 1.0)
         waited = self.stats.throttle_wait
         if waited + delay > self.pacing.max_throttle_wait:

@@ -23,7 +23,7 @@ from dlt.extract.resource import DltResource
 
 from . import rows
 from .conversations_api import FOLDERS, PLATFORMS, ConversationsApi, Page
-from .errors import BadInput, missing_token
+from .errors import BadInput, PageFailed, missing_token
 from .graph_client import (
     DEFAULT_API_VERSION,
     DEFAULT_BASE_URL,
@@ -67,7 +67,7 @@ class RunReport:
     changed_threads: int = 0
     new_messages: int = 0
     messages_without_details: int = 0
-    page_failures: dict[str, tuple[str, GraphError]] = field(default_factory=dict)
+    page_failures: list[PageFailed] = field(default_factory=list)
     stopped_by: Exception | None = None
 
 
@@ -265,13 +265,16 @@ class _InboxReader:
                 if not _concerns_one_page(error):
                     raise
                 # This Page cannot be read (permission, role, token): the others still can.
-                self.report.page_failures[page.id] = (page.name, error)
-                log.warning("Page %s (%s) skipped: %s", page.id, page.name, error)
+                self.report.page_failures.append(PageFailed(page.id, page.name, error))
+                log.debug("Page %s skipped: %s", page.id, error)
             except (ThrottleBudgetExceeded, GraphUnavailable) as error:
                 # Stop reading, and let dlt load what was read: the cursors cover exactly that.
                 self.report.stopped_by = error
                 log.warning("stopping early, keeping what was read: %s", error)
                 return
+        if self.report.page_failures and len(self.report.page_failures) == len(self.report.pages):
+            # Nothing could be read: fail the run, so that not even an empty state is loaded.
+            raise self.report.page_failures[0]
 
     def _read_page(
         self,
