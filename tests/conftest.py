@@ -116,10 +116,25 @@ class Workspace:
             ).fetchall()
         return {row[0] for row in rows}
 
-    def state_version(self) -> int:
-        """Version of the pipeline state dlt keeps locally; it moves with every committed change."""
+    def cursors(self) -> dict:
+        """The incremental state (folder and thread cursors) of the local pipeline state."""
         path = self.data_dir / "pipelines" / "meta_inbox" / "state.json"
-        return json.loads(path.read_text())["_state_version"] if path.exists() else 0
+        if not path.exists():
+            return {}
+        return json.loads(path.read_text()).get("sources", {}).get("meta_inbox", {})
+
+    def data_tables(self) -> set[str]:
+        """The exported tables that exist (dlt's own and the run records left out)."""
+        return self.tables() & set(TABLE_NAMES)
+
+    def runs(self) -> list[dict]:
+        """`_meta_inbox_runs`, oldest first."""
+        with duckdb.connect(str(self.database), read_only=True) as connection:
+            result = connection.execute(
+                "select * from meta_inbox._meta_inbox_runs order by started_at"
+            )
+            names = [d[0] for d in result.description]
+            return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
     def counts(self) -> dict[str, int]:
         return {name: self.query(f"select count(*) from {name}")[0][0] for name in TABLE_NAMES}

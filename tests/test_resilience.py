@@ -156,7 +156,8 @@ def test_expired_token_stops_without_touching_state(
     workspace: Workspace, emulator: Emulator
 ) -> None:
     assert workspace.run().code == 0
-    before_counts, before_state = workspace.counts(), workspace.state_version()
+    before_counts, before_cursors = workspace.counts(), workspace.cursors()
+    assert before_cursors
     emulator.add_activity(seed=1)
     emulator.expire_token(emulator.user_token, subcode=463)
 
@@ -167,7 +168,8 @@ def test_expired_token_stops_without_touching_state(
     assert "token has expired" in line
     assert "Renew it" in line
     assert workspace.counts() == before_counts
-    assert workspace.state_version() == before_state
+    assert workspace.cursors() == before_cursors
+    assert workspace.runs()[-1]["status"] == "failed"
 
 
 def test_page_token_required(workspace: Workspace, emulator: Emulator) -> None:
@@ -180,7 +182,8 @@ def test_page_token_required(workspace: Workspace, emulator: Emulator) -> None:
     line = _one_line(result.stderr)
     assert page.id in line
     assert "Page access token" in line
-    assert workspace.tables() == set()
+    assert workspace.data_tables() == set()
+    assert workspace.cursors() == {}
 
 
 def test_missing_permission_on_the_only_page(workspace: Workspace, emulator: Emulator) -> None:
@@ -193,7 +196,8 @@ def test_missing_permission_on_the_only_page(workspace: Workspace, emulator: Emu
     line = _one_line(result.stderr)
     assert "pages_messaging" in line
     assert "Grant" in line
-    assert workspace.tables() == set()
+    assert workspace.data_tables() == set()
+    assert workspace.cursors() == {}
 
 
 def test_one_failing_page_does_not_sink_the_others(
@@ -232,6 +236,7 @@ def test_appsecret_proof(tmp_path: Path) -> None:
 
 
 def test_tables_exist_only_after_a_load(workspace: Workspace) -> None:
-    assert workspace.tables() == set()
+    assert workspace.data_tables() == set()
+    assert workspace.cursors() == {}
     assert workspace.run().code == 0
     assert set(TABLE_NAMES) <= workspace.tables()

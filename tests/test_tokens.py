@@ -63,7 +63,8 @@ def test_bad_token_fails_fast_with_one_line(workspace: Workspace, emulator: Emul
     assert "access token" in lines[0]
     assert "Renew it" in lines[0]
     assert "EAAGnotavalidtoken123456" not in result.output
-    assert workspace.tables() == set()
+    assert workspace.data_tables() == set()
+    assert workspace.cursors() == {}
 
 
 def test_expired_token_says_so(workspace: Workspace, emulator: Emulator) -> None:

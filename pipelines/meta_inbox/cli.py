@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ from .errors import BadInput, Busy, ExitCode, explain, missing_token
 from .graph_client import redact_log_records
 from .lake import create_latest_views
 from .metrics import create_metric_views, drop_metric_views, metrics_markdown
+from .runs import RunRecord, append_run, loaded_rows
 from .source import RunReport, meta_inbox
 from .tables import TABLES, schema_markdown
 
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--platform", action="append", dest="platforms", metavar="P")
     run.add_argument("--since", metavar="DATE", help="first-run lower bound, e.g. 2026-01-31")
     run.add_argument("--full-refresh", action="store_true", help="drop tables and state, reload")
+    run.add_argument("--json", action="store_true", help="print the run record as JSON")
     run.set_defaults(command=_run)
 
     demo = sub.add_parser("demo", help="export the bundled emulator's inbox into a local DuckDB")
@@ -114,8 +117,32 @@ def _run(args: argparse.Namespace, report: RunReport) -> int:
         destination=_destination(args.destination, args.pipeline_name, args.dataset_name),
         dataset_name=args.dataset_name,
     )
+    record = RunRecord(args.pipeline_name)
     with _exclusive(Path(pipeline.working_dir), args.pipeline_name):
-        return export(pipeline, source, report, full_refresh=args.full_refresh)
+        try:
+            code, problems = export(
+                pipeline, source, report, full_refresh=args.full_refresh, summary=not args.json
+            )
+        except Exception as error:
+            failure = explain(error)
+            line = failure.line if failure else _innermost(error)
+            code = failure.code if failure else ExitCode.UNEXPECTED
+            _record(pipeline, record.finish(report, {}, code, [line]), args.json, report)
+            raise
+        row = record.finish(report, loaded_rows(pipeline), code, problems)
+        _record(pipeline, row, args.json, report)
+        return code
+
+
+def _record(pipeline: Any, row: dict[str, Any], as_json: bool, report: RunReport) -> None:
+    """Append the run to `_meta_inbox_runs`, and print it when asked for JSON."""
+    append_run(pipeline, row)
+    if as_json:
+        print(report.redactor(json.dumps(row, default=_json_value, ensure_ascii=False)))
+
+
+def _json_value(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 @contextmanager
@@ -187,7 +214,10 @@ def _check_destination(name: str) -> None:
         ) from None
 
 
-def export(pipeline: Any, source: Any, report: RunReport, *, full_refresh: bool) -> int:
+def export(
+    pipeline: Any, source: Any, report: RunReport, *, full_refresh: bool, summary: bool = True
+) -> tuple[int, list[str]]:
+    """Run the export; its exit code and the line printed for each problem."""
     started = time.monotonic()
     # Parquet for a lake, and for DuckDB: measured 10x faster to load and a third of the
     # memory of dlt's default INSERT statements (benchmarks/export_speed.py).
@@ -207,32 +237,33 @@ def export(pipeline: Any, source: Any, report: RunReport, *, full_refresh: bool)
         loader_file_format=file_format,
     )
     create_metric_views(pipeline)
-    _print_summary(pipeline, report, time.monotonic() - started)
+    if summary:
+        _print_summary(pipeline, report, time.monotonic() - started)
     for warning in report.warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {warning}", file=sys.stdout if summary else sys.stderr)
     return _outcome(report)
 
 
-def _outcome(report: RunReport) -> int:
+def _outcome(report: RunReport) -> tuple[int, list[str]]:
     """Exit code, and a line per problem, for a run that loaded but maybe not everything.
 
     A run where no Page could be read fails before loading; here some Pages were loaded.
     """
     problems = [*report.page_failures, *([report.stopped_by] if report.stopped_by else [])]
     code = ExitCode.PARTIAL if report.page_failures else ExitCode.OK
+    lines = []
     for problem in problems:
         failure = explain(problem)
         if failure is None:
             raise problem
-        print(f"meta-inbox: {report.redactor(failure.line)}", file=sys.stderr)
+        lines.append(report.redactor(failure.line))
+        print(f"meta-inbox: {lines[-1]}", file=sys.stderr)
         code = failure.code if problem is report.stopped_by else code
-    return code
+    return code, lines
 
 
 def _print_summary(pipeline: Any, report: RunReport, elapsed: float) -> None:
-    trace = pipeline.last_trace
-    normalized = trace.last_normalize_info if trace else None
-    counts = normalized.row_counts if normalized else {}
+    counts = loaded_rows(pipeline)
     stats = report.stats
     print(
         f"meta-inbox: {len(report.pages)} Page(s), {report.changed_threads} changed thread(s), "
