@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -72,14 +73,17 @@ class Workspace:
         self.outputs.append(done.stdout + done.stderr)
         return CliResult(done.returncode, done.stdout, done.stderr)
 
-    def start(self, *args: str, token: str | None = None, **config: str) -> subprocess.Popen:
-        """Start `meta-inbox run ARGS` in the background (to kill it, or to race it)."""
+    def start(
+        self, *args: str, token: str | None = None, stderr: Any = subprocess.PIPE, **config: str
+    ) -> subprocess.Popen:
+        """Start `meta-inbox run ARGS` in the background (to kill it, race it, or give it a
+        terminal as `stderr`)."""
         return subprocess.Popen(
             self._command(args),
             cwd=self.root,
             env=self._env(token, config),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
         )
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -237,6 +238,7 @@ def export(
         loader_file_format=file_format,
     )
     create_metric_views(pipeline)
+    _end_status_line()
     if summary:
         _print_summary(pipeline, report, time.monotonic() - started)
     for warning in report.warnings:
@@ -312,12 +314,41 @@ def _emulator(args: argparse.Namespace, report: RunReport) -> int:
     return ExitCode.OK
 
 
+class _StatusLine(logging.StreamHandler):  # type: ignore[type-arg]
+    """On a terminal, progress rewrites one status line; other records keep lines of their own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno == logging.INFO and record.name.startswith("meta_inbox"):
+                width = shutil.get_terminal_size().columns - 1
+                self.stream.write(f"\r\x1b[K{record.getMessage()[:width]}")
+            else:
+                self.stream.write(f"\r\x1b[K{self.format(record)}\n")
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+    def end(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.flush()
+
+
+def _end_status_line() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _StatusLine):
+            handler.end()
+
+
 def _configure_logging(debug: bool, report: RunReport) -> None:
-    """Progress and warnings go to stderr; every record is redacted, dlt's included."""
+    """Progress and warnings go to stderr; every record is redacted, dlt's included.
+
+    On a terminal progress is one updating line; elsewhere (cron, CI) a plain line each time.
+    """
     redact_log_records(report.redactor)
     if debug:
         os.environ["RUNTIME__LOG_LEVEL"] = "DEBUG"
-    handler = logging.StreamHandler(sys.stderr)
+    on_terminal = sys.stderr.isatty() and not debug
+    handler = _StatusLine(sys.stderr) if on_terminal else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], force=True
@@ -326,6 +357,7 @@ def _configure_logging(debug: bool, report: RunReport) -> None:
 
 
 def _fail(error: Exception, debug: bool, report: RunReport) -> int:
+    _end_status_line()
     failure = explain(error)
     if debug:
         log.error("run failed", exc_info=error)
