@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from conftest import (
     TABLE_NAMES,
@@ -12,7 +13,7 @@ from conftest import (
     hidden_messages,
     selected,
 )
-from meta_inbox.emulator import Emulator
+from meta_inbox.emulator import Emulator, Faults
 from meta_inbox.emulator.inbox import Inbox
 
 PAGE_SIZE = 100  # the client's default listing and nested page size, the emulator's maximum
@@ -201,5 +202,22 @@ def _new_in(inbox: Inbox, conversation_id: str, new_ids: set[str]) -> int:
 def test_tables_are_the_documented_ones(workspace: Workspace) -> None:
     assert workspace.run().code == 0
     tables = {name for name in workspace.tables() if not name.startswith("_dlt")}
-    assert tables == set(TABLE_NAMES)
+    assert tables == {*TABLE_NAMES, "_meta_inbox_runs"}
     assert workspace.tables("VIEW") == {"conversation_metrics", "daily_volume", "response_times"}
+
+
+def test_instagram_refusing_old_details_loses_nothing(tmp_path: Path) -> None:
+    """Graph's other possible answer for Instagram messages older than the newest 20: the list
+    fails with 9000001 instead of leaving their details out. The export must be the same."""
+    with Emulator(seed=7, scale=1, faults=Faults(instagram_details_error=True)) as emulator:
+        workspace = Workspace(tmp_path, emulator)
+
+        result = workspace.run()
+
+        assert result.code == 0, result.output
+        conversations = selected(emulator.inbox)
+        assert workspace.counts() == expected_counts(conversations)
+        hidden = workspace.query("select id from messages where not details_available")
+        assert {row[0] for row in hidden} == hidden_messages(conversations)
+        refused = [c for c in emulator.calls if c.error_code == 9000001]
+        assert 1 <= len(refused) <= 6, len(refused)

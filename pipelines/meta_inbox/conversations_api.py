@@ -9,13 +9,20 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .graph_client import INVALID_PARAMETER, GraphClient, GraphError, next_page_url
+from .graph_client import (
+    INVALID_PARAMETER,
+    MESSAGE_DELETED,
+    GraphClient,
+    GraphError,
+    next_page_url,
+)
 
 log = logging.getLogger("meta_inbox")
 
 PLATFORMS = ("messenger", "instagram")
+INSTAGRAM_DETAILS = 20  # Instagram gives details of a thread's newest 20 messages only
 FOLDERS = ("inbox", "other", "page_done", "spam")
 
 ATTACHMENT_FIELDS = "id,mime_type,name,size,file_url,image_data,video_data,generic_template"
@@ -78,6 +85,7 @@ class ConversationsApi:
         self.page_size = page_size
         self.messages_page_size = messages_page_size
         self.attachments_page_size = attachments_page_size
+        self._instagram_refuses_old_details = False
 
     def pages(self, page_ids: list[str] | None = None) -> list[Page]:
         """The Pages to export: those a user token manages, or the one a Page token stands for."""
@@ -112,19 +120,44 @@ class ConversationsApi:
 
         The caller stops iterating when it reaches threads it already has: no further call is made.
         """
+        nested = self.messages_page_size
+        if platform == "instagram" and self._instagram_refuses_old_details:
+            nested = INSTAGRAM_DETAILS
         params = {
             "platform": platform,
             "folder": folder,
             "limit": self.page_size,
-            "fields": f"{CONVERSATION_FIELDS},messages.limit({self.messages_page_size})"
-            f"{{{message_fields(self.attachments_page_size)}}}",
+            "fields": self._listing_fields(nested),
         }
         client = self.client.with_token(page.token)
-        for listing in client.paginate(f"{page.id}/conversations", params):
+        path, next_url = f"{page.id}/conversations", None
+        while True:
+            try:
+                listing = client.get_next(next_url) if next_url else client.get(path, params)
+            except GraphError as error:
+                if error.code != MESSAGE_DELETED or platform != "instagram":
+                    raise
+                if params["fields"] == self._listing_fields(INSTAGRAM_DETAILS):
+                    raise
+                # Instagram may refuse, rather than leave out, the details of messages older
+                # than a thread's newest 20: ask for 20 per thread, all of them readable.
+                self._instagram_refuses_old_details = True
+                params["fields"] = self._listing_fields(INSTAGRAM_DETAILS)
+                next_url = next_url and _with_params(next_url, fields=params["fields"])
+                continue
             yield listing.get("data", [])
+            next_url = next_page_url(listing)
+            if not next_url:
+                return
+
+    def _listing_fields(self, messages: int) -> str:
+        return (
+            f"{CONVERSATION_FIELDS},messages.limit({messages})"
+            f"{{{message_fields(self.attachments_page_size)}}}"
+        )
 
     def message_pages(
-        self, page: Page, conversation: dict[str, Any]
+        self, page: Page, conversation: dict[str, Any], platform: str
     ) -> Iterator[list[dict[str, Any]]]:
         """A thread's messages, newest first: the page that came with the thread, then older ones.
 
@@ -137,7 +170,23 @@ class ConversationsApi:
             next_url = next_page_url(nested)
             if not next_url:
                 return
-            nested = client.get_next(next_url)
+            if platform == "instagram" and self._instagram_refuses_old_details:
+                # Past the first page, all are older than the newest 20: ids and times only.
+                next_url = _with_params(
+                    next_url, fields="id,created_time", limit=str(self.messages_page_size)
+                )
+            try:
+                nested = client.get_next(next_url)
+            except GraphError as error:
+                if error.code != MESSAGE_DELETED:
+                    raise
+                # Details refused for some message of this page (Instagram's older ones): keep
+                # what Graph lists of them, ids and times, as it does when it leaves them out.
+                nested = client.get_next(
+                    _with_params(
+                        next_url, fields="id,created_time", limit=str(self.messages_page_size)
+                    )
+                )
 
     def _complete_attachments(self, client: GraphClient, message: dict[str, Any]) -> dict[str, Any]:
         """Fetch the rest of a message's attachments when its nested list may go on.
@@ -162,6 +211,12 @@ class ConversationsApi:
         # The size asked for, as Graph echoes it in `next` (smaller after a "reduce the data").
         asked = parse_qs(urlsplit(next_url).query).get("limit", [self.attachments_page_size])[0]
         return len(listing.get("data", [])) >= int(asked)
+
+
+def _with_params(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | params
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _page(raw: dict[str, Any], token: str | None) -> Page:

@@ -30,15 +30,14 @@ EXAMPLE_QUERIES = {
                max(m.created_time) as last_message
         from meta_inbox.conversations c join meta_inbox.messages m on m.conversation_id = c.id
         group by all order by messages desc, c.id limit 5""",
-    "Median first reply of the Page, per platform": """
-        with firsts as (
-            select conversation_id, platform,
-                   min(created_time) filter (where not is_from_page) as asked,
-                   min(created_time) filter (where is_from_page) as first_any_reply
-            from meta_inbox.messages where details_available group by all)
-        select platform, count(*) as threads,
-               median(first_any_reply - asked) as median_first_reply
-        from firsts where first_any_reply > asked group by all order by all""",
+    "How fast the Page answers (metric view response_times)": """
+        select platform, count(*) as answered_messages,
+               round(median(response_seconds) / 60, 1) as median_minutes,
+               round(quantile_cont(response_seconds, 0.9) / 3600, 1) as p90_hours
+        from meta_inbox.response_times group by all order by all""",
+    "Threads waiting for an answer (metric view conversation_metrics)": """
+        select platform, folder, count(*) as open_threads
+        from meta_inbox.conversation_metrics where is_open group by all order by all""",
     "Most used reactions": """
         select reaction, count(*) as reactions
         from meta_inbox.message_reactions group by all order by reactions desc, reaction limit 5""",
