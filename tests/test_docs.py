@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from meta_inbox.metrics import metrics_markdown
-from meta_inbox.tables import TABLES, schema_markdown
+from meta_inbox.runs import RUNS
+from meta_inbox.tables import TABLES, markdown_section, schema_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -27,6 +28,13 @@ def test_readme_documents_every_metric_view() -> None:
     section = re.search(r"<!-- metrics:start -->\n(.*?)<!-- metrics:end -->", README, re.S)
     assert section, "README lacks the generated metric views section"
     assert section.group(1).strip() == metrics_markdown().strip()
+
+
+def test_readme_documents_the_run_records() -> None:
+    section = re.search(r"<!-- runs:start -->\n(.*?)<!-- runs:end -->", README, re.S)
+    assert section, "README lacks the generated run records section"
+    expected = markdown_section(RUNS.name, RUNS.description, RUNS.columns)
+    assert section.group(1).strip() == expected.strip()
 
 
 def test_readme_starts_with_the_two_commands() -> None:

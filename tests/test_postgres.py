@@ -50,6 +50,8 @@ def test_postgres_load_is_exact_and_incremental(
     assert timestamp_types(postgres_dsn) == {
         ("conversations", "updated_time"): "timestamp with time zone",
         ("messages", "created_time"): "timestamp with time zone",
+        ("_meta_inbox_runs", "started_at"): "timestamp with time zone",
+        ("_meta_inbox_runs", "finished_at"): "timestamp with time zone",
     }
 
     detailed = detailed_messages(emulator.inbox.conversations)

@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .graph_client import scrub_secret_params
+from .tables import Table
+
+HASH_HEX_DIGITS = 32  # 128 bits: no collisions among the people of any inbox
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """What rows keep of the people in them: the `pii` setting and its salt.
+
+    `keep` keeps everything. `hash` replaces names, emails and usernames with the hex HMAC-SHA256
+    of the value keyed by the salt, cut to 32 digits: one value gives one hash in every table and
+    every run with that salt, so hashed columns still join and group, while without the salt a
+    guessed name cannot be hashed to find it. `drop` leaves out those columns and message text.
+    Ids are kept as they are: they are Page- or Instagram-scoped, and they are the join keys.
+    """
+
+    mode: str = "keep"
+    salt: str = field(default="", repr=False)  # a secret: kept out of logs and tracebacks
+
+    def apply(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as `table` stores it under this mode (its columns marked `pii` in tables.py)."""
+        personal = table.personal_columns
+        if self.mode == "drop":
+            return {key: value for key, value in row.items() if key not in personal}
+        if self.mode == "hash":
+            return {
+                key: self.hashed(value) if personal.get(key) == "person" else value
+                for key, value in row.items()
+            }
+        return row
+
+    def hashed(self, value: Any) -> Any:
+        # An absent or empty value says nothing about anyone: it stays as it is.
+        if value is None or value == "":
+            return value
+        digest = hmac.new(self.salt.encode(), str(value).encode(), hashlib.sha256).hexdigest()
+        return digest[:HASH_HEX_DIGITS]
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from .graph_client import (
     Redactor,
     ThrottleBudgetExceeded,
 )
-from .rows import MessageBatch, Thread, parse_time
+from .rows import MessageBatch, Privacy, Thread, parse_time
 from .tables import (
     CONVERSATION_PARTICIPANTS,
     CONVERSATIONS,
@@ -50,6 +50,7 @@ from .tables import (
     MESSAGE_SHARES,
     MESSAGE_TAGS,
     MESSAGES,
+    PII_MODES,
     Table,
 )
 
@@ -126,17 +127,21 @@ def meta_inbox(
     retry_backoff: float = 1.0,
     max_attempts: int = 6,
     request_timeout: float = 60.0,
+    pii: str = "keep",
+    pii_salt: TSecretStrValue | None = None,
     report: RunReport | None = None,
 ) -> Sequence[DltResource]:
     """Messenger and Instagram conversations of the Pages an access token can read.
 
     `access_token` is a Page token or a user / system-user token (then every Page it manages,
-    filtered by `page_ids`). Delays are in seconds. `report` collects figures for a summary.
+    filtered by `page_ids`). Delays are in seconds. `pii` is `keep`, `hash` (with the secret
+    `pii_salt`) or `drop`: see `rows.Privacy`. `report` collects figures for a summary.
     """
     if not access_token or not access_token.strip():
         raise missing_token()
     platforms = _checked("platforms", platforms, PLATFORMS)
     folders = _checked("folders", folders, FOLDERS)
+    privacy = _privacy(pii, pii_salt)
     try:
         start = parse_time(start_date) if start_date else None
     except ValueError:
@@ -144,6 +149,7 @@ def meta_inbox(
     if page_ids and not all(str(p).isdigit() for p in page_ids):
         raise BadInput(f"page_ids {page_ids!r} must be Page ids (digits only).")
     report = report if report is not None else RunReport()
+    report.redactor.add(privacy.salt)
     pacing = Pacing(
         max_calls_per_second=max_calls_per_second,
         max_throttle_wait=max_throttle_wait,
@@ -177,7 +183,10 @@ def meta_inbox(
     def threads() -> Iterator[list[ThreadUpdate]]:
         yield from reader.read()
 
-    return [threads, *(_table_resource(threads, table, shape) for table, shape in _SHAPES)]
+    return [
+        threads,
+        *(_table_resource(threads, table, shape, privacy) for table, shape in _SHAPES),
+    ]
 
 
 def _checked(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
@@ -188,11 +197,26 @@ def _checked(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> l
     return chosen
 
 
+def _privacy(mode: str, salt: str | None) -> Privacy:
+    chosen = str(mode).lower()
+    if chosen not in PII_MODES:
+        raise BadInput(f"pii {mode!r} is unknown: use {', '.join(PII_MODES)}.")
+    if chosen == "hash" and not (salt and salt.strip()):
+        raise BadInput(
+            "pii = hash needs a secret salt: set pii_salt (SOURCES__META_INBOX__PII_SALT or "
+            ".dlt/secrets.toml)."
+        )
+    return Privacy(chosen, salt or "")
+
+
 def _table_resource(
-    parent: DltResource, table: Table, shape: Callable[[ThreadUpdate], list[dict[str, Any]]]
+    parent: DltResource,
+    table: Table,
+    shape: Callable[[ThreadUpdate], list[dict[str, Any]]],
+    privacy: Privacy,
 ) -> DltResource:
     def transform(updates: list[ThreadUpdate]) -> Iterator[list[dict[str, Any]]]:
-        yield [row for update in updates for row in shape(update)]
+        yield [privacy.apply(table, row) for update in updates for row in shape(update)]
 
     return dlt.transformer(
         transform,
@@ -201,7 +225,7 @@ def _table_resource(
         write_disposition="merge",
         primary_key=table.primary_key or (),
         merge_key=table.merge_key or (),
-        columns=table.dlt_columns(),
+        columns=table.dlt_columns(privacy.mode),
         table_name=table.name,
     )
 
@@ -350,7 +374,7 @@ class _InboxReader:
         floor = cursor.newest or self.start
         found: dict[str, dict[str, Any]] = {}
         pending: list[tuple[dict[str, Any], datetime]] = []
-        for batch in self.api.message_pages(page, thread.raw):
+        for batch in self.api.message_pages(page, thread.raw, thread.platform):
             reached_known = False
             for message in batch:
                 created = parse_time(message.get("created_time"))

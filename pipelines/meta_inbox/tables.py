@@ -6,7 +6,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+# The `pii` setting: what the destination gets of the people in the inbox (see `rows.Privacy`).
+PII_MODES = ("keep", "hash", "drop")
+
+# What a personal column holds: "person" (a name, email or username: hashed by `pii = hash`) or
+# "text" (what people wrote: kept by `pii = hash`). `pii = drop` leaves out both.
+PiiKind = Literal["person", "text"]
+
+_PII_NOTES: dict[PiiKind, str] = {
+    "person": "Personal: hashed with `pii = hash`, left out with `pii = drop`.",
+    "text": "Personal: left out with `pii = drop`.",
+}
 
 
 @dataclass(frozen=True)
@@ -15,6 +27,14 @@ class Column:
     data_type: str
     description: str
     nullable: bool = True
+    pii: PiiKind | None = None
+
+    @property
+    def documented(self) -> str:
+        """The description, with what the `pii` setting does to this column."""
+        if self.pii is None:
+            return self.description
+        return f"{self.description} {_PII_NOTES[self.pii]}"
 
 
 @dataclass(frozen=True)
@@ -33,15 +53,24 @@ class Table:
         return tuple(c.name for c in self.columns)
 
     @property
+    def personal_columns(self) -> dict[str, PiiKind]:
+        """Names of the columns that hold personal data, and what they hold."""
+        return {c.name: c.pii for c in self.columns if c.pii}
+
+    def stored_columns(self, pii: str = "keep") -> tuple[Column, ...]:
+        """The columns the destination gets: `pii = drop` leaves the personal ones out."""
+        return tuple(c for c in self.columns if pii != "drop" or c.pii is None)
+
+    @property
     def parent(self) -> str | None:
         """The table whose rows own this one's, by `merge_key`."""
         return {"conversation_id": "conversations", "message_id": "messages"}.get(
             self.merge_key or ""
         )
 
-    def dlt_columns(self) -> dict[str, dict[str, Any]]:
+    def dlt_columns(self, pii: str = "keep") -> dict[str, dict[str, Any]]:
         columns: dict[str, dict[str, Any]] = {}
-        for column in self.columns:
+        for column in self.stored_columns(pii):
             hints: dict[str, Any] = {
                 "name": column.name,
                 "data_type": column.data_type,
@@ -55,11 +84,12 @@ class Table:
 
 
 def _person(prefix: str, who: str) -> tuple[Column, ...]:
-    return (
-        Column(f"{prefix}name", "text", f"Name of {who} (Messenger only)."),
-        Column(f"{prefix}email", "text", f"Page-scoped email of {who} (Messenger only)."),
-        Column(f"{prefix}username", "text", f"Instagram username of {who} (Instagram only)."),
+    described = (
+        ("name", f"Name of {who} (Messenger only)."),
+        ("email", f"Page-scoped email of {who} (Messenger only)."),
+        ("username", f"Instagram username of {who} (Instagram only)."),
     )
+    return tuple(Column(prefix + name, "text", text, pii="person") for name, text in described)
 
 
 _PAGE = Column("page_id", "text", "Facebook Page the conversation belongs to.", nullable=False)
@@ -82,7 +112,7 @@ CONVERSATIONS = Table(
         Column("updated_time", "timestamp", "Time of the newest message (UTC)."),
         Column("message_count", "bigint", "Messages in the thread, as Graph counts them."),
         Column("unread_count", "bigint", "Messages the Page has not read."),
-        Column("snippet", "text", "Text of the newest message, shortened by Graph."),
+        Column("snippet", "text", "Text of the newest message, shortened by Graph.", pii="text"),
         Column("link", "text", "Path of the thread in the Page inbox (Messenger)."),
         Column("can_reply", "bool", "Whether the Page can still reply."),
         Column("is_subscribed", "bool", "Whether the Page is subscribed to the thread."),
@@ -122,7 +152,7 @@ MESSAGES = Table(
         Column("from_id", "text", "Sender id: a person, the Page or its Instagram account."),
         *_person("from_", "the sender"),
         Column("is_from_page", "bool", "Sent by the Page (or its Instagram account)."),
-        Column("message", "text", "Text; empty when the message has none."),
+        Column("message", "text", "Text; empty when the message has none.", pii="text"),
         Column("sticker", "text", "Sticker image URL."),
         Column("is_unsupported", "bool", "The message holds content Graph cannot show."),
         Column("reply_to_mid", "text", "Id of the message this one replies to."),
@@ -183,8 +213,8 @@ MESSAGE_REACTIONS = Table(
         _MESSAGE_ID,
         Column("reaction", "text", "The emoji.", nullable=False),
         Column("user_id", "text", "Who reacted."),
-        Column("user_name", "text", "Their name (Messenger only)."),
-        Column("user_username", "text", "Their Instagram username (Instagram only)."),
+        Column("user_name", "text", "Their name (Messenger only).", pii="person"),
+        Column("user_username", "text", "Their Instagram username (Instagram only).", pii="person"),
         _CONVERSATION_ID,
     ),
 )
@@ -257,5 +287,5 @@ def markdown_section(name: str, description: str, columns: tuple[Column, ...]) -
     """One table or view for the README: its name, what it holds, and a row per column."""
     lines = [f"#### `{name}`", "", description, ""]
     lines += ["| column | type | description |", "|---|---|---|"]
-    lines += [f"| `{c.name}` | {c.data_type} | {c.description} |" for c in columns]
+    lines += [f"| `{c.name}` | {c.data_type} | {c.documented} |" for c in columns]
     return "\n".join(lines) + "\n"
