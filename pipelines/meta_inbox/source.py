@@ -12,6 +12,7 @@ Incremental state (all in the `threads` resource, committed by dlt together with
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,6 +56,7 @@ from .tables import (
 )
 
 log = logging.getLogger("meta_inbox")
+PROGRESS_EVERY = 30.0  # seconds between progress lines inside one long folder
 
 
 @dataclass
@@ -331,6 +333,8 @@ class _InboxReader:
         cutoff = previous - self.lookback if previous else self.start
         newest = previous
         changed = 0
+        where = f"{page.id}/{platform}/{folder}"
+        last_progress = time.monotonic()
         for listing in self.api.conversation_pages(page, platform, folder):
             updates: list[ThreadUpdate] = []
             cursors: dict[str, list[Any]] = {}
@@ -350,10 +354,20 @@ class _InboxReader:
                 self._count(updates)
                 changed += len(updates)
                 yield updates
+            if time.monotonic() - last_progress >= PROGRESS_EVERY:
+                last_progress = time.monotonic()
+                log.info("%s: %d changed threads so far%s", where, changed, self._totals())
             if cutoff and any(t and t < cutoff for t in times):
                 break
-        log.info("%s/%s/%s: %d changed threads", page.id, platform, folder, changed)
+        log.info("%s: %d changed threads%s", where, changed, self._totals())
         return newest
+
+    def _totals(self) -> str:
+        report = self.report
+        return (
+            f" (run: {report.changed_threads} threads, {report.new_messages} messages, "
+            f"{report.stats.calls} calls)"
+        )
 
     def _update(
         self, page: Page, thread: Thread, entry: list[Any] | None
