@@ -32,10 +32,10 @@ def latest_view_sql(table: Table, folder: Path) -> str:
         )
         return f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} WHERE false"
     source = f"read_parquet('{folder.as_posix()}/*.parquet', union_by_name = true)"
-    if table.primary_key:
+    if table.parent is None:
         return (
             f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM {source} "
-            f"QUALIFY row_number() OVER (PARTITION BY {table.primary_key} "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(table.primary_key)} "
             "ORDER BY _dlt_load_id DESC) = 1"
         )
     return (

@@ -31,15 +31,15 @@ class Privacy:
 
     def apply(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
         """The row as `table` stores it under this mode (its columns marked `pii` in tables.py)."""
+        if self.mode == "keep":
+            return row
         personal = table.personal_columns
         if self.mode == "drop":
             return {key: value for key, value in row.items() if key not in personal}
-        if self.mode == "hash":
-            return {
-                key: self.hashed(value) if personal.get(key) == "person" else value
-                for key, value in row.items()
-            }
-        return row
+        return {
+            key: self.hashed(value) if personal.get(key) == "person" else value
+            for key, value in row.items()
+        }
 
     def hashed(self, value: Any) -> Any:
         # An absent or empty value says nothing about anyone: it stays as it is.
@@ -208,13 +208,14 @@ def reaction_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str
     return [
         {
             "message_id": str(message["id"]),
+            "position": position,
             "reaction": reaction,
             "user_id": user.get("id"),
             "user_name": user.get("name"),
             "user_username": user.get("username"),
             "conversation_id": batch.conversation_id,
         }
-        for reaction, user in _reactions(message)
+        for position, (reaction, user) in enumerate(_reactions(message))
     ]
 
 

@@ -225,7 +225,7 @@ def _table_resource(
         data_from=parent,
         name=table.name,
         write_disposition="merge",
-        primary_key=table.primary_key or (),
+        primary_key=table.primary_key,
         merge_key=table.merge_key or (),
         columns=table.dlt_columns(privacy.mode),
         table_name=table.name,

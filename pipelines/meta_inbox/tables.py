@@ -39,13 +39,17 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A destination table. A re-fetched parent replaces its row (`primary_key`) and every
-    child row (`merge_key` names the parent), so there are never duplicates or stale children."""
+    """A destination table, merged on `primary_key`.
+
+    A child table also names its parent's key as `merge_key`: a re-fetched parent replaces all
+    its child rows, so none goes stale. Its own primary key matters too: dlt deduplicates a
+    load's rows by it, and a load job replayed after a crash would otherwise insert twice.
+    """
 
     name: str
     description: str
     columns: tuple[Column, ...]
-    primary_key: str | None = None
+    primary_key: tuple[str, ...] = ()
     merge_key: str | None = None
 
     @property
@@ -103,7 +107,7 @@ _POSITION = Column("position", "bigint", "Order within the message, from 0.", nu
 CONVERSATIONS = Table(
     name="conversations",
     description="One row per thread, as of its latest load.",
-    primary_key="id",
+    primary_key=("id",),
     columns=(
         Column("id", "text", "Conversation id (`t_…` on Messenger).", nullable=False),
         _PAGE,
@@ -126,6 +130,7 @@ CONVERSATIONS = Table(
 CONVERSATION_PARTICIPANTS = Table(
     name="conversation_participants",
     description="One row per person (or Page) per conversation, current and former.",
+    primary_key=("conversation_id", "participant_id"),
     merge_key="conversation_id",
     columns=(
         _CONVERSATION_ID,
@@ -142,7 +147,7 @@ MESSAGES = Table(
     name="messages",
     description="One row per message. Instagram withholds details beyond the newest 20 messages "
     "of a thread: those rows have `details_available = false` and only ids and times.",
-    primary_key="id",
+    primary_key=("id",),
     columns=(
         Column("id", "text", "Message id (`m_…` on Messenger).", nullable=False),
         _CONVERSATION_ID,
@@ -174,6 +179,7 @@ MESSAGES = Table(
 MESSAGE_ATTACHMENTS = Table(
     name="message_attachments",
     description="Files, images, videos and templates attached to messages.",
+    primary_key=("message_id", "position"),
     merge_key="message_id",
     columns=(
         _MESSAGE_ID,
@@ -208,9 +214,11 @@ MESSAGE_ATTACHMENTS = Table(
 MESSAGE_REACTIONS = Table(
     name="message_reactions",
     description="One row per reaction per user.",
+    primary_key=("message_id", "position"),
     merge_key="message_id",
     columns=(
         _MESSAGE_ID,
+        _POSITION,
         Column("reaction", "text", "The emoji.", nullable=False),
         Column("user_id", "text", "Who reacted."),
         Column("user_name", "text", "Their name (Messenger only).", pii="person"),
@@ -222,6 +230,7 @@ MESSAGE_REACTIONS = Table(
 MESSAGE_RECIPIENTS = Table(
     name="message_recipients",
     description="One row per recipient (`to`) per message.",
+    primary_key=("message_id", "recipient_id"),
     merge_key="message_id",
     columns=(
         _MESSAGE_ID,
@@ -234,6 +243,7 @@ MESSAGE_RECIPIENTS = Table(
 MESSAGE_TAGS = Table(
     name="message_tags",
     description="One row per tag per message (`inbox`, `read`, `sent`, `source:…`).",
+    primary_key=("message_id", "tag"),
     merge_key="message_id",
     columns=(
         _MESSAGE_ID,
@@ -245,6 +255,7 @@ MESSAGE_TAGS = Table(
 MESSAGE_SHARES = Table(
     name="message_shares",
     description="Posts, products and media shared in messages (Instagram gives only `link`).",
+    primary_key=("message_id", "position"),
     merge_key="message_id",
     columns=(
         _MESSAGE_ID,
@@ -274,11 +285,9 @@ def schema_markdown() -> str:
     """The README's schema section, generated so that the docs cannot drift from the code."""
     sections = []
     for table in TABLES:
-        key = (
-            f"primary key `{table.primary_key}`"
-            if table.primary_key
-            else f"replaced per `{table.merge_key}`"
-        )
+        key = "primary key " + ", ".join(f"`{column}`" for column in table.primary_key)
+        if table.merge_key:
+            key += f"; rows replaced per `{table.merge_key}`"
         sections.append(markdown_section(table.name, f"{table.description} ({key})", table.columns))
     return "\n".join(sections)
 
