@@ -49,6 +49,8 @@ def test_page_the_token_cannot_read_is_refused(workspace: Workspace, emulator: E
     assert emulator.inbox.unmanaged_page_id in result.stderr
     assert "page_ids" in result.stderr
     assert "Traceback" not in result.output
+    assert workspace.data_tables() == set()
+    assert workspace.cursors() == {}
 
 
 def test_bad_token_fails_fast_with_one_line(workspace: Workspace, emulator: Emulator) -> None:
