@@ -140,6 +140,13 @@ class Workspace:
             names = [d[0] for d in result.description]
             return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
+    def duplicate_ids(self) -> dict[str, int]:
+        """Rows beyond one per id, in the two tables keyed by `id`."""
+        return {
+            table: self.query(f"select count(*) - count(distinct id) from {table}")[0][0]
+            for table in ("conversations", "messages")
+        }
+
     def counts(self) -> dict[str, int]:
         return {name: self.query(f"select count(*) from {name}")[0][0] for name in TABLE_NAMES}
 

@@ -35,8 +35,7 @@ def test_first_run_loads_every_table_exactly(workspace: Workspace, emulator: Emu
     assert workspace.query("select count(distinct page_id) from conversations") == [
         (len(emulator.inbox.pages),)
     ]
-    for table, key in (("conversations", "id"), ("messages", "id")):
-        assert workspace.query(f"select count(*) - count(distinct {key}) from {table}") == [(0,)]
+    assert workspace.duplicate_ids() == {"conversations": 0, "messages": 0}
     assert "messages without details" in result.stdout
     assert "no linked Instagram account" in result.stdout
 
@@ -122,8 +121,7 @@ def test_second_run_loads_exactly_what_changed(workspace: Workspace, emulator: E
     assert workspace.query(f"select folder from conversations where id = '{reopened}'") == [
         ("inbox",)
     ]
-    for table, key in (("conversations", "id"), ("messages", "id")):
-        assert workspace.query(f"select count(*) - count(distinct {key}) from {table}") == [(0,)]
+    assert workspace.duplicate_ids() == {"conversations": 0, "messages": 0}
     same_second = workspace.query(
         f"select count(*) from messages where id = '{activity.same_second_message_id}'"
     )

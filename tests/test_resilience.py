@@ -23,8 +23,7 @@ QUICK_RETRIES = {"retry_backoff": "0.05", "throttle_backoff": "0.5", "max_attemp
 
 
 def _no_duplicates(workspace: Workspace) -> None:
-    for table, key in (("conversations", "id"), ("messages", "id")):
-        assert workspace.query(f"select count(*) - count(distinct {key}) from {table}") == [(0,)]
+    assert workspace.duplicate_ids() == {"conversations": 0, "messages": 0}
     pairs = workspace.query(
         "select count(*) - count(distinct (conversation_id, participant_id)) "
         "from conversation_participants"

@@ -23,7 +23,7 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination import Destination
 
 from .conversations_api import PLATFORMS
-from .errors import BadInput, Busy, ExitCode, explain, missing_token
+from .errors import BadInput, Busy, ExitCode, explain, innermost, missing_token
 from .graph_client import redact_log_records
 from .lake import create_latest_views
 from .metrics import create_metric_views, drop_metric_views, metrics_markdown
@@ -373,11 +373,8 @@ def _fail(error: Exception, debug: bool, report: RunReport) -> int:
 
 
 def _innermost(error: BaseException) -> str:
-    while True:
-        wrapped = getattr(error, "exception", None) or error.__cause__
-        if not isinstance(wrapped, BaseException) or wrapped is error:
-            return f"{type(error).__name__}: {error}".splitlines()[0]
-        error = wrapped
+    cause = innermost(error)
+    return f"{type(cause).__name__}: {cause}".splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -162,6 +162,11 @@ def _explain_graph(error: GraphError) -> Failure | None:
     return None
 
 
+def innermost(error: BaseException) -> BaseException:
+    """The error at the bottom of what dlt (and we) wrapped around it."""
+    return list(_causes(error))[-1]
+
+
 def _causes(error: BaseException) -> Iterator[BaseException]:
     """The error and what it wraps: dlt wraps what a resource raises, sometimes twice."""
     seen: set[int] = set()

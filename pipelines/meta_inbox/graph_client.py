@@ -230,7 +230,6 @@ class CallStats:
     retries: int = 0
     throttled: int = 0
     throttle_wait: float = 0.0
-    reduced_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: float) -> None:
@@ -330,7 +329,6 @@ class GraphClient:
                 return self._call(path, query)
             except GraphError as error:
                 if error.asks_for_less_data and _shrink_request(query):
-                    self.stats.add(reduced_requests=1)
                     self._reductions[asked] = (query.get("fields", ""), query.get("limit", ""))
                     log.info("Graph asked for less data on %s: retrying with smaller pages", path)
                     continue

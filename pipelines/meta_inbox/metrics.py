@@ -18,7 +18,7 @@ import dlt
 from dlt.destinations.impl.duckdb.sql_client import WithTableScanners
 from dlt.destinations.sql_client import SqlClientBase
 
-from .tables import Column, markdown_section
+from .tables import CONVERSATION_ID, FOLDER, PAGE_ID, PLATFORM, Column, markdown_section
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,6 @@ class MetricView:
     select: str
 
 
-_CONVERSATION_ID = Column("conversation_id", "text", "The conversation (`conversations.id`).")
-_PAGE = Column("page_id", "text", "Facebook Page the conversation belongs to.")
-_PLATFORM = Column("platform", "text", "`messenger` or `instagram`.")
-
 RESPONSE_TIMES = MetricView(
     name="response_times",
     description="One row per customer message that the Page answered: the answer is the Page's "
@@ -44,9 +40,9 @@ RESPONSE_TIMES = MetricView(
     "in the answering second, the lowest id in byte order is named). Every customer message "
     "waiting for the same answer gets its own row. Messages without details are left out.",
     columns=(
-        _CONVERSATION_ID,
-        _PAGE,
-        _PLATFORM,
+        CONVERSATION_ID,
+        PAGE_ID,
+        PLATFORM,
         Column("customer_message_id", "text", "The customer's message (`messages.id`)."),
         Column("customer_message_at", "timestamp", "When the customer sent it (UTC)."),
         Column("reply_message_id", "text", "The Page's answer (`messages.id`)."),
@@ -101,10 +97,10 @@ CONVERSATION_METRICS = MetricView(
     "customer waits for an answer while no Page message is strictly later than their newest "
     "message, so a Page message in the very same second leaves the thread unanswered.",
     columns=(
-        _CONVERSATION_ID,
-        _PAGE,
-        _PLATFORM,
-        Column("folder", "text", "`inbox`, `other`, `page_done` (archived) or `spam`."),
+        CONVERSATION_ID,
+        PAGE_ID,
+        PLATFORM,
+        FOLDER,
         Column("first_customer_message_at", "timestamp", "The customer's first message (UTC)."),
         Column(
             "first_page_reply_at",
@@ -212,8 +208,8 @@ DAILY_VOLUME = MetricView(
     "(only days with messages have rows).",
     columns=(
         Column("day", "date", "The UTC day the messages were sent."),
-        _PAGE,
-        _PLATFORM,
+        PAGE_ID,
+        PLATFORM,
         Column(
             "direction",
             "text",

@@ -254,6 +254,7 @@ _SHAPES: tuple[tuple[Table, Callable[[ThreadUpdate], list[dict[str, Any]]]], ...
 )
 
 
+@dataclass
 class _InboxReader:
     """Walks Pages → platforms → folders → changed threads → new messages, keeping the cursors.
 
@@ -261,24 +262,13 @@ class _InboxReader:
     stops anywhere never records more than it extracted.
     """
 
-    def __init__(
-        self,
-        api: ConversationsApi,
-        report: RunReport,
-        *,
-        page_ids: list[str] | None,
-        platforms: list[str],
-        folders: list[str],
-        start: datetime | None,
-        lookback: timedelta,
-    ) -> None:
-        self.api = api
-        self.report = report
-        self.page_ids = page_ids
-        self.platforms = platforms
-        self.folders = folders
-        self.start = start
-        self.lookback = lookback
+    api: ConversationsApi
+    report: RunReport
+    page_ids: list[str] | None
+    platforms: list[str]
+    folders: list[str]
+    start: datetime | None
+    lookback: timedelta
 
     def read(self) -> Iterator[list[ThreadUpdate]]:
         state = dlt.current.resource_state()

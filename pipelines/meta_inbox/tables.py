@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 # The `pii` setting: what the destination gets of the people in the inbox (see `rows.Privacy`).
@@ -56,7 +57,7 @@ class Table:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    @property
+    @cached_property
     def personal_columns(self) -> dict[str, PiiKind]:
         """Names of the columns that hold personal data, and what they hold."""
         return {c.name: c.pii for c in self.columns if c.pii}
@@ -96,9 +97,11 @@ def _person(prefix: str, who: str) -> tuple[Column, ...]:
     return tuple(Column(prefix + name, "text", text, pii="person") for name, text in described)
 
 
-_PAGE = Column("page_id", "text", "Facebook Page the conversation belongs to.", nullable=False)
-_PLATFORM = Column("platform", "text", "`messenger` or `instagram`.", nullable=False)
-_CONVERSATION_ID = Column(
+# Columns that several tables and the metric views share.
+PAGE_ID = Column("page_id", "text", "Facebook Page the conversation belongs to.", nullable=False)
+PLATFORM = Column("platform", "text", "`messenger` or `instagram`.", nullable=False)
+FOLDER = Column("folder", "text", "`inbox`, `other`, `page_done` (archived) or `spam`.", False)
+CONVERSATION_ID = Column(
     "conversation_id", "text", "The conversation (`conversations.id`).", nullable=False
 )
 _MESSAGE_ID = Column("message_id", "text", "The message (`messages.id`).", nullable=False)
@@ -110,9 +113,9 @@ CONVERSATIONS = Table(
     primary_key=("id",),
     columns=(
         Column("id", "text", "Conversation id (`t_…` on Messenger).", nullable=False),
-        _PAGE,
-        _PLATFORM,
-        Column("folder", "text", "`inbox`, `other`, `page_done` (archived) or `spam`.", False),
+        PAGE_ID,
+        PLATFORM,
+        FOLDER,
         Column("updated_time", "timestamp", "Time of the newest message (UTC)."),
         Column("message_count", "bigint", "Messages in the thread, as Graph counts them."),
         Column("unread_count", "bigint", "Messages the Page has not read."),
@@ -133,13 +136,13 @@ CONVERSATION_PARTICIPANTS = Table(
     primary_key=("conversation_id", "participant_id"),
     merge_key="conversation_id",
     columns=(
-        _CONVERSATION_ID,
+        CONVERSATION_ID,
         Column("participant_id", "text", "Page-scoped or Instagram-scoped id.", nullable=False),
         *_person("", "the participant"),
         Column("is_sender", "bool", "Listed among the thread's `senders`."),
         Column("is_former", "bool", "Listed only among `former_participants`."),
-        _PAGE,
-        _PLATFORM,
+        PAGE_ID,
+        PLATFORM,
     ),
 )
 
@@ -150,9 +153,9 @@ MESSAGES = Table(
     primary_key=("id",),
     columns=(
         Column("id", "text", "Message id (`m_…` on Messenger).", nullable=False),
-        _CONVERSATION_ID,
-        _PAGE,
-        _PLATFORM,
+        CONVERSATION_ID,
+        PAGE_ID,
+        PLATFORM,
         Column("created_time", "timestamp", "When the message was sent (UTC).", nullable=False),
         Column("from_id", "text", "Sender id: a person, the Page or its Instagram account."),
         *_person("from_", "the sender"),
@@ -185,7 +188,7 @@ MESSAGE_ATTACHMENTS = Table(
         _MESSAGE_ID,
         _POSITION,
         Column("attachment_id", "text", "Attachment id."),
-        _CONVERSATION_ID,
+        CONVERSATION_ID,
         Column("mime_type", "text", "MIME type."),
         Column("name", "text", "File name."),
         Column("size", "bigint", "Size in bytes."),
@@ -223,7 +226,7 @@ MESSAGE_REACTIONS = Table(
         Column("user_id", "text", "Who reacted."),
         Column("user_name", "text", "Their name (Messenger only).", pii="person"),
         Column("user_username", "text", "Their Instagram username (Instagram only).", pii="person"),
-        _CONVERSATION_ID,
+        CONVERSATION_ID,
     ),
 )
 
@@ -236,7 +239,7 @@ MESSAGE_RECIPIENTS = Table(
         _MESSAGE_ID,
         Column("recipient_id", "text", "Recipient id.", nullable=False),
         *_person("", "the recipient"),
-        _CONVERSATION_ID,
+        CONVERSATION_ID,
     ),
 )
 
@@ -248,7 +251,7 @@ MESSAGE_TAGS = Table(
     columns=(
         _MESSAGE_ID,
         Column("tag", "text", "Tag name.", nullable=False),
-        _CONVERSATION_ID,
+        CONVERSATION_ID,
     ),
 )
 
@@ -265,7 +268,7 @@ MESSAGE_SHARES = Table(
         Column("name", "text", "Its name."),
         Column("description", "text", "Its description."),
         Column("template", "json", "Product template payload as JSON."),
-        _CONVERSATION_ID,
+        CONVERSATION_ID,
     ),
 )
 
