@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg2
@@ -12,10 +14,12 @@ import pytest
 
 from conftest import TABLE_NAMES, Workspace, detailed_messages, expected_counts, selected
 from meta_inbox.emulator import Emulator
+from meta_inbox.metrics import METRIC_VIEWS as VIEW_DEFINITIONS
 from postgres_server import PostgresServer, PostgresUnavailable, running_postgres
 
 SCHEMA = "meta_inbox"
 METRIC_VIEWS = ("conversation_metrics", "daily_volume", "response_times")
+VIEWS = {view.name: view for view in VIEW_DEFINITIONS}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +108,41 @@ def test_metric_views_exist_in_postgres(workspace: Workspace, postgres_dsn: str)
     assert set(METRIC_VIEWS) <= views, f"missing views: {sorted(set(METRIC_VIEWS) - views)}"
     for view in METRIC_VIEWS:
         assert query(postgres_dsn, f"select count(*) from {SCHEMA}.{view}")[0][0] > 0, view
+
+
+def test_metric_views_hold_the_same_values_as_duckdb(
+    workspace: Workspace, emulator: Emulator, postgres_dsn: str
+) -> None:
+    """Same SQL, same inbox, same history: Postgres's views equal DuckDB's, whose values
+    tests/test_metrics.py checks against the emulator's model."""
+    assert workspace.run("--destination", "postgres", "--pipeline-name", "pg").code == 0
+    assert workspace.run().code == 0
+    emulator.add_activity(seed=1)
+    assert workspace.run("--destination", "postgres", "--pipeline-name", "pg").code == 0
+    assert workspace.run().code == 0
+
+    for view in METRIC_VIEWS:
+        columns = ", ".join(c.name for c in VIEWS[view].columns)
+        in_postgres = query(postgres_dsn, f"select {columns} from {SCHEMA}.{view}")
+        in_duckdb = workspace.query(f"select {columns} from {view}")
+        assert len(in_postgres) == len(in_duckdb) > 0, view
+        assert _comparable(in_postgres) == _comparable(in_duckdb), view
+
+
+def _comparable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows in one order, with values both engines' drivers return alike."""
+
+    def value(item: Any) -> Any:
+        if isinstance(item, datetime):
+            return item.timestamp()
+        if isinstance(item, date):
+            return item.isoformat()
+        if isinstance(item, float | Decimal):
+            return round(float(item), 6)
+        return item
+
+    converted = [tuple(value(item) for item in row) for row in rows]
+    return sorted(converted, key=lambda row: tuple((v is None, str(v)) for v in row))
 
 
 def query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
