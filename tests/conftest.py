@@ -1,5 +1,5 @@
-"""Shared fixtures: the emulator over real HTTP, the real CLI in a subprocess, and ground truth
-counted from the emulator's own model (never from the code under test)."""
+"""Shared fixtures: the emulator over real HTTP, and a workspace where exports run (in process
+through `meta_inbox.export`, or as the real CLI in a subprocess) into real files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,19 +15,15 @@ from typing import Any
 import duckdb
 import pytest
 
-from meta_inbox.emulator import Emulator
-from meta_inbox.emulator.inbox import Conversation, Inbox
+# The fast tier's shared helpers are imported by name before pytest would rewrite them.
+pytest.register_assert_rewrite("support")
 
-TABLE_NAMES = (
-    "conversations",
-    "conversation_participants",
-    "messages",
-    "message_attachments",
-    "message_reactions",
-    "message_recipients",
-    "message_tags",
-    "message_shares",
-)
+from meta_inbox import ExportResult, Settings, export
+from meta_inbox.emulator import Emulator
+from model import TABLE_NAMES
+
+# Retries and throttle waits shrunk so that faults cost milliseconds; everything else default.
+QUICK = {"max_calls_per_second": 0.0, "retry_backoff": 0.02, "max_retry_delay": 0.1}
 
 
 @pytest.fixture
@@ -48,7 +44,8 @@ class CliResult:
 
 
 class Workspace:
-    """A folder where the CLI runs: its DuckDB file, and dlt's pipeline folder (DLT_DATA_DIR)."""
+    """A folder where exports run: the working folder (DuckDB files, lakes) and dlt's pipeline
+    folder (DLT_DATA_DIR), both inside the test's temporary folder."""
 
     def __init__(self, root: Path, emulator: Emulator) -> None:
         self.root = root
@@ -56,156 +53,171 @@ class Workspace:
         self.data_dir = root / "dlt"
         self.outputs: list[str] = []
 
-    @property
-    def database(self) -> Path:
-        return self.root / "meta_inbox_data.duckdb"
+    def database(self, pipeline_name: str = "meta_inbox") -> Path:
+        return self.root / f"{pipeline_name}.duckdb"
+
+    def settings(self, token: str | None = None, **values: Any) -> Settings:
+        return Settings.from_config(
+            access_token=token or self.emulator.user_token,
+            base_url=self.emulator.base_url,
+            **(QUICK | values),
+        )
+
+    def export(self, token: str | None = None, **options: Any) -> ExportResult:
+        """`meta_inbox.export` in process; `options` are export's, the rest are settings."""
+        keys = {"pipeline_name", "destination", "dataset_name", "full_refresh", "reconcile"}
+        run = {key: options.pop(key) for key in list(options) if key in keys}
+        previous, data_dir = Path.cwd(), os.environ.get("DLT_DATA_DIR")
+        os.chdir(self.root)
+        os.environ["DLT_DATA_DIR"] = str(self.data_dir)
+        try:
+            return export(self.settings(token, **options), **run)
+        finally:
+            os.chdir(previous)
+            if data_dir is None:
+                os.environ.pop("DLT_DATA_DIR")
+            else:
+                os.environ["DLT_DATA_DIR"] = data_dir
 
     def run(self, *args: str, token: str | None = None, **config: str) -> CliResult:
-        """Run `meta-inbox run ARGS` to the end; `config` keys become SOURCES__META_INBOX__*."""
+        """`meta-inbox run ARGS` in a subprocess; `config` keys become SOURCES__META_INBOX__*."""
         done = subprocess.run(
-            self._command(args),
+            self.command("run", *args),
             cwd=self.root,
-            env=self._env(token, config),
+            env=self.env(token, config),
             capture_output=True,
             text=True,
-            timeout=float(os.environ.get("CLI_TIMEOUT", "300")),
+            timeout=300,
         )
         self.outputs.append(done.stdout + done.stderr)
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     def start(
         self, *args: str, token: str | None = None, stderr: Any = subprocess.PIPE, **config: str
-    ) -> subprocess.Popen:
-        """Start `meta-inbox run ARGS` in the background (to kill it, race it, or give it a
-        terminal as `stderr`)."""
+    ) -> subprocess.Popen[str]:
+        """Start `meta-inbox ARGS` in the background (to signal it, kill it or race it)."""
         return subprocess.Popen(
-            self._command(args),
+            self.command(*args),
             cwd=self.root,
-            env=self._env(token, config),
+            env=self.env(token, config),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
         )
 
     @staticmethod
-    def _command(args: tuple[str, ...]) -> list[str]:
-        return [sys.executable, "-m", "meta_inbox.cli", "run", *args]
+    def command(*args: str) -> list[str]:
+        return [sys.executable, "-m", "meta_inbox.cli", *args]
 
-    def _env(self, token: str | None, config: dict[str, str]) -> dict[str, str]:
+    def env(self, token: str | None = None, config: dict[str, str] | None = None) -> dict[str, str]:
         env = {
             **os.environ,
             "RUNTIME__DLTHUB_TELEMETRY": "false",
             "DLT_DATA_DIR": str(self.data_dir),
+            "SOURCES__META_INBOX__ACCESS_TOKEN": token or self.emulator.user_token,
             "SOURCES__META_INBOX__BASE_URL": self.emulator.base_url,
-            "SOURCES__META_INBOX__MAX_CALLS_PER_SECOND": "0",
-            "SOURCES__META_INBOX__RETRY_BACKOFF": "0.05",
         }
-        env["SOURCES__META_INBOX__ACCESS_TOKEN"] = token or self.emulator.user_token
-        return env | {f"SOURCES__META_INBOX__{key.upper()}": value for key, value in config.items()}
+        env |= {f"SOURCES__META_INBOX__{key.upper()}": str(value) for key, value in QUICK.items()}
+        return env | {f"SOURCES__META_INBOX__{k.upper()}": v for k, v in (config or {}).items()}
 
-    def query(self, sql: str) -> list[tuple]:
-        with duckdb.connect(str(self.database), read_only=True) as connection:
-            connection.execute("SET schema = 'meta_inbox'")
+    def query(self, sql: str, pipeline_name: str = "meta_inbox") -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(self.database(pipeline_name)), read_only=True) as connection:
+            connection.execute("set schema = 'inbox'")
             return connection.execute(sql).fetchall()
 
-    def tables(self, kind: str = "BASE TABLE") -> set[str]:
-        """Tables (or `kind="VIEW"`) of the `meta_inbox` dataset; none before any load."""
-        if not self.database.exists():
+    def relations(self, kind: str = "BASE TABLE", pipeline_name: str = "meta_inbox") -> set[str]:
+        """Tables (or `kind="VIEW"`) of the `inbox` dataset; none before any load."""
+        if not self.database(pipeline_name).exists():
             return set()
-        with duckdb.connect(str(self.database), read_only=True) as connection:
-            rows = connection.execute(
-                "select table_name from information_schema.tables "
-                "where table_schema = 'meta_inbox' and table_type = ?",
-                [kind],
-            ).fetchall()
+        rows = self.query(
+            "select table_name from information_schema.tables "
+            f"where table_schema = 'inbox' and table_type = '{kind}'",
+            pipeline_name,
+        )
         return {row[0] for row in rows}
 
-    def cursors(self) -> dict:
-        """The incremental state (folder and thread cursors) of the local pipeline state."""
-        path = self.data_dir / "pipelines" / "meta_inbox" / "state.json"
+    def data_tables(self) -> set[str]:
+        return self.relations() & set(TABLE_NAMES)
+
+    def counts(self, pipeline_name: str = "meta_inbox") -> dict[str, int]:
+        return {
+            name: self.query(f"select count(*) from {name}", pipeline_name)[0][0]
+            for name in TABLE_NAMES
+        }
+
+    def state(self, pipeline_name: str = "meta_inbox") -> dict[str, Any]:
+        """The source's incremental state in the local pipeline folder."""
+        path = self.data_dir / "pipelines" / pipeline_name / "state.json"
         if not path.exists():
             return {}
         return json.loads(path.read_text()).get("sources", {}).get("meta_inbox", {})
 
-    def data_tables(self) -> set[str]:
-        """The exported tables that exist (dlt's own and the run records left out)."""
-        return self.tables() & set(TABLE_NAMES)
-
-    def runs(self) -> list[dict]:
+    def runs(self, pipeline_name: str = "meta_inbox") -> list[dict[str, Any]]:
         """`_meta_inbox_runs`, oldest first."""
-        with duckdb.connect(str(self.database), read_only=True) as connection:
-            result = connection.execute(
-                "select * from meta_inbox._meta_inbox_runs order by started_at"
-            )
+        with duckdb.connect(str(self.database(pipeline_name)), read_only=True) as connection:
+            result = connection.execute("select * from inbox._meta_inbox_runs order by started_at")
             names = [d[0] for d in result.description]
             return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
-    def duplicate_ids(self) -> dict[str, int]:
-        """Rows beyond one per id, in the two tables keyed by `id`."""
-        return {
-            table: self.query(f"select count(*) - count(distinct id) from {table}")[0][0]
-            for table in ("conversations", "messages")
+    def duplicate_ids(self, pipeline_name: str = "meta_inbox") -> dict[str, int]:
+        """Rows beyond one per key, in every table with a primary key."""
+        keys = {
+            "conversations": "id",
+            "messages": "id",
+            "conversation_participants": "conversation_id, participant_id",
+            "message_attachments": "message_id, position",
+            "message_reactions": "message_id, position",
+            "message_tags": "message_id, tag",
         }
-
-    def counts(self) -> dict[str, int]:
-        return {name: self.query(f"select count(*) from {name}")[0][0] for name in TABLE_NAMES}
+        return {
+            table: self.query(
+                f"select count(*) - count(distinct ({key})) from {table}", pipeline_name
+            )[0][0]
+            for table, key in keys.items()
+        }
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, emulator: Emulator) -> Workspace:
+def workspace(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> Workspace:
+    monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     return Workspace(tmp_path, emulator)
 
 
-def selected(inbox: Inbox, page_ids: Iterable[str] | None = None) -> list[Conversation]:
-    wanted = set(page_ids) if page_ids else {page.id for page in inbox.pages}
-    return [c for c in inbox.conversations if c.page_id in wanted]
+NO_DUPLICATES = dict.fromkeys(
+    (
+        "conversations",
+        "messages",
+        "conversation_participants",
+        "message_attachments",
+        "message_reactions",
+        "message_tags",
+    ),
+    0,
+)
 
 
-def expected_counts(
-    conversations: Iterable[Conversation], detailed_before: set[str] = frozenset()
-) -> dict[str, int]:
-    """Rows each table must hold for these threads, counted from the emulator's model.
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the session. A failure, not a skip, without one: CI
+    has PostgreSQL, and a silently skipped load test proves nothing."""
+    from postgres_server import PostgresUnavailable, running_postgres
 
-    `detailed_before`: messages an earlier run loaded with details, which they keep after
-    Instagram stops giving them (once older than the thread's newest 20).
-    """
-    counts = dict.fromkeys(TABLE_NAMES, 0)
-    for conversation in conversations:
-        people = {p.id for p in [*conversation.participants, *conversation.former_participants]}
-        counts["conversations"] += 1
-        counts["conversation_participants"] += len(people)
-        counts["messages"] += len(conversation.messages)
-        for message in conversation.messages:
-            if not conversation.is_detailed(message) and message.id not in detailed_before:
-                continue
-            counts["message_attachments"] += len(message.attachments)
-            counts["message_reactions"] += reaction_count(message.reactions)
-            counts["message_recipients"] += len(message.recipients)
-            counts["message_tags"] += len(message.tags)
-            counts["message_shares"] += len(message.shares)
-    return counts
+    try:
+        with running_postgres() as server:
+            yield server
+            return
+    except PostgresUnavailable as error:
+        problem = str(error)
+    # Outside the except block, so the report shows the one reason and no chained traceback.
+    pytest.fail(f"no PostgreSQL server for the tests: {problem}", pytrace=False)
 
 
-def reaction_count(reactions: dict | None) -> int:
-    if not reactions:
-        return 0
-    groups = reactions.get("data", [reactions])
-    return sum(len(group["users"]) for group in groups)
-
-
-def detailed_messages(conversations: Iterable[Conversation]) -> set[str]:
-    return {
-        message.id
-        for conversation in conversations
-        for message in conversation.messages
-        if conversation.is_detailed(message)
-    }
-
-
-def hidden_messages(conversations: Iterable[Conversation]) -> set[str]:
-    return {
-        message.id
-        for conversation in conversations
-        for message in conversation.messages
-        if not conversation.is_detailed(message)
-    }
+@pytest.fixture
+def postgres_dsn(postgres_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty database, handed to exports through dlt's environment configuration."""
+    dsn = postgres_server.recreate_database()
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", dsn)
+    return dsn

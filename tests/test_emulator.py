@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import re
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import pytest
@@ -23,8 +26,9 @@ from meta_inbox.emulator.fields import (
     format_fields,
     parse_fields,
 )
-from meta_inbox.emulator.inbox import Conversation, Inbox, Message, add_activity, iso
+from meta_inbox.emulator.inbox import DAY, Conversation, Inbox, Message, add_activity, iso
 
+FOLDERS = ("inbox", "other", "page_done", "spam")
 FULL_MESSAGE = (
     "id,created_time,from,to,message,attachments{id,mime_type,name,size,image_data,video_data,"
     "file_url,generic_template},reactions,shares{link,id,name,description,template},sticker,"
@@ -90,13 +94,24 @@ def token_of(emu: Emulator, conversation: Conversation) -> str:
     return emu.page_token(conversation.page_id)
 
 
+def listed(emu: Emulator, page_id: str, platform: str, folder: str) -> list[str]:
+    """Thread ids of one folder as the edge lists them, three to a page."""
+    params = {"platform": platform, "folder": folder, "limit": 3}
+    first = get(emu, f"/{page_id}/conversations", emu.page_token(page_id), **params)
+    return [c["id"] for c in follow(first.json())]
+
+
+def node(emu: Emulator, node_id: str, conversation: Conversation, fields: str) -> Any:
+    return get(emu, f"/{node_id}", token_of(emu, conversation), fields=fields).json()
+
+
 # -- the inbox -------------------------------------------------------------------------------
 
 
 def test_same_seed_gives_identical_inbox_and_json() -> None:
     first, second = generate_inbox(7, 1), generate_inbox(7, 1)
     assert json.dumps(dataclasses.asdict(first)) == json.dumps(dataclasses.asdict(second))
-    assert dataclasses.asdict(generate_inbox(8, 1)) != dataclasses.asdict(first)
+    assert _fingerprint(generate_inbox(8, 1)) != _fingerprint(first)
     bodies = []
     for _ in range(2):
         with Emulator(seed=7) as emulator:
@@ -126,10 +141,140 @@ def test_inbox_sizes_at_scale_one() -> None:
     assert len(generate_inbox(7, 2).conversations) > 1.8 * len(inbox.conversations)
 
 
+def _fingerprint(inbox: Inbox) -> str:
+    """Ids, times, texts and structure of every thread and message (not the CDN URLs)."""
+    parts: list[Any] = []
+    for c in inbox.conversations:
+        people = [p.id for p in c.participants]
+        parts.append([c.id, c.page_id, c.platform, c.folder, people, c.unread_count, c.can_reply])
+        parts[-1].append(c.updated_time)
+        for m in c.messages:
+            attachments = [a["id"] for a in m.attachments]
+            kinds = [len(m.shares), m.story is not None, m.sticker is not None, m.is_unsupported]
+            parts.append([m.id, m.seq, m.created_time, m.sender.id, m.text, attachments])
+            parts[-1] += [m.reactions, m.tags, m.reply_to, *kinds]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def test_the_default_inbox_has_not_changed() -> None:
+    # Other tests count on these threads and messages: computed from the inbox of the version
+    # before CDN expiries, voice clips and sticker images existed.
+    inbox = generate_inbox(7, 1)
+    assert (len(inbox.conversations), sum(c.message_count for c in inbox.conversations)) == (
+        130,
+        4685,
+    )
+    assert _fingerprint(inbox) == "815021ec595147dfc6871170f6cc0ffb286009e266e8db7b681e74c198856a57"
+
+
+def test_more_pages_follow_the_pattern_of_the_first_three(launch: Callable[..., Emulator]) -> None:
+    inbox = generate_inbox(7, 1, pages=6)
+    default = generate_inbox(7, 1)
+    assert [p.id[-2:] for p in inbox.pages] == ["01", "02", "03", "05", "06", "07"]
+    assert [bool(p.instagram) for p in inbox.pages] == [True, True, False, True, False, True]
+    assert inbox.unmanaged_page == default.unmanaged_page
+    assert inbox.pages[:3] == default.pages
+    assert len({p.access_token for p in inbox.pages}) == 6
+    for page in inbox.pages:
+        for platform in page.platforms:
+            for folder in FOLDERS:
+                assert inbox.conversations_of(page.id, platform, folder)
+    emulator = launch(pages=6)
+    accounts = follow(get(emulator, "/me/accounts", emulator.user_token).json())
+    assert [a["id"] for a in accounts] == [p.id for p in inbox.pages]
+    extra = inbox.pages[5]
+    response = get(emulator, f"/{extra.id}/conversations", extra.access_token, platform="instagram")
+    assert response.json()["data"]
+
+
+def _media_urls(conversation: Conversation, message: Message) -> Iterator[tuple[str, str]]:
+    """(kind, URL) of every CDN URL of a message; kind "story" for story links."""
+    for attachment in message.attachments:
+        for detail in ("image_data", "video_data"):
+            data = attachment.get(detail, {})
+            for key in ("url", "preview_url", "animated_gif_url", "animated_gif_preview_url"):
+                if key in data:
+                    yield "media", data[key]
+        if "file_url" in attachment:
+            yield "media", attachment["file_url"]
+        if "generic_template" in attachment:
+            yield "media", attachment["generic_template"]["media_url"]
+    if message.sticker:
+        yield "media", message.sticker
+    for story in (message.story or {}).values():
+        yield "story", story["link"]
+    for share in message.shares:
+        yield "media", share["link"]
+        for product in (
+            share.get("template", {})
+            .get("payload", {})
+            .get("product", {})
+            .get("elements", {"data": []})["data"]
+        ):
+            yield "media", product["image_url"]
+
+
+def test_cdn_urls_are_signed_and_expire_as_metas_do() -> None:
+    inbox = generate_inbox(7, 1)
+    oldest = inbox.now - 60 * DAY
+    expiries, cases = [], Counter()
+    for conversation in inbox.conversations:
+        for message in conversation.messages:
+            created = message.created_time
+            for kind, url in _media_urls(conversation, message):
+                assert re.fullmatch(
+                    r"https://(scontent\.xx\.fbcdn\.net|video\.xx\.fbcdn\.net|cdn\.fbsbx\.com)"
+                    r"/v/t\d+\.\d+-\d+/\d+_\d+_n\.\w+\?_nc_cat=\d+&ccb=1-7&_nc_sid=[0-9a-f]{6}"
+                    r"&_nc_ohc=[\w-]+&_nc_ht=[\w.]+&oh=00_[\w-]{43}&oe=[0-9a-fA-F]{8}",
+                    url,
+                ), url
+                expiry = inbox.url_expiry(url)
+                assert expiry is not None
+                oe = url.rsplit("oe=", 1)[1]
+                cases[oe.upper() == oe] += 1
+                if kind == "story":
+                    assert expiry == created + DAY
+                elif conversation.platform == "instagram":
+                    assert created + 4 * DAY <= expiry < created + 7 * DAY
+                else:
+                    assert expiry == oldest or created + 3 * DAY <= expiry < created + 30 * DAY
+                    assert expiry >= oldest
+                expiries.append(expiry)
+    assert min(expiries) < inbox.now < max(expiries)
+    assert cases[True] > cases[False] > 0
+    assert inbox.url_expiry("https://example.com/menu") is None
+
+
+def test_voice_clips_and_sticker_images(emu: Emulator) -> None:
+    attachments = [
+        (conversation, message, attachment)
+        for conversation in emu.inbox.conversations
+        for message in conversation.messages
+        for attachment in message.attachments
+    ]
+    clips = [a for a in attachments if a[2].get("mime_type", "").startswith("audio/")]
+    stickers = [a for a in attachments if a[2].get("image_data", {}).get("render_as_sticker")]
+    assert {c.platform for c, _, _ in clips} == {"messenger"}
+    assert {a["mime_type"] for _, _, a in clips} == {"audio/mpeg", "audio/mp4"}
+    assert all(set(a) == {"id", "mime_type", "name", "size", "file_url"} for _, _, a in clips)
+    assert all(a["name"].startswith("audioclip-") for _, _, a in clips)
+    still = [a for _, _, a in stickers if a["mime_type"] == "image/png"]
+    assert still
+    assert all(a["image_data"]["width"] == a["image_data"]["height"] for a in still)
+    for conversation, message, attachment in (clips[0], stickers[0]):
+        response = get(emu, f"/{message.id}/attachments", token_of(emu, conversation))
+        assert attachment in response.json()["data"]
+
+
 def _shapes(conversation: Conversation, message: Message) -> set[str]:
     found = {key for a in message.attachments for key in a if key.endswith(("_data", "template"))}
     found |= {"file_url"} if any("file_url" in a for a in message.attachments) else set()
     found |= {"three attachments"} if len(message.attachments) == 3 else set()
+    if any(a.get("mime_type", "").startswith("audio/") for a in message.attachments):
+        found.add("voice clip")
+    if any(a.get("image_data", {}).get("image_type") == 1 for a in message.attachments):
+        stickers = [a["image_data"]["render_as_sticker"] for a in message.attachments]
+        found |= {"sticker image"} if any(stickers) else set()
     if message.reactions:
         users = [u for r in message.reactions.get("data", [message.reactions]) for u in r["users"]]
         found.add("reactions.data" if "data" in message.reactions else "reactions bare")
@@ -160,7 +305,8 @@ def test_every_shape_occurs_on_both_platforms() -> None:
     common = {"image_data", "video_data", "generic_template", "three attachments", "sticker"}
     common |= {"reactions.data", "reactions bare", "several reactors", "share", "reply"}
     common |= {"unsupported", "same second", "non-ascii"}
-    assert common | {"file_url"} <= seen["messenger"]
+    common |= {"sticker image"}
+    assert common | {"file_url", "voice clip"} <= seen["messenger"]
     assert common | {"story reply", "story mention"} <= seen["instagram"]
     threads = inbox.conversations
     messages = [m for c in threads for m in c.messages]
@@ -173,9 +319,9 @@ def test_every_shape_occurs_on_both_platforms() -> None:
     assert any(c.name for c in threads)
     assert any(c.subject for c in threads)
     urls = re.findall(r'https://[^"]+', json.dumps(dataclasses.asdict(inbox)))
-    cdn = [url for url in urls if "example-cdn" in url]
+    cdn = [url for url in urls if "fbcdn.net" in url or "fbsbx.com" in url]
     assert cdn
-    assert all(re.match(r"https://scontent\.example-cdn\.net/v/.+\?oh=.+&oe=", u) for u in cdn)
+    assert all(re.search(r"[?&]oh=[^&]+&oe=[0-9a-fA-F]+$", url) for url in cdn)
     assert not any("EAAG" in url for url in urls)
 
 
@@ -280,6 +426,55 @@ def test_garbage_cursor_is_error_100(emu: Emulator) -> None:
         response = get(emu, f"/{page.id}/conversations", page.access_token, after=cursor)
         assert response.status_code == 400
         assert error_of(response)["code"] == 100
+
+
+def test_expired_cursors_answer_error_100(fresh: Emulator) -> None:
+    page = fresh.inbox.pages[0]
+    thread = biggest(fresh.inbox, "messenger")
+    listing = get(fresh, f"/{page.id}/conversations", page.access_token, limit=2).json()
+    nested = node(fresh, thread.id, thread, "messages.limit(5){id}")["messages"]
+    fresh.expire_cursors()
+    for stale in (listing["paging"]["next"], nested["paging"]["next"]):
+        response = requests.get(stale, timeout=10)
+        assert response.status_code == 400
+        assert (error_of(response)["code"], error_of(response)["message"]) == (
+            100,
+            "(#100) Invalid cursor",
+        )
+    again = get(fresh, f"/{page.id}/conversations", page.access_token, limit=2).json()
+    assert again["data"] == listing["data"]
+    second = requests.get(again["paging"]["next"], timeout=10)
+    expected = fresh.inbox.conversations_of(page.id, "messenger", "inbox")[2:4]
+    assert [c["id"] for c in second.json()["data"]] == [c.id for c in expected]
+
+
+def test_expired_cursors_can_restart_the_list(launch: Callable[..., Emulator]) -> None:
+    fresh = launch(faults=Faults(cursor_expiry="restart"))
+    thread = biggest(fresh.inbox, "messenger")
+    first = get(fresh, f"/{thread.id}/messages", token_of(fresh, thread), limit=5).json()
+    fresh.expire_cursors()
+    restarted = requests.get(first["paging"]["next"], timeout=10).json()
+    assert restarted["data"] == first["data"]
+    assert [m["id"] for m in follow(restarted)] == [m.id for m in thread.newest_first()]
+
+
+def test_instagram_hides_stale_requests(launch: Callable[..., Emulator]) -> None:
+    fresh = launch(faults=Faults(instagram_hides_stale_requests=True))
+    inbox, hidden = fresh.inbox, []
+    for page in inbox.pages:
+        for platform in page.platforms:
+            for folder in FOLDERS:
+                every = inbox.conversations_of(page.id, platform, folder)
+                stale = platform == "instagram" and folder == "other"
+                shown = [c for c in every if not stale or c.updated_time >= inbox.now - 30 * DAY]
+                assert listed(fresh, page.id, platform, folder) == [c.id for c in shown]
+                hidden += [c for c in every if c not in shown]
+    assert hidden
+    assert node(fresh, hidden[0].id, hidden[0], "id")["id"] == hidden[0].id
+    fresh.faults.instagram_hides_stale_requests = False
+    page = inbox.page(hidden[0].page_id)
+    assert page is not None
+    assert hidden[0].id in listed(fresh, page.id, "instagram", "other")
 
 
 # -- nested requests -------------------------------------------------------------------------
@@ -526,22 +721,47 @@ def test_usage_headers_rise_and_the_budget_throttles(launch: Callable[..., Emula
 
 
 def test_budget_frees_up_as_the_window_rolls(fresh: Emulator) -> None:
-    fresh.limits.calls_per_window, fresh.limits.window_seconds = 2, 0.3
+    fresh.limits.calls_per_window, fresh.limits.window_seconds = 2, 1.0
     page = fresh.inbox.pages[0]
     statuses = [get(fresh, "/me", page.access_token).status_code for _ in range(3)]
     assert statuses == [200, 200, 400]
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert get(fresh, "/me", page.access_token).status_code == 200
 
 
-def test_per_second_limit(launch: Callable[..., Emulator]) -> None:
-    fresh = launch(limits=Limits(per_second=5))
+def test_one_call_over_the_burst_is_refused(launch: Callable[..., Emulator]) -> None:
+    # A bucket that refills in 100 s: nothing the test does can wait that long.
+    fresh = launch(limits=Limits(per_second=0.01, burst=3))
+    page, other = fresh.inbox.pages[0], fresh.inbox.pages[1]
+    path = f"/{page.id}/conversations"
+    responses = [get(fresh, path, page.access_token) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 400]
+    usage = [json.loads(r.headers["X-Business-Use-Case-Usage"])[page.id][0] for r in responses]
+    assert [u["call_count"] for u in usage] == [34, 67, 100, 100]
+    assert [u["estimated_time_to_regain_access"] for u in usage] == [0, 0, 0, 1]
+    assert "call_count" in json.loads(responses[3].headers["X-App-Usage"])
+    error = error_of(responses[3])
+    assert (error["code"], error["is_transient"]) == (80006, True)
+    instagram = get(fresh, path, page.access_token, platform="instagram")
+    assert error_of(instagram)["code"] == 80002
+    assert error_of(get(fresh, "/me", page.access_token))["code"] == 32
+    thread = fresh.inbox.conversations_of(page.id, "messenger", "inbox")[0]
+    assert error_of(get(fresh, f"/{thread.id}", page.access_token))["code"] == 80006
+    # Each Page has its own bucket; user tokens are not counted.
+    assert get(fresh, f"/{other.id}/conversations", other.access_token).status_code == 200
+    assert get(fresh, "/me/accounts", fresh.user_token).status_code == 200
+    assert [c.error_code for c in fresh.calls].count(80006) == 2
+
+
+def test_a_client_at_the_rate_is_never_throttled(launch: Callable[..., Emulator]) -> None:
+    fresh = launch(limits=Limits(per_second=10))
     page = fresh.inbox.pages[0]
-    assert get(fresh, f"/{page.id}/conversations", page.access_token).status_code == 200
-    error = error_of(get(fresh, f"/{page.id}/conversations", page.access_token))
-    assert error["code"] == 80006
-    time.sleep(0.25)
-    assert get(fresh, f"/{page.id}/conversations", page.access_token).status_code == 200
+    start, statuses = time.monotonic(), []
+    # Past the burst of the first second: only the bucket's refill lets these through.
+    for n in range(16):
+        time.sleep(max(0.0, start + n / 10 - time.monotonic()))
+        statuses.append(get(fresh, f"/{page.id}/conversations", page.access_token).status_code)
+    assert statuses == [200] * 16
 
 
 def test_user_token_calls_carry_no_page_usage(emu: Emulator) -> None:
@@ -676,6 +896,175 @@ def test_activity_pushes_instagram_messages_past_the_detail_limit(fresh: Emulato
     assert error_of(response)["code"] == 9000001
 
 
+def test_reactions_keep_the_shape_the_message_had(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "messenger")  # its showcase has both reaction shapes
+    customer, page_side = thread.customers[0].as_reactor(), thread.page_side.as_reactor()
+    reacted = [m for m in thread.messages if m.reactions]
+    plain = next(m for m in reversed(thread.messages) if not m.reactions)
+    bare = next(m for m in reacted if "reaction" in (m.reactions or {}))
+    grouped = next(m for m in reacted if "data" in (m.reactions or {}))
+    before = {m.id: json.loads(json.dumps(m.reactions)) for m in (bare, grouped)}
+    (group,) = before[grouped.id]["data"]
+    other = next(emoji for emoji in ("🔥", "😮") if emoji != group["reaction"])
+    updated = thread.updated_time
+    fresh.react(plain.id, "🔥")
+    fresh.react(bare.id, before[bare.id]["reaction"], user_id=customer["id"])
+    fresh.react(grouped.id, other, user_id=page_side["id"])
+    assert plain.reactions == {"data": [{"reaction": "🔥", "users": [customer]}]}
+    others = [u for u in group["users"] if u["id"] != page_side["id"]]
+    assert grouped.reactions == {
+        "data": [
+            {"reaction": group["reaction"], "users": others},
+            {"reaction": other, "users": [page_side]},
+        ]
+    }
+    # The customer had reacted already: their reaction moves to the end, once.
+    users = [u for u in before[bare.id]["users"] if u["id"] != customer["id"]]
+    assert bare.reactions == {"reaction": before[bare.id]["reaction"], "users": [*users, customer]}
+    for message in (plain, bare, grouped):
+        assert node(fresh, message.id, thread, "reactions")["reactions"] == message.reactions
+    # The bare shape holds one emoji: another one replaces it.
+    fresh.react(bare.id, other)
+    assert bare.reactions == {"reaction": other, "users": [customer]}
+    assert node(fresh, thread.id, thread, "updated_time")["updated_time"] == iso(updated)
+    with pytest.raises(KeyError):
+        fresh.react(plain.id, "🔥", user_id="not-a-participant")
+
+
+def test_edits_read_state_and_replies_leave_updated_time(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "instagram")
+    newest, updated = thread.messages[-1], iso(thread.updated_time)
+    fresh.edit_message(newest.id, "Edited: see you at 8 ✏️")
+    fresh.set_unread(thread.id, 7)
+    fresh.set_can_reply(thread.id, False)
+    fields = "updated_time,snippet,unread_count,can_reply"
+    assert node(fresh, thread.id, thread, fields) == {
+        "id": thread.id,
+        "updated_time": updated,
+        "snippet": "Edited: see you at 8 ✏️",
+        "unread_count": 7,
+        "can_reply": False,
+    }
+    assert node(fresh, newest.id, thread, "message")["message"] == "Edited: see you at 8 ✏️"
+
+
+def test_archiving_moves_a_thread_without_a_new_message(fresh: Emulator) -> None:
+    page = fresh.inbox.pages[0]
+    thread = fresh.inbox.conversations_of(page.id, "messenger", "inbox")[1]
+    updated = thread.updated_time
+    fresh.move_thread(thread.id, "page_done")
+    assert thread.id not in listed(fresh, page.id, "messenger", "inbox")
+    done = fresh.inbox.conversations_of(page.id, "messenger", "page_done")
+    assert listed(fresh, page.id, "messenger", "page_done") == [c.id for c in done]
+    assert thread in done
+    assert (thread.folder, thread.updated_time) == ("page_done", updated)
+    with pytest.raises(ValueError, match="folder"):
+        fresh.move_thread(thread.id, "archive")
+
+
+def test_an_unsent_message_disappears_everywhere(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "messenger")
+    newest, previous = thread.newest_first()[:2]
+    count, updated = thread.message_count, iso(thread.updated_time)
+    fresh.unsend(newest.id)
+    assert fresh.inbox.message(newest.id) is None
+    fields = "updated_time,message_count,snippet,messages.limit(100){id}"
+    data = node(fresh, thread.id, thread, fields)
+    assert (data["updated_time"], data["message_count"], data["snippet"]) == (
+        updated,
+        count - 1,
+        previous.text[:100],
+    )
+    listing = get(fresh, f"/{thread.id}/messages", token_of(fresh, thread), limit=100)
+    assert newest.id not in {m["id"] for m in follow(listing.json())}
+    assert newest.id not in {m["id"] for m in follow(data["messages"])}
+    assert len(follow(data["messages"])) == count - 1
+    for path in (f"/{newest.id}", f"/{newest.id}/attachments"):
+        error = error_of(get(fresh, path, token_of(fresh, thread)))
+        assert (error["code"], error["error_subcode"]) == (100, 33)
+
+
+def test_an_unsent_instagram_message_lets_an_older_one_be_read(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "instagram")
+    newest, twenty_first = thread.newest_first()[0], thread.newest_first()[20]
+    assert error_of(get(fresh, f"/{twenty_first.id}", token_of(fresh, thread)))["code"] == 9000001
+    fresh.unsend(newest.id)
+    assert "from" in node(fresh, twenty_first.id, thread, "from")
+
+
+def test_a_deleted_thread_disappears_with_its_messages(fresh: Emulator) -> None:
+    page = fresh.inbox.pages[0]
+    thread = fresh.inbox.conversations_of(page.id, "messenger", "inbox")[0]
+    threads, message = len(fresh.inbox.conversations), thread.messages[-1]
+    fresh.delete_thread(thread.id)
+    assert len(fresh.inbox.conversations) == threads - 1
+    assert fresh.inbox.conversation(thread.id) is None
+    assert thread.id not in listed(fresh, page.id, "messenger", "inbox")
+    for gone in (thread.id, message.id):
+        error = error_of(get(fresh, f"/{gone}", page.access_token))
+        assert (error["code"], error["error_subcode"]) == (100, 33)
+    customer = thread.customers[0].id
+    found = get(fresh, f"/{page.id}/conversations", page.access_token, user_id=customer).json()
+    assert found["data"] == []
+
+
+def test_listings_stay_in_order_through_changes(fresh: Emulator) -> None:
+    inbox = fresh.inbox
+    fresh.add_activity(seed=1)
+    fresh.add_activity(seed=2)
+    for page in inbox.pages:
+        threads = inbox.conversations_of(page.id, "messenger", "inbox")
+        fresh.move_thread(threads[0].id, "spam")
+        fresh.unsend(threads[1].messages[-1].id)
+        fresh.delete_thread(threads[2].id)
+    for page in inbox.pages:
+        for platform in page.platforms:
+            for folder in FOLDERS:
+                found = [
+                    c
+                    for c in inbox.conversations
+                    if (c.page_id, c.platform, c.folder) == (page.id, platform, folder)
+                ]
+                expected = sorted(found, key=lambda c: (c.updated_time, c.id), reverse=True)
+                assert inbox.conversations_of(page.id, platform, folder) == expected
+                assert listed(fresh, page.id, platform, folder) == [c.id for c in expected]
+
+
+def test_lone_surrogates_travel_as_json_escapes(fresh: Emulator) -> None:
+    changed = fresh.inject_surrogates()
+    inbox, lone = fresh.inbox, "\ud83d"
+    thread = inbox.conversation(changed["conversation_id"])
+    assert thread is not None
+    assert set(changed) == {
+        "message_id",
+        "conversation_id",
+        "participant_id",
+        "attachment_message_id",
+    }
+    fields = "snippet,participants,messages.limit(2){message}"
+    response = get(fresh, f"/{thread.id}", token_of(fresh, thread), fields=fields)
+    assert response.content.isascii()
+    assert "\\ud83d" in response.text
+    data = response.json()
+    assert data["snippet"] == thread.snippet
+    assert data["snippet"].endswith(lone)
+    assert len(data["snippet"].encode("utf-16-le", "surrogatepass")) == 200
+    names = {p["id"]: p["name"] for p in data["participants"]["data"]}
+    assert names[changed["participant_id"]].endswith(lone)
+    texts = [m["message"] for m in data["messages"]["data"]]
+    message = inbox.message(changed["message_id"])
+    assert message is not None
+    assert texts[1] == message.text
+    assert lone in message.text
+    with_file = inbox.message(changed["attachment_message_id"])
+    assert with_file is not None
+    owner = inbox.conversation(with_file.conversation_id)
+    assert owner is not None
+    attachments = get(fresh, f"/{with_file.id}/attachments", token_of(fresh, owner)).json()
+    assert any(lone in a.get("name", "") for a in attachments["data"])
+    assert attachments["data"] == with_file.attachments
+
+
 def test_activity_is_deterministic() -> None:
     first, second = generate_inbox(7, 1), generate_inbox(7, 1)
     assert add_activity(first, 1) == add_activity(second, 1)
@@ -683,15 +1072,115 @@ def test_activity_is_deterministic() -> None:
     assert add_activity(first, 1) != add_activity(second, 2)
 
 
+# -- concurrency -----------------------------------------------------------------------------
+
+
 def test_concurrent_requests_are_all_answered_and_recorded(fresh: Emulator) -> None:
     page = fresh.inbox.pages[0]
-
-    def list_conversations(_: int) -> int:
-        return get(fresh, f"/{page.id}/conversations", page.access_token).status_code
-
+    fresh.hold_after(0)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        assert set(pool.map(list_conversations, range(40))) == {200}
-    assert len(fresh.calls) == 40
+        path = f"/{page.id}/conversations"
+        futures = [pool.submit(get, fresh, path, page.access_token) for _ in range(8)]
+        # Eight connections open at once, all waiting: the server serves them side by side.
+        assert fresh.wait_until_held(8)
+        assert (fresh.held(), fresh.calls, fresh.peak_in_flight()) == (8, [], 0)
+        fresh.release()
+        assert {future.result().status_code for future in futures} == {200}
+    assert [call.page_id for call in fresh.calls] == [page.id] * 8
+    assert fresh.held() == 0
+
+
+def test_the_gate_holds_calls_after_a_count(fresh: Emulator) -> None:
+    page = fresh.inbox.pages[0]
+    assert not fresh.wait_until_held(1, timeout=0.01)
+    fresh.hold_after(2)
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        futures = [pool.submit(get, fresh, "/me", page.access_token) for _ in range(5)]
+        assert fresh.wait_until_held(3)
+        answered = [future.result() for future in itertools.islice(as_completed(futures), 2)]
+        assert [response.status_code for response in answered] == [200, 200]
+        assert (len(fresh.calls), fresh.held()) == (2, 3)
+        assert sum(future.done() for future in futures) == 2
+        fresh.release()
+        assert all(future.result().status_code == 200 for future in futures)
+    assert len(fresh.calls) == 5
+
+
+def test_stopping_answers_the_held_calls(launch: Callable[..., Emulator]) -> None:
+    emulator = launch()
+    emulator.hold_after(0)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(get, emulator, "/me/accounts", emulator.user_token)
+        assert emulator.wait_until_held(1)
+        emulator.stop()
+        assert pending.result().status_code == 200
+
+
+def test_latency_delays_each_call_on_its_own(launch: Callable[..., Emulator]) -> None:
+    emulator = launch(latency=0.5)
+    pages = emulator.inbox.pages
+    emulator.hold_after(0)
+    with ThreadPoolExecutor(max_workers=7) as pool:
+        futures = [pool.submit(get, emulator, "/me", p.access_token) for p in pages for _ in (1, 2)]
+        futures.append(pool.submit(get, emulator, "/me", emulator.user_token))
+        assert emulator.wait_until_held(7)
+        # Released together, the seven sleep their half second side by side.
+        emulator.release()
+        assert {future.result().status_code for future in futures} == {200}
+    assert emulator.peak_in_flight() == 7
+    assert [emulator.peak_in_flight(p.id) for p in pages] == [2, 2, 2]
+    assert emulator.peak_pages_in_flight() == 3
+    assert Counter(call.page_id for call in emulator.calls) == {
+        **{p.id: 2 for p in pages},
+        None: 1,
+    }
+    emulator.reset_calls()
+    assert (emulator.peak_in_flight(), emulator.peak_pages_in_flight()) == (0, 0)
+    assert emulator.peak_in_flight(pages[0].id) == 0
+
+
+def test_latency_jitter_adds_to_the_latency(launch: Callable[..., Emulator]) -> None:
+    emulator = launch(latency=0.1, latency_jitter=0.2)
+    started = time.monotonic()
+    assert get(emulator, "/me", emulator.user_token).status_code == 200
+    assert time.monotonic() - started >= 0.1
+
+
+def test_changes_while_a_client_reads(fresh: Emulator) -> None:
+    inbox, page = fresh.inbox, fresh.inbox.pages[0]
+    fields = f"id,updated_time,snippet,participants,messages.limit(50){{{FULL_MESSAGE}}}"
+    done, statuses = threading.Event(), []
+
+    def read() -> None:
+        while True:
+            for folder in FOLDERS:
+                params = {"folder": folder, "limit": 100, "fields": fields}
+                response = get(fresh, f"/{page.id}/conversations", page.access_token, **params)
+                response.json()
+                statuses.append(response.status_code)
+            if done.is_set():
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for seed in (1, 2, 3):
+        fresh.add_activity(seed)
+    threads = inbox.conversations_of(page.id, "messenger", "inbox")
+    for thread in threads[:4]:
+        newest = thread.messages[-1]
+        fresh.react(newest.id, "🔥")
+        fresh.edit_message(newest.id, "edited")
+        fresh.unsend(thread.messages[0].id)
+    fresh.move_thread(threads[4].id, "page_done")
+    fresh.delete_thread(threads[5].id)
+    fresh.inject_surrogates()
+    done.set()
+    reader.join()
+    assert statuses
+    assert set(statuses) == {200}
+    for folder in FOLDERS:
+        expected = inbox.conversations_of(page.id, "messenger", folder)
+        assert listed(fresh, page.id, "messenger", folder) == [c.id for c in expected]
 
 
 # -- call recording --------------------------------------------------------------------------
@@ -718,5 +1207,6 @@ def test_calls_are_recorded(fresh: Emulator) -> None:
     )
     assert (second.path, second.object_id) == (f"/{thread.id}/messages", thread.id)
     assert (third.token_kind, fourth.token_kind, fourth.error_code) == ("none", "invalid", 190)
+    assert [call.page_id for call in fresh.calls] == [page.id, page.id, None, None]
     fresh.reset_calls()
     assert fresh.calls == []

@@ -1,317 +1,365 @@
-"""The `meta-inbox` command: `run` an export, try the `demo`, or serve the `emulator`."""
+"""The `meta-inbox` command: parsing arguments and printing. The work is done elsewhere."""
 
 from __future__ import annotations
 
 import argparse
-import fcntl
+import contextlib
+import ctypes
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import dlt
-import duckdb
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
-from dlt.common.destination import Destination
+import pyarrow as pa
 
-from .conversations_api import PLATFORMS
-from .errors import BadInput, Busy, ExitCode, explain, innermost, missing_token
-from .graph_client import redact_log_records
-from .lake import create_latest_views
-from .metrics import create_metric_views, drop_metric_views, metrics_markdown
-from .runs import RunRecord, append_run, loaded_rows
-from .source import RunReport, meta_inbox
+from .config import FOLDERS, PLATFORMS, Settings, config_toml, settings_markdown
+from .destinations import location
+from .errors import BadInput, innermost
+from .graph_client import REDACTOR, redact_log_records
+from .outcomes import ExitCode, explain
+from .pipeline import (
+    DEFAULT_DATASET_NAME,
+    DEFAULT_PIPELINE_NAME,
+    ExportResult,
+    export,
+    meta_inbox_version,
+    pages,
+    refresh_views,
+)
 from .tables import TABLES, schema_markdown
 
 log = logging.getLogger("meta_inbox")
 
-_PAGE_ID = re.compile(r"^\d{1,32}$")
-DEFAULT_LAKE = "meta_inbox_lake"
-_PARQUET_DESTINATIONS = ("filesystem", "duckdb", "motherduck")
+EXIT_CODES = """exit codes:
+  0   success
+  1   unexpected error (a bug: rerun with --debug and report it)
+  2   bad input: argument, configuration, missing token
+  3   the access token was refused (expired, invalid): renew it
+  4   a Page token is needed (Graph code 210)
+  5   a permission is missing: grant it, renew the token
+  6   unknown Page, or not readable with this token
+  7   throttle waiting reached max_throttle_wait (what was read is loaded)
+  8   Graph could not be reached or kept failing (what was read is loaded)
+  9   partial: some Pages failed, the others were loaded
+  10  another run of the same pipeline is in progress
+  11  the destination is held by another program (a DuckDB file open elsewhere)
+  12  a folder or file cannot be written
+  13  the destination's credentials are missing
+  14  a package the destination needs is not installed
+  15  Graph could not be reached at all: check base_url and the network
+  130 interrupted by Ctrl-C (SIGINT); 143 by SIGTERM: what was read is loaded
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
-    report = RunReport()
-    _configure_logging(args.debug, report)
+    _return_freed_memory()
+    _configure_logging(args.debug)
     try:
-        return int(args.command(args, report))
+        return int(args.command(args))
     except BrokenPipeError:
         # `meta-inbox schema | head`: the reader left; say nothing more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
     except KeyboardInterrupt:
-        print(
-            "meta-inbox: interrupted; the next run resumes where the data stands.", file=sys.stderr
-        )
-        return 130
+        _end_status_line()
+        print("meta-inbox: aborted; the next run resumes where the data stands.", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     except Exception as error:
-        return _fail(error, args.debug, report)
+        return _fail(error, args.debug)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meta-inbox",
         description="Export Messenger and Instagram conversations of Facebook Pages.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"meta-inbox {meta_inbox_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="export into a dlt destination (DuckDB by default)")
-    run.add_argument("--destination", default="duckdb", help="dlt destination (default duckdb)")
-    run.add_argument("--dataset-name", default="meta_inbox")
-    run.add_argument("--pipeline-name", default="meta_inbox")
-    run.add_argument("--page-id", action="append", dest="page_ids", metavar="ID")
-    run.add_argument("--platform", action="append", dest="platforms", metavar="P")
-    run.add_argument("--since", metavar="DATE", help="first-run lower bound, e.g. 2026-01-31")
-    run.add_argument("--full-refresh", action="store_true", help="drop tables and state, reload")
-    run.add_argument("--json", action="store_true", help="print the run record as JSON")
-    run.set_defaults(command=_run)
-
-    demo = sub.add_parser("demo", help="export the bundled emulator's inbox into a local DuckDB")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--scale", type=int, default=1)
-    demo.set_defaults(command=_demo)
-
-    schema = sub.add_parser("schema", help="print the tables and columns as Markdown")
-    schema.set_defaults(command=_schema)
-
-    lake = sub.add_parser(
-        "lake-views", help="DuckDB views with the latest rows of a Parquet lake (filesystem)"
+    run = _command(sub, "run", "export into a dlt destination (DuckDB by default)", _run)
+    run.add_argument(
+        "--destination",
+        default="duckdb",
+        help="dlt destination: duckdb (default: ./<pipeline-name>.duckdb), filesystem "
+        "(Parquet, default ./meta_inbox_lake), postgres, bigquery, snowflake…",
     )
-    lake.add_argument("path", help="the lake folder: the filesystem bucket_url (a local path)")
-    lake.add_argument("--dataset-name", default="meta_inbox")
-    lake.add_argument("--database", default="meta_inbox_lake.duckdb", help="DuckDB file to write")
-    lake.set_defaults(command=_lake_views)
+    run.add_argument(
+        "--dataset-name",
+        default=DEFAULT_DATASET_NAME,
+        help=f"dataset (schema) to load into (default {DEFAULT_DATASET_NAME})",
+    )
+    run.add_argument(
+        "--pipeline-name",
+        default=DEFAULT_PIPELINE_NAME,
+        help="dlt pipeline: keeps this export's state; one per Page when several processes "
+        f"load one dataset (default {DEFAULT_PIPELINE_NAME})",
+    )
+    run.add_argument(
+        "--page-id",
+        action="append",
+        dest="page_ids",
+        metavar="ID[,ID...]",
+        help="only these Pages (repeat, or separate by commas); default: every Page the token "
+        "reads, or page_ids from the configuration",
+    )
+    run.add_argument(
+        "--platform",
+        action="append",
+        dest="platforms",
+        metavar="PLATFORM",
+        help=f"only this platform: {' or '.join(PLATFORMS)} (repeat for both; default both)",
+    )
+    run.add_argument(
+        "--folder",
+        action="append",
+        dest="folders",
+        metavar="FOLDER",
+        help=f"only this folder: {', '.join(FOLDERS)} (repeat; default all four)",
+    )
+    run.add_argument(
+        "--since",
+        metavar="DATE",
+        help="first-run lower bound, UTC (e.g. 2026-01-31): older threads are skipped",
+    )
+    modes = run.add_mutually_exclusive_group()
+    modes.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="forget this pipeline's state and reload its Pages, replacing their rows only",
+    )
+    modes.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="read every thread again and mark what Graph no longer returns (deleted_at)",
+    )
+    run.add_argument("--json", action="store_true", help="print the run record as JSON")
+    run.add_argument(
+        "--no-views",
+        action="store_true",
+        help="leave the metric views alone (per-Page runs of a fan-out: see `views`)",
+    )
 
-    emulator = sub.add_parser("emulator", help="serve the Graph API emulator for your own tests")
+    views = _command(sub, "views", "create or replace the metric views of a dataset", _views)
+    views.add_argument("--destination", default="duckdb", help="dlt destination (default duckdb)")
+    views.add_argument("--dataset-name", default=DEFAULT_DATASET_NAME, help="the dataset")
+    views.add_argument(
+        "--pipeline-name",
+        default=DEFAULT_PIPELINE_NAME,
+        help="a pipeline of the dataset (for DuckDB: the file <pipeline-name>.duckdb)",
+    )
+
+    pages = _command(sub, "pages", "list the Pages the token can read", _pages)
+    pages.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    demo = _command(sub, "demo", "export the bundled emulator's inbox into a local DuckDB", _demo)
+    demo.add_argument("--seed", type=int, default=7, help="the generated inbox (default 7)")
+    demo.add_argument("--scale", type=int, default=1, help="threads per folder × (default 1)")
+
+    _command(sub, "schema", "print the tables and views as Markdown", _schema)
+    settings = _command(sub, "config", "print the configuration reference", _config)
+    settings.add_argument("--toml", action="store_true", help="as a commented .dlt/config.toml")
+
+    lake = _command(
+        sub, "lake-views", "DuckDB views with the latest rows of a Parquet lake", _lake_views
+    )
+    lake.add_argument("path", help="the lake folder (the filesystem bucket_url)")
+    lake.add_argument("--dataset-name", default=DEFAULT_DATASET_NAME, help="the dataset (schema)")
+    lake.add_argument(
+        "--database", type=Path, help="DuckDB file to write (default: PATH/lake.duckdb)"
+    )
+
+    emulator = _command(sub, "emulator", "serve the Graph API emulator for your tests", _emulator)
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument("--seed", type=int, default=7)
-    emulator.add_argument("--scale", type=int, default=1)
-    emulator.set_defaults(command=_emulator)
-
-    for command in (run, demo, schema, lake, emulator):
-        command.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    emulator.add_argument("--scale", type=int, default=1, help="threads per folder ×")
+    emulator.add_argument("--pages", type=int, default=3, help="managed Pages (default 3)")
+    emulator.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    emulator.add_argument(
+        "--per-second", type=float, help="calls per second per Page before throttling"
+    )
     return parser
 
 
-def _run(args: argparse.Namespace, report: RunReport) -> int:
-    overrides = _validated_overrides(args)
-    _check_destination(args.destination)
-    try:
-        source = meta_inbox(report=report, **overrides)
-    except ConfigFieldMissingException as error:
-        if "access_token" in str(error.fields):
-            raise missing_token() from None
-        raise
-    pipeline = dlt.pipeline(
-        pipeline_name=args.pipeline_name,
-        destination=_destination(args.destination, args.pipeline_name, args.dataset_name),
-        dataset_name=args.dataset_name,
+def _command(sub: Any, name: str, summary: str, handler: Any) -> argparse.ArgumentParser:
+    command = sub.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=EXIT_CODES if name == "run" else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    record = RunRecord(args.pipeline_name)
-    with _exclusive(Path(pipeline.working_dir), args.pipeline_name):
-        try:
-            code, problems = export(
-                pipeline, source, report, full_refresh=args.full_refresh, summary=not args.json
-            )
-        except Exception as error:
-            failure = explain(error)
-            line = failure.line if failure else _innermost(error)
-            code = failure.code if failure else ExitCode.UNEXPECTED
-            _record(pipeline, record.finish(report, {}, code, [line]), args.json, report)
-            raise
-        row = record.finish(report, loaded_rows(pipeline), code, problems)
-        _record(pipeline, row, args.json, report)
-        return code
+    command.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    command.set_defaults(command=handler)
+    return command
 
 
-def _record(pipeline: Any, row: dict[str, Any], as_json: bool, report: RunReport) -> None:
-    """Append the run to `_meta_inbox_runs`, and print it when asked for JSON."""
-    append_run(pipeline, row)
-    if as_json:
-        print(report.redactor(json.dumps(row, default=_json_value, ensure_ascii=False)))
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_config(
+        page_ids=_page_ids(args.page_ids),
+        platforms=args.platforms,
+        folders=args.folders,
+        start_date=args.since,
+    )
+    started = time.monotonic()
+    result = export(
+        settings,
+        destination=args.destination,
+        pipeline_name=args.pipeline_name,
+        dataset_name=args.dataset_name,
+        full_refresh=args.full_refresh,
+        reconcile=args.reconcile,
+        views=not args.no_views,
+    )
+    _end_status_line()
+    if args.json:
+        print(REDACTOR(json.dumps(result.record, default=_json_value)))
+    else:
+        _print_summary(result, time.monotonic() - started)
+    for line in result.problems:
+        print(f"meta-inbox: {line}", file=sys.stderr)
+    return result.exit_code
+
+
+def _page_ids(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [page.strip() for value in values for page in value.split(",") if page.strip()]
+
+
+def _print_summary(result: ExportResult, elapsed: float) -> None:
+    counts, stats = result.session.counts, result.session.stats
+    print(
+        f"meta-inbox: {len(result.session.pages or [])} Page(s), {counts.threads} changed "
+        f"thread(s), {counts.new_messages} new message(s) into {location(result.pipeline)}"
+    )
+    for table in TABLES:
+        print(f"  {table.name:<27} {counts.rows[table.name]:>9} rows")
+    print(
+        f"  rechecked {counts.rechecked_threads} thread(s), {counts.rechecked_messages} "
+        "message(s) merged again (reactions, edits, read state, moves)"
+    )
+    if counts.marked_deleted:
+        print(f"  marked deleted: {counts.marked_deleted} row(s)")
+    print(
+        f"  API calls {stats.calls}, retries {stats.retries}, throttled {stats.throttled} "
+        f"({stats.throttle_wait:.1f} s waiting), checkpoints {counts.checkpoints}"
+    )
+    print(
+        f"  messages without details (Instagram, older than the newest 20): "
+        f"{counts.messages_without_details}"
+    )
+    if counts.repaired_values:
+        print(f"  text values repaired (U+FFFD): {counts.repaired_values}")
+    print(f"  elapsed {elapsed:.1f} s")
 
 
 def _json_value(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-@contextmanager
-def _exclusive(working_dir: Path, pipeline_name: str) -> Iterator[None]:
-    """One run per pipeline at a time. The kernel drops the lock when a run dies, even killed."""
-    working_dir.mkdir(parents=True, exist_ok=True)
-    with open(working_dir / "meta_inbox.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(
-                f"Another run of pipeline {pipeline_name!r} is in progress (it holds "
-                f"{lock.name}): let it finish, or use another --pipeline-name."
-            ) from None
-        yield
-
-
-def _destination(name: str, pipeline_name: str, dataset_name: str) -> Any:
-    """The destination by name, with two defaults of our own where nothing is configured.
-
-    A filesystem gets a local folder. A DuckDB file follows dlt's `<pipeline>.duckdb`, except
-    when that stem equals the dataset name (as with the defaults): DuckDB then cannot tell the
-    file's catalog from the dataset's schema and refuses `meta_inbox.messages` as ambiguous.
-    """
-    if name == "filesystem" and not _configured("destination.filesystem.bucket_url"):
-        return dlt.destinations.filesystem(bucket_url=str(Path(DEFAULT_LAKE).resolve()))
-    if name == "duckdb" and not _configured("destination.duckdb.credentials"):
-        stem = pipeline_name if pipeline_name != dataset_name else f"{pipeline_name}_data"
-        return dlt.destinations.duckdb(str(Path(f"{stem}.duckdb").resolve()))
-    return name
-
-
-def _configured(key: str) -> bool:
-    return bool(dlt.config.get(key) or dlt.secrets.get(key))
-
-
-def _validated_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """CLI values that replace config, checked before anything reaches Graph."""
-    overrides: dict[str, Any] = {}
-    if args.page_ids:
-        bad = [p for p in args.page_ids if not _PAGE_ID.match(p)]
-        if bad:
-            raise BadInput(f"--page-id {bad[0]!r} is not a Page id: Page ids are digits only.")
-        overrides["page_ids"] = args.page_ids
-    if args.platforms:
-        platforms = [p.lower() for p in args.platforms]
-        unknown = sorted(set(platforms) - set(PLATFORMS))
-        if unknown:
-            raise BadInput(f"--platform {unknown[0]!r} is unknown: use messenger or instagram.")
-        overrides["platforms"] = platforms
-    if args.since:
-        try:
-            datetime.fromisoformat(args.since)
-        except ValueError:
-            raise BadInput(
-                f"--since {args.since!r} is not a date: use YYYY-MM-DD or an ISO 8601 time."
-            ) from None
-        overrides["start_date"] = args.since
-    return overrides
-
-
-def _check_destination(name: str) -> None:
-    try:
-        Destination.from_reference(name)
-    except Exception:
+def _views(args: argparse.Namespace) -> int:
+    names = refresh_views(
+        args.destination, pipeline_name=args.pipeline_name, dataset_name=args.dataset_name
+    )
+    if not names:
         raise BadInput(
-            f"--destination {name!r} is not a dlt destination: use duckdb, filesystem, postgres, "
-            "bigquery, snowflake, motherduck… (and install its extra, e.g. dlt[postgres])."
-        ) from None
+            f"No metric views in {args.destination} dataset {args.dataset_name}: it has no "
+            "tables yet, or the destination cannot hold views (a Parquet lake: use lake-views)."
+        )
+    print(f"metric views: {', '.join(names)}")
+    return ExitCode.OK
 
 
-def export(
-    pipeline: Any, source: Any, report: RunReport, *, full_refresh: bool, summary: bool = True
-) -> tuple[int, list[str]]:
-    """Run the export; its exit code and the line printed for each problem."""
-    started = time.monotonic()
-    # Parquet for a lake, and for DuckDB: measured 10x faster to load and a third of the
-    # memory of dlt's default INSERT statements (benchmarks/export_speed.py).
-    parquet = pipeline.destination.destination_name in _PARQUET_DESTINATIONS
-    file_format = "parquet" if parquet else None
-    if full_refresh:
-        # Postgres refuses to drop tables that views read.
-        drop_metric_views(pipeline)
-    if pipeline.has_pending_data:
-        # dlt's run() would load what an interrupted run left and stop there; a scheduled job
-        # must also fetch what is new, so finish the old load first, then run as usual.
-        log.info("finishing the load that an interrupted run left pending")
-        pipeline.run()
-    pipeline.run(
-        source,
-        refresh="drop_sources" if full_refresh else None,
-        loader_file_format=file_format,
-    )
-    create_metric_views(pipeline)
-    _end_status_line()
-    if summary:
-        _print_summary(pipeline, report, time.monotonic() - started)
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stdout if summary else sys.stderr)
-    return _outcome(report)
+def _pages(args: argparse.Namespace) -> int:
+    for page in pages():
+        if args.json:
+            row = {
+                "id": page.id,
+                "name": page.name,
+                "instagram_id": page.instagram_id,
+                "instagram_username": page.instagram_username,
+            }
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            instagram = f"  instagram {page.instagram_id} @{page.instagram_username}" if (
+                page.instagram_id) else ""  # fmt: skip
+            print(f"{page.id}  {page.name}{instagram}")
+    return ExitCode.OK
 
 
-def _outcome(report: RunReport) -> tuple[int, list[str]]:
-    """Exit code, and a line per problem, for a run that loaded but maybe not everything.
-
-    A run where no Page could be read fails before loading; here some Pages were loaded.
-    """
-    problems = [*report.page_failures, *([report.stopped_by] if report.stopped_by else [])]
-    code = ExitCode.PARTIAL if report.page_failures else ExitCode.OK
-    lines = []
-    for problem in problems:
-        failure = explain(problem)
-        if failure is None:
-            raise problem
-        lines.append(report.redactor(failure.line))
-        print(f"meta-inbox: {lines[-1]}", file=sys.stderr)
-        code = failure.code if problem is report.stopped_by else code
-    return code, lines
-
-
-def _print_summary(pipeline: Any, report: RunReport, elapsed: float) -> None:
-    counts = loaded_rows(pipeline)
-    stats = report.stats
-    print(
-        f"meta-inbox: {len(report.pages)} Page(s), {report.changed_threads} changed thread(s), "
-        f"{report.new_messages} new message(s) into {pipeline.destination.destination_name} "
-        f"dataset {pipeline.dataset_name}"
-    )
-    for table in TABLES:
-        print(f"  {table.name:<27} {counts.get(table.name, 0):>9} rows")
-    print(
-        f"  API calls {stats.calls}, retries {stats.retries}, throttled {stats.throttled} "
-        f"({stats.throttle_wait:.1f} s waiting)"
-    )
-    print(
-        f"  messages without details (Instagram, older than the newest 20): "
-        f"{report.messages_without_details}"
-    )
-    print(f"  elapsed {elapsed:.1f} s")
-
-
-def _demo(args: argparse.Namespace, report: RunReport) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(seed=args.seed, scale=args.scale, report=report)
+    return run_demo(seed=args.seed, scale=args.scale)
 
 
-def _schema(args: argparse.Namespace, report: RunReport) -> int:
+def _schema(args: argparse.Namespace) -> int:
+    from .metrics import metrics_markdown
+
     print(schema_markdown())
     print(metrics_markdown())
     return ExitCode.OK
 
 
-def _lake_views(args: argparse.Namespace, report: RunReport) -> int:
-    dataset = Path(args.path) / args.dataset_name
-    if not dataset.is_dir():
-        raise BadInput(f"{dataset} is not a folder: give the lake path used as bucket_url.")
-    with duckdb.connect(args.database) as connection:
-        create_latest_views(connection, dataset.resolve())
-    print(f"views over {dataset} written to {args.database}: {', '.join(t.name for t in TABLES)}")
+def _config(args: argparse.Namespace) -> int:
+    print(config_toml() if args.toml else settings_markdown(), end="")
     return ExitCode.OK
 
 
-def _emulator(args: argparse.Namespace, report: RunReport) -> int:
+def _lake_views(args: argparse.Namespace) -> int:
+    from .lake import write_views
+
+    lake = Path(args.path)
+    if not (lake / args.dataset_name).is_dir():
+        raise BadInput(
+            f"{lake / args.dataset_name} is not a folder: give the lake folder (bucket_url) "
+            "and its --dataset-name."
+        )
+    database = write_views(lake, args.dataset_name, args.database)
+    print(
+        f"views over {lake / args.dataset_name} written to {database}, schema "
+        f'{args.dataset_name}; open it with: python -c "import meta_inbox.lake as l; '
+        f"print(l.connect('{lake}').sql('show all tables'))\""
+    )
+    return ExitCode.OK
+
+
+def _emulator(args: argparse.Namespace) -> int:
     from .emulator.server import serve
 
-    serve(port=args.port, seed=args.seed, scale=args.scale)
+    serve(
+        port=args.port,
+        seed=args.seed,
+        scale=args.scale,
+        pages=args.pages,
+        latency=args.latency,
+        per_second=args.per_second,
+    )
     return ExitCode.OK
+
+
+def _return_freed_memory() -> None:
+    """An export decodes and shapes megabytes at a time on many threads. glibc gives each
+    thread an arena of its own and Arrow's allocator keeps what it freed: with two arenas and
+    the system allocator, a long run's memory stays near what it uses (benchmarks/scale.py
+    measures it)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 class _StatusLine(logging.StreamHandler):  # type: ignore[type-arg]
@@ -339,12 +387,12 @@ def _end_status_line() -> None:
             handler.end()
 
 
-def _configure_logging(debug: bool, report: RunReport) -> None:
+def _configure_logging(debug: bool) -> None:
     """Progress and warnings go to stderr; every record is redacted, dlt's included.
 
     On a terminal progress is one updating line; elsewhere (cron, CI) a plain line each time.
     """
-    redact_log_records(report.redactor)
+    redact_log_records()
     if debug:
         os.environ["RUNTIME__LOG_LEVEL"] = "DEBUG"
     on_terminal = sys.stderr.isatty() and not debug
@@ -356,25 +404,22 @@ def _configure_logging(debug: bool, report: RunReport) -> None:
     logging.getLogger("meta_inbox").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def _fail(error: Exception, debug: bool, report: RunReport) -> int:
+def _fail(error: Exception, debug: bool) -> int:
     _end_status_line()
     failure = explain(error)
     if debug:
         log.error("run failed", exc_info=error)
     if failure is not None:
-        print(f"meta-inbox: {report.redactor(failure.line)}", file=sys.stderr)
+        print(f"meta-inbox: {REDACTOR(failure.line)}", file=sys.stderr)
         return failure.code
+    cause = innermost(error)
     print(
-        f"meta-inbox: unexpected error: {report.redactor(_innermost(error))}. "
+        f"meta-inbox: unexpected error: "
+        f"{REDACTOR(f'{type(cause).__name__}: {cause}'.splitlines()[0])}. "
         "Run again with --debug for details and report it if it persists.",
         file=sys.stderr,
     )
     return ExitCode.UNEXPECTED
-
-
-def _innermost(error: BaseException) -> str:
-    cause = innermost(error)
-    return f"{type(cause).__name__}: {cause}".splitlines()[0]
 
 
 if __name__ == "__main__":

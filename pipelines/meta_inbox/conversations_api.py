@@ -1,30 +1,29 @@
-"""What meta-inbox asks the Conversations API, and how it walks Pages, threads and messages.
+"""What meta-inbox asks the Conversations API: which Pages, which fields, how much per call.
 
-Built on `GraphClient` (HTTP, paging, pacing); knows nothing of dlt or of tables.
+Each method is one request (with Graph's own paging where noted), so that a scheduler can put
+every call of a run in flight at its Page's pace. Built on `GraphClient`; knows nothing of dlt,
+of state or of tables.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import math
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .graph_client import (
-    INVALID_PARAMETER,
-    MESSAGE_DELETED,
-    GraphClient,
-    GraphError,
-    next_page_url,
-)
+from .errors import UnknownPages
+from .graph_client import GraphClient, GraphConnection, next_page_url
+from .graph_errors import ErrorKind, GraphError
 
 log = logging.getLogger("meta_inbox")
 
-PLATFORMS = ("messenger", "instagram")
 INSTAGRAM_DETAILS = 20  # Instagram gives details of a thread's newest 20 messages only
-FOLDERS = ("inbox", "other", "page_done", "spam")
-
 ATTACHMENT_FIELDS = "id,mime_type,name,size,file_url,image_data,video_data,generic_template"
 SHARE_FIELDS = "id,link,name,description,template"
 CONVERSATION_FIELDS = (
@@ -32,6 +31,8 @@ CONVERSATION_FIELDS = (
     "name,subject,scoped_thread_key,participants,senders,former_participants"
 )
 PAGE_FIELDS = "id,name,instagram_business_account{id,username}"
+# Fields of messages whose details Graph withholds (Instagram, beyond the newest 20).
+BARE_MESSAGE_FIELDS = "id,created_time"
 
 
 def message_fields(attachments_page_size: int) -> str:
@@ -43,7 +44,7 @@ def message_fields(attachments_page_size: int) -> str:
 
 
 @dataclass(frozen=True)
-class Page:
+class FacebookPage:
     """A Facebook Page to export, with the token its endpoints need (never printed)."""
 
     id: str
@@ -58,97 +59,248 @@ class Page:
         return frozenset(i for i in (self.id, self.instagram_id) if i)
 
 
-class UnknownPages(Exception):
-    """`page_ids` names Pages the token cannot read."""
+# A thread's own fields (participants, snippet...) weigh about as much as this many messages.
+THREAD_WEIGHT = 2
 
-    def __init__(self, missing: list[str], available: list[str]) -> None:
-        super().__init__(
-            f"page_ids {', '.join(missing)} not found among the Pages this token can read "
-            f"({', '.join(available) or 'none'})"
+
+@dataclass(frozen=True)
+class ListingSize:
+    """How much one listing call asks for: threads, and messages nested in each."""
+
+    threads: int
+    messages: int
+
+    def weight(self, counts: Sequence[int | None]) -> int:
+        """The messages (and thread fields) an answer at this size holds, for threads whose
+        message counts are `counts` (None: not given, so as many as asked)."""
+        return sum(
+            min(self.messages if count is None else count, self.messages) + THREAD_WEIGHT
+            for count in counts[: self.threads]
         )
-        self.missing = missing
-        self.available = available
+
+
+class SizeCap:
+    """What Graph's response-size cap has been seen to allow, as a weight (see
+    `ListingSize.weight`). Learned across the run, since the cap is Graph's and not a Page's, but
+    consulted only to size the retry of a listing Graph refused: a listing that fits is always
+    asked at full size."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fits = 0  # the heaviest answer Graph gave
+        self._refused: int | None = None  # the lightest request Graph refused
+
+    def fitted(self, weight: int) -> None:
+        with self._lock:
+            if self._refused is None or weight < self._refused:
+                self._fits = max(self._fits, weight)
+
+    def refused(self, weight: int) -> int:
+        """Record a refusal; the weight a retry should stay within."""
+        with self._lock:
+            self._refused = weight if self._refused is None else min(self._refused, weight)
+        return self.budget() or 0
+
+    def budget(self) -> int | None:
+        """Halfway between the heaviest answer known to fit (or half the lightest refusal,
+        when none came near) and that refusal: each refusal or answer narrows the gap, so a
+        run soon asks close to the cap. None before any refusal."""
+        with self._lock:
+            if self._refused is None:
+                return None
+            fits = self._fits if self._fits < self._refused else 0
+            return (max(fits, self._refused // 2) + self._refused) // 2
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """Message counts of the threads a folder lists next, learned when Graph refused a page."""
+
+    counts: tuple[int | None, ...]
+    to_the_end: bool  # no thread follows them
+
+    def after(self, listed: int) -> Upcoming:
+        return Upcoming(self.counts[listed:], self.to_the_end)
+
+    def fitting(self, size: ListingSize, budget: int, page_size: int) -> ListingSize | None:
+        """The listing to ask within `budget`: threads with `size.messages` nested (each short
+        nested page would cost a follow-up call per thread), else one thread with fewer nested
+        messages; None when not even one message fits.
+
+        Known to the folder's end, the threads are split into as few pages as the budget
+        allows, of even weight (the same calls as filling each page, further from the cap); the
+        last page is asked full, so that Graph's answer ends the folder rather than point at a
+        next, empty page."""
+        weights = list(accumulate(ListingSize(1, size.messages).weight([c]) for c in self.counts))
+        within = [weight for weight in weights if weight <= budget]
+        if not within:
+            nested = min(size.messages, budget - THREAD_WEIGHT)
+            return ListingSize(1, nested) if nested >= 1 else None
+        if not self.to_the_end:
+            return ListingSize(len(within), size.messages)
+        if len(within) == len(weights):
+            return ListingSize(page_size, size.messages)
+        target = weights[-1] / math.ceil(weights[-1] / budget)
+        threads = min(range(len(within)), key=lambda i: abs(within[i] - target)) + 1
+        return ListingSize(threads, size.messages)
+
+
+@dataclass
+class Listing:
+    """One page of a folder's threads, and what it took to get it."""
+
+    threads: list[dict[str, Any]]
+    next_url: str | None
+    size: ListingSize  # the size Graph accepted
+    details_limited: bool  # nested messages asked at Instagram's readable 20
+    upcoming: Upcoming | None = None
 
 
 class ConversationsApi:
-    """The Conversations API calls of one run, with the page sizes to ask for."""
+    """The calls of one run, with the page sizes to ask for."""
 
     def __init__(
         self,
-        client: GraphClient,
+        connection: GraphConnection,
+        access_token: str,
         *,
-        page_size: int = 100,
-        messages_page_size: int = 100,
-        attachments_page_size: int = 25,
+        page_size: int,
+        messages_page_size: int,
+        attachments_page_size: int,
     ) -> None:
-        self.client = client
+        self.connection = connection
+        self.user = connection.client(access_token, lane="discovery")
         self.page_size = page_size
         self.messages_page_size = messages_page_size
         self.attachments_page_size = attachments_page_size
-        self._instagram_refuses_old_details = False
+        self._caps: dict[tuple[str, str], SizeCap] = defaultdict(SizeCap)
 
-    def pages(self, page_ids: list[str] | None = None) -> list[Page]:
-        """The Pages to export: those a user token manages, or the one a Page token stands for."""
+    def client(self, page: FacebookPage) -> GraphClient:
+        """The client of a Page: its token, paced in the Page's own lane."""
+        return self.connection.client(page.token, lane=page.id)
+
+    def discover_pages(self, page_ids: list[str] | None = None) -> list[FacebookPage]:
+        """The Pages to export: those a user token manages, or the one a Page token stands for.
+
+        A Page that `/me/accounts` lists without a token (the user's role gives none) gets the
+        user token: Graph then refuses its conversations with 210, reported for that Page.
+        """
         try:
-            pages = [
-                _page(raw, raw.get("access_token"))
-                for listing in self.client.paginate(
-                    "me/accounts", {"fields": f"{PAGE_FIELDS},access_token", "limit": 100}
-                )
-                for raw in listing.get("data", [])
-            ]
+            first = self.user.get("me/accounts", {"fields": f"{PAGE_FIELDS},access_token"})
+            raws = [raw for listing in self.user.walk(first) for raw in listing.get("data", [])]
         except GraphError as error:
-            if error.code != INVALID_PARAMETER or "accounts" not in error.message:
+            if error.kind is not ErrorKind.NO_ACCOUNTS_EDGE:
                 raise
-            # A Page token has no `accounts` edge: the token is the Page's own.
-            pages = [_page(self.client.get("me", {"fields": PAGE_FIELDS}), None)]
-        pages = [p if p.token else _with_token(p, self.client) for p in pages]
+            raws = [self.user.get("me", {"fields": PAGE_FIELDS})]
+        pages = [_page(raw, raw.get("access_token") or self.user.access_token) for raw in raws]
         for page in pages:
-            self.client.redact.add(page.token)
+            self.connection.redact.add(page.token)
         if not page_ids:
             return pages
-        wanted = [str(i) for i in page_ids]
-        missing = [i for i in wanted if i not in {p.id for p in pages}]
+        known = {page.id for page in pages}
+        missing = [page_id for page_id in page_ids if page_id not in known]
         if missing:
-            raise UnknownPages(missing, [p.id for p in pages])
-        return [p for p in pages if p.id in wanted]
+            raise UnknownPages(missing, sorted(known))
+        return [page for page in pages if page.id in page_ids]
 
-    def conversation_pages(
-        self, page: Page, platform: str, folder: str
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Pages of threads, newest `updated_time` first, each with its newest messages.
+    def list_threads(
+        self,
+        page: FacebookPage,
+        platform: str,
+        folder: str,
+        *,
+        after: str | None,
+        details_limited: bool,
+        upcoming: Upcoming | None = None,
+    ) -> Listing:
+        """One page of a folder's threads, newest `updated_time` first, each with its newest
+        messages; `after` is Graph's cursor past the previous page (kept from an earlier run too).
 
-        The caller stops iterating when it reaches threads it already has: no further call is made.
+        When Graph finds the page too heavy, one light call learns how many messages its threads
+        hold, and the page is asked again with as many threads as fit (see `SizeCap`); those
+        counts, passed back as `upcoming`, size the next page without a refusal. Instagram may
+        refuse, rather than leave out, details of messages older than a thread's newest 20: the
+        page is then asked again with 20 nested messages, all of them readable.
         """
-        nested = self.messages_page_size
-        if platform == "instagram" and self._instagram_refuses_old_details:
-            nested = INSTAGRAM_DETAILS
-        params = {
-            "platform": platform,
-            "folder": folder,
-            "limit": self.page_size,
-            "fields": self._listing_fields(nested),
-        }
-        client = self.client.with_token(page.token)
-        path, next_url = f"{page.id}/conversations", None
+        client = self.client(page)
+        path = f"{page.id}/conversations"
+        nested = INSTAGRAM_DETAILS if details_limited else self.messages_page_size
+        size = ListingSize(self.page_size, nested)
+        cap = self._caps[page.id, platform]
+        if upcoming and upcoming.counts and (budget := cap.budget()) is not None:
+            size = upcoming.fitting(size, budget, self.page_size) or size
+        while True:
+            params = {
+                "platform": platform,
+                "folder": folder,
+                "limit": str(size.threads),
+                "fields": self._listing_fields(size.messages),
+                "after": after,
+            }
+            try:
+                answer = client.get(path, params)
+            except GraphError as error:
+                if error.kind is ErrorKind.TOO_MUCH_DATA:
+                    if not (upcoming and upcoming.counts):
+                        upcoming = self._upcoming(client, path, params)
+                    if not upcoming.counts:
+                        raise
+                    budget = cap.refused(size.weight(upcoming.counts))
+                    if (smaller := upcoming.fitting(size, budget, self.page_size)) is None:
+                        raise
+                    log.info("Graph asked for less data on %s/%s: %s", page.id, folder, smaller)
+                    size = smaller
+                    continue
+                refused_details = error.kind is ErrorKind.MESSAGE_DELETED
+                if refused_details and platform == "instagram" and not details_limited:
+                    details_limited = True
+                    size = ListingSize(size.threads, min(size.messages, INSTAGRAM_DETAILS))
+                    continue
+                raise
+            threads = answer.get("data", [])
+            cap.fitted(size.weight([_nested_count(thread) for thread in threads]))
+            rest = upcoming.after(len(threads)) if upcoming else None
+            return Listing(threads, next_page_url(answer), size, details_limited, rest)
+
+    @staticmethod
+    def _upcoming(client: GraphClient, path: str, listing: dict[str, Any]) -> Upcoming:
+        """How many messages each thread of a listing holds, asked without the messages."""
+        answer = client.get(path, listing | {"fields": "id,message_count"})
+        threads = answer.get("data", [])
+        return Upcoming(
+            tuple(thread.get("message_count") for thread in threads),
+            to_the_end=next_page_url(answer) is None or len(threads) < int(listing["limit"]),
+        )
+
+    def older_messages(self, page: FacebookPage, next_url: str, *, details: bool) -> dict[str, Any]:
+        """The page of a thread's messages that `next_url` (a nested `paging.next`) points at,
+        asked at `messages_page_size` whatever size the nested list had.
+
+        `details=False` asks only ids and times (Instagram's older messages). A page Graph finds
+        too heavy is asked again smaller, for this call only.
+        """
+        client = self.client(page)
+        fields = message_fields(self.attachments_page_size) if details else BARE_MESSAGE_FIELDS
+        limit = self.messages_page_size
         while True:
             try:
-                listing = client.get_next(next_url) if next_url else client.get(path, params)
+                return client.get_next(_with_params(next_url, fields=fields, limit=str(limit)))
             except GraphError as error:
-                if error.code != MESSAGE_DELETED or platform != "instagram":
+                if error.kind is not ErrorKind.TOO_MUCH_DATA or limit == 1:
                     raise
-                if params["fields"] == self._listing_fields(INSTAGRAM_DETAILS):
-                    raise
-                # Instagram may refuse, rather than leave out, the details of messages older
-                # than a thread's newest 20: ask for 20 per thread, all of them readable.
-                self._instagram_refuses_old_details = True
-                params["fields"] = self._listing_fields(INSTAGRAM_DETAILS)
-                next_url = next_url and _with_params(next_url, fields=params["fields"])
-                continue
-            yield listing.get("data", [])
-            next_url = next_page_url(listing)
-            if not next_url:
-                return
+                limit //= 2
+
+    def more_attachments(self, page: FacebookPage, next_url: str) -> dict[str, Any]:
+        return self.client(page).get_next(next_url)
+
+    def attachments_may_go_on(self, attachments: dict[str, Any]) -> bool:
+        """Graph adds a `next` even to complete attachment lists, so a `next` alone proves
+        nothing: only a full page (as many as asked for) does."""
+        next_url = next_page_url(attachments)
+        if not next_url:
+            return False
+        asked = parse_qs(urlsplit(next_url).query).get("limit", [self.attachments_page_size])[0]
+        return len(attachments.get("data", [])) >= int(asked)
 
     def _listing_fields(self, messages: int) -> str:
         return (
@@ -156,61 +308,10 @@ class ConversationsApi:
             f"{{{message_fields(self.attachments_page_size)}}}"
         )
 
-    def message_pages(
-        self, page: Page, conversation: dict[str, Any], platform: str
-    ) -> Iterator[list[dict[str, Any]]]:
-        """A thread's messages, newest first: the page that came with the thread, then older ones.
 
-        The caller stops iterating once it reaches messages it already has.
-        """
-        nested = conversation.get("messages") or {}
-        client = self.client.with_token(page.token)
-        while True:
-            yield [self._complete_attachments(client, m) for m in nested.get("data", [])]
-            next_url = next_page_url(nested)
-            if not next_url:
-                return
-            if platform == "instagram" and self._instagram_refuses_old_details:
-                # Past the first page, all are older than the newest 20: ids and times only.
-                next_url = _with_params(
-                    next_url, fields="id,created_time", limit=str(self.messages_page_size)
-                )
-            try:
-                nested = client.get_next(next_url)
-            except GraphError as error:
-                if error.code != MESSAGE_DELETED:
-                    raise
-                # Details refused for some message of this page (Instagram's older ones): keep
-                # what Graph lists of them, ids and times, as it does when it leaves them out.
-                nested = client.get_next(
-                    _with_params(
-                        next_url, fields="id,created_time", limit=str(self.messages_page_size)
-                    )
-                )
-
-    def _complete_attachments(self, client: GraphClient, message: dict[str, Any]) -> dict[str, Any]:
-        """Fetch the rest of a message's attachments when its nested list may go on.
-
-        Graph adds a `next` even to complete attachment lists, so a `next` alone proves nothing:
-        only a full page (as many as asked for, far more than a message usually carries) does.
-        """
-        attachments = message.get("attachments")
-        if not isinstance(attachments, dict) or not self._may_go_on(attachments):
-            return message
-        items = list(attachments.get("data", []))
-        listing = attachments
-        while self._may_go_on(listing):
-            listing = client.get_next(listing["paging"]["next"])
-            items.extend(listing.get("data", []))
-        return {**message, "attachments": {"data": items}}
-
-    def _may_go_on(self, listing: dict[str, Any]) -> bool:
-        next_url = next_page_url(listing)
-        if not next_url:
-            return False
-        # The size asked for, as Graph echoes it in `next` (smaller after a "reduce the data").
-        asked = parse_qs(urlsplit(next_url).query).get("limit", [self.attachments_page_size])[0]
-        return len(listing.get("data", [])) >= int(asked)
+def _nested_count(thread: dict[str, Any]) -> int:
+    nested = thread.get("messages")
+    return len(nested.get("data", [])) if isinstance(nested, dict) else 0
 
 
 def _with_params(url: str, **params: str) -> str:
@@ -219,16 +320,12 @@ def _with_params(url: str, **params: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _page(raw: dict[str, Any], token: str | None) -> Page:
+def _page(raw: dict[str, Any], token: str) -> FacebookPage:
     instagram = raw.get("instagram_business_account") or {}
-    return Page(
+    return FacebookPage(
         id=str(raw["id"]),
         name=str(raw.get("name", "")),
-        token=token or "",
+        token=token,
         instagram_id=instagram.get("id"),
         instagram_username=instagram.get("username"),
     )
-
-
-def _with_token(page: Page, client: GraphClient) -> Page:
-    return Page(page.id, page.name, client.access_token, page.instagram_id, page.instagram_username)

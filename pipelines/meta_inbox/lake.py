@@ -1,9 +1,15 @@
-"""Reading the Parquet lake that `--destination filesystem` writes.
+"""Reading the Parquet lake that `--destination filesystem` writes, as the warehouse reads.
 
-Parquet files are only ever appended to: a re-fetched conversation or message adds a newer row.
-These views keep, for each key, the row of its latest load, and for child tables only the rows
-written in the same load as their parent's latest row, so a child list that shrank leaves no
-stale rows behind.
+Parquet files are only ever appended to: a thread or message read again adds a newer row. The
+views in the dataset's schema (`inbox` by default, as in a warehouse) keep, for each key, the
+row of its latest load, and for child tables only the rows written in the same load as their
+parent's latest row, so a child list that shrank leaves no stale rows; `conversation_history`
+keeps each state's first observation. Rows of a Page loaded before its latest `--full-refresh`
+are left out. The metric views are the warehouse's SQL over these views.
+
+Paths in the views are relative to the lake folder, so the folder can be moved with its views
+database: open it with `meta_inbox.lake.connect(folder)` (which tells DuckDB where relative
+paths start), or from inside the folder.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from pathlib import Path
 
 import duckdb
 
-from .tables import TABLES, Table
+from .metrics import METRIC_VIEWS, view_sql
+from .tables import REFRESHES, RUNS, TABLES, Table
 
+VIEWS_DATABASE = "lake.duckdb"
 _DUCKDB_TYPES = {
     "text": "VARCHAR",
     "bigint": "BIGINT",
@@ -24,28 +32,86 @@ _DUCKDB_TYPES = {
 }
 
 
-def latest_view_sql(table: Table, folder: Path) -> str:
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
+def write_views(lake: Path, dataset: str, database: Path | None = None) -> Path:
+    """Write the views over `lake/<dataset>` into `database` (default: `lake/lake.duckdb`)."""
+    folder = lake / dataset
+    if not folder.is_dir():
+        raise FileNotFoundError(folder)
+    database = database or lake / VIEWS_DATABASE
+    with duckdb.connect(str(database)) as connection:
+        connection.execute(f"set file_search_path = '{_literal(lake.resolve().as_posix())}'")
+        connection.execute(f'create schema if not exists "{dataset}"')
+        for table in (*TABLES, RUNS, REFRESHES):
+            connection.execute(_view(table, lake, dataset))
+        names = {view.name: f'"{dataset}"."{view.name}"' for view in METRIC_VIEWS}
+        names |= {table.name: f'"{dataset}"."{table.name}"' for table in TABLES}
+        for view in METRIC_VIEWS:
+            connection.execute(
+                f"create or replace view {names[view.name]} as {view_sql(view, names)}"
+            )
+    return database
+
+
+def connect(lake: str | Path, database: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the lake's views, from any working folder."""
+    lake = Path(lake)
+    connection = duckdb.connect(str(database or lake / VIEWS_DATABASE), read_only=True)
+    connection.execute(f"set file_search_path = '{_literal(lake.resolve().as_posix())}'")
+    return connection
+
+
+def _view(table: Table, lake: Path, dataset: str) -> str:
+    name = f'"{dataset}"."{table.name}"'
+    files = f"{dataset}/{table.name}"
+    if not any((lake / files).glob("*.parquet")):
         columns = ", ".join(
             f"NULL::{_DUCKDB_TYPES[c.data_type]} AS {c.name}" for c in table.columns
         )
-        return f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} WHERE false"
-    source = f"read_parquet('{folder.as_posix()}/*.parquet', union_by_name = true)"
-    if table.parent is None:
+        columns += ", NULL::VARCHAR AS _dlt_load_id"
+        return f"create or replace view {name} as select {columns} where false"
+    rows = f"read_parquet('{_literal(files)}/*.parquet', union_by_name = true)"
+    if table in (RUNS, REFRESHES):
+        return f"create or replace view {name} as {_latest(table, rows)}"
+    refreshed = any((lake / dataset / REFRESHES.name).glob("*.parquet"))
+    live = _live(table, rows, dataset) if refreshed else rows
+    if table.insert_only:
+        order = "_dlt_load_id asc"
+        keys = ", ".join(table.primary_key)
         return (
-            f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM {source} "
-            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(table.primary_key)} "
-            "ORDER BY _dlt_load_id DESC) = 1"
+            f"create or replace view {name} as select * from {live} "
+            f"qualify row_number() over (partition by {keys} order by {order}) = 1"
         )
+    if table.parent is None:
+        return f"create or replace view {name} as {_latest(table, live)}"
     return (
-        f"CREATE OR REPLACE VIEW {table.name} AS SELECT child.* FROM {source} AS child "
-        f"JOIN {table.parent} AS parent ON parent.id = child.{table.merge_key} "
-        "AND parent._dlt_load_id = child._dlt_load_id"
+        f"create or replace view {name} as select child.* from {live} as child "
+        f'join "{dataset}"."{table.parent}" as parent on parent.id = child.{table.merge_key} '
+        "and parent._dlt_load_id = child._dlt_load_id"
     )
 
 
-def create_latest_views(connection: duckdb.DuckDBPyConnection, dataset_folder: Path) -> None:
-    """Create one view per table over `<bucket>/<dataset>` in `connection` (parents first)."""
-    for table in TABLES:
-        connection.execute(latest_view_sql(table, dataset_folder / table.name))
+def _latest(table: Table, rows: str) -> str:
+    if not table.primary_key:
+        return f"select * from {rows}"
+    keys = ", ".join(table.primary_key)
+    return (
+        f"select * from {rows} "
+        f"qualify row_number() over (partition by {keys} order by _dlt_load_id desc) = 1"
+    )
+
+
+def _live(table: Table, rows: str, dataset: str) -> str:
+    """The table's rows, without those of a Page loaded before its latest refresh."""
+    refreshes = (
+        f"read_parquet('{_literal(dataset)}/{REFRESHES.name}/*.parquet', union_by_name = true)"
+    )
+    return (
+        f"(select rows.* from {rows} as rows left join (select page_id, max(_dlt_load_id) as "
+        f"since from {refreshes} group by page_id) as refreshed on refreshed.page_id = "
+        f"rows.{table.page_column} where refreshed.since is null or "
+        "rows._dlt_load_id >= refreshed.since)"
+    )
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")

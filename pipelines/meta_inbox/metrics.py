@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dlt
-from dlt.destinations.impl.duckdb.sql_client import WithTableScanners
 from dlt.destinations.sql_client import SqlClientBase
 
+from .destinations import speaks_sql
 from .tables import CONVERSATION_ID, FOLDER, PAGE_ID, PLATFORM, Column, markdown_section
 
 
@@ -53,7 +53,7 @@ RESPONSE_TIMES = MetricView(
 with detailed as (
     select id, conversation_id, page_id, platform, created_time, is_from_page
     from {messages}
-    where details_available
+    where details_available and deleted_at is null
 ),
 answered as (
     -- Newest first, customers before the Page within a second: the rows before a customer
@@ -126,6 +126,24 @@ CONVERSATION_METRICS = MetricView(
             "The newest message, with details or not, else `conversations.updated_time` (UTC).",
         ),
         Column(
+            "last_customer_message_at",
+            "timestamp",
+            "The customer's newest message with details (UTC).",
+        ),
+        Column(
+            "resolved_at",
+            "timestamp",
+            "When a run first found the thread archived (`page_done`) after having seen it "
+            "outside `page_done` since the customer's last message (UTC): as precise as runs "
+            "are frequent. Null while it is not, or when no run saw it open (archived before "
+            "the first export).",
+        ),
+        Column(
+            "resolution_seconds",
+            "double",
+            "`resolved_at - last_customer_message_at` in seconds.",
+        ),
+        Column(
             "last_message_from",
             "text",
             "`customer` or `page`: who sent the newest message with details (`customer` when "
@@ -156,7 +174,25 @@ with sides as (
                as last_page_message_at,
            max(created_time) as last_message_at
     from {messages}
+    where deleted_at is null
     group by conversation_id
+),
+resolutions as (
+    -- The first observation in page_done after one outside it, both no older than the
+    -- customer's last message: the thread was seen open, then seen archived.
+    select archived.conversation_id, min(archived.observed_at) as resolved_at
+    from {conversation_history} as archived
+    join sides on sides.conversation_id = archived.conversation_id
+    where archived.folder = 'page_done'
+      and archived.observed_at >= sides.last_customer_message_at
+      and exists (
+          select 1 from {conversation_history} as open_before
+          where open_before.conversation_id = archived.conversation_id
+            and open_before.folder <> 'page_done'
+            and open_before.observed_at >= sides.last_customer_message_at
+            and open_before.observed_at < archived.observed_at
+      )
+    group by archived.conversation_id
 ),
 responses as (
     -- The first customer message's answer is the earliest answer of the thread.
@@ -183,6 +219,10 @@ threads as (
            coalesce(sides.page_messages, 0) as page_messages,
            coalesce(sides.messages_without_details, 0) as messages_without_details,
            coalesce(sides.last_message_at, conversations.updated_time) as last_activity_at,
+           sides.last_customer_message_at,
+           resolutions.resolved_at,
+           cast(extract(epoch from resolutions.resolved_at - sides.last_customer_message_at)
+                as double precision) as resolution_seconds,
            case
                -- A tie goes to the customer: no Page message is strictly later.
                when sides.last_customer_message_at
@@ -193,6 +233,8 @@ threads as (
     from {conversations} as conversations
     left join sides on sides.conversation_id = conversations.id
     left join responses on responses.conversation_id = conversations.id
+    left join resolutions on resolutions.conversation_id = conversations.id
+    where conversations.deleted_at is null
 )
 select threads.*,
        coalesce(last_message_from = 'customer', false) as is_unanswered,
@@ -228,6 +270,7 @@ with sent as (
                else 'inbound'
            end as direction
     from {messages}
+    where deleted_at is null
 )
 select day, page_id, platform, direction, count(*) as messages
 from sent
@@ -235,84 +278,88 @@ group by day, page_id, platform, direction
 """,
 )
 
+EXPIRED_ATTACHMENT_URLS = MetricView(
+    name="expired_attachment_urls",
+    description="Attachments of live messages whose CDN URL has expired (Meta signs its URLs "
+    "with an expiry): re-read their messages (`--reconcile`, or the recheck window for recent "
+    "threads) for fresh ones, or fetch files before their URLs expire.",
+    columns=(
+        Column("message_id", "text", "The message (`messages.id`)."),
+        Column("position", "bigint", "Order within the message, from 0."),
+        CONVERSATION_ID,
+        PAGE_ID,
+        Column("type", "text", "`message_attachments.type`."),
+        Column("url", "text", "The expired URL."),
+        Column("url_expires_at", "timestamp", "When it expired (UTC)."),
+    ),
+    select="""
+select attachments.message_id, attachments.position, attachments.conversation_id,
+       attachments.page_id, attachments.type, attachments.url, attachments.url_expires_at
+from {message_attachments} as attachments
+join {messages} as messages on messages.id = attachments.message_id
+where messages.deleted_at is null and attachments.url_expires_at < current_timestamp
+""",
+)
+
 # Views after the views they read: created in this order, dropped in reverse.
-METRIC_VIEWS: tuple[MetricView, ...] = (RESPONSE_TIMES, CONVERSATION_METRICS, DAILY_VOLUME)
-_TABLES = ("messages", "conversations")
-# Engines whose SQL the views are written in (MotherDuck included: it reports DuckDB's).
-_DIALECTS = ("duckdb", "postgres")
+METRIC_VIEWS: tuple[MetricView, ...] = (
+    RESPONSE_TIMES,
+    CONVERSATION_METRICS,
+    DAILY_VOLUME,
+    EXPIRED_ATTACHMENT_URLS,
+)
+# The tables the views read.
+VIEW_TABLES = ("messages", "conversations", "conversation_history", "message_attachments")
+# Serializes view changes of concurrent pipelines on Postgres (a constant of our own).
+_VIEWS_LOCK = 7_210_422_019
 
 
-def create_metric_views(pipeline: dlt.Pipeline) -> list[str]:
+def view_sql(view: MetricView, names: dict[str, str]) -> str:
+    """The view's select, reading the relations named in `names` (table or view → its name)."""
+    return view.select.format(**names)
+
+
+def ensure_metric_views(pipeline: dlt.Pipeline) -> list[str]:
     """Create or replace the metric views in the pipeline's dataset; their names, in order.
 
-    Returns [] where views cannot live or run: a filesystem lake, an engine of another SQL
-    dialect, or a dataset without its tables yet.
+    Returns [] where views cannot live or run: a lake (its views come from `meta-inbox
+    lake-views`), an engine of another SQL dialect, or a dataset without its tables yet.
+    Several pipelines loading one dataset may run this at once: Postgres serializes them.
     """
-    client = _sql_client(pipeline)
-    if client is None:
+    if not speaks_sql(pipeline):
         return []
-    with client:
+    with pipeline.sql_client() as client:
         if not _has_tables(client):
             return []
-        names = {name: client.make_qualified_table_name(name) for name in _TABLES}
+        names = {name: client.make_qualified_table_name(name) for name in VIEW_TABLES}
         names |= {view.name: client.make_qualified_table_name(view.name) for view in METRIC_VIEWS}
+        statements = []
+        if pipeline.destination.capabilities().sqlglot_dialect == "postgres":
+            statements.append(f"select pg_advisory_xact_lock({_VIEWS_LOCK})")
         # Dropping first lets a column change its type, which CREATE OR REPLACE refuses on
         # Postgres; one transaction keeps readers from seeing the views missing.
-        creates = [
-            f"create view {names[view.name]} as {view.select.format(**names)}"
-            for view in METRIC_VIEWS
+        statements += [f"drop view if exists {names[v.name]}" for v in reversed(METRIC_VIEWS)]
+        statements += [
+            f"create view {names[view.name]} as {view_sql(view, names)}" for view in METRIC_VIEWS
         ]
-        _execute(client, [*_drops(client), *creates])
+        with client.begin_transaction():
+            for statement in statements:
+                client.execute_sql(statement)
     return [view.name for view in METRIC_VIEWS]
-
-
-def drop_metric_views(pipeline: dlt.Pipeline) -> list[str]:
-    """Drop the metric views where they exist; their names ([] where views are not made).
-
-    Postgres refuses to drop a table that a view reads, so a run that drops the tables
-    (`--full-refresh`) must drop the views first.
-    """
-    client = _sql_client(pipeline)
-    if client is None:
-        return []
-    with client:
-        if not client.has_dataset():
-            return []
-        _execute(client, _drops(client))
-    return [view.name for view in reversed(METRIC_VIEWS)]
-
-
-def _sql_client(pipeline: dlt.Pipeline) -> SqlClientBase[Any] | None:
-    if pipeline.destination.capabilities().sqlglot_dialect not in _DIALECTS:
-        return None
-    client = pipeline.sql_client()
-    # A lake's SQL client is an in-memory DuckDB over its files: views made there vanish with it.
-    return None if isinstance(client, WithTableScanners) else client
 
 
 def _has_tables(client: SqlClientBase[Any]) -> bool:
     if not client.has_dataset():
         return False
     schema = client.make_qualified_table_name_path(None, quote=False)[-1]
+    placeholders = ", ".join(["%s"] * len(VIEW_TABLES))
     rows = client.execute_sql(
         "select count(*) from information_schema.tables "
-        "where table_schema = %s and table_name in (%s, %s)",
+        f"where table_schema = %s and table_name in ({placeholders})",
         schema,
-        *_TABLES,
+        *VIEW_TABLES,
     )
-    return rows is not None and rows[0][0] == len(_TABLES)
-
-
-def _drops(client: SqlClientBase[Any]) -> list[str]:
-    return [
-        f"drop view if exists {client.make_qualified_table_name(view.name)}"
-        for view in reversed(METRIC_VIEWS)
-    ]
-
-
-def _execute(client: SqlClientBase[Any], statements: list[str]) -> None:
-    with client.begin_transaction():
-        client.execute_sql(";\n".join(statements))
+    return rows is not None and rows[0][0] == len(VIEW_TABLES)
 
 
 def metrics_markdown() -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +15,12 @@ from .graph_client import scrub_secret_params
 from .tables import Table
 
 HASH_HEX_DIGITS = 32  # 128 bits: no collisions among the people of any inbox
+REPLACEMENT = "\ufffd"
+# Lone UTF-16 surrogates (Graph cuts snippets inside emoji) cannot be encoded as UTF-8, and no
+# PostgreSQL text holds a NUL: both become U+FFFD.
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+# `oe=` in a URL's query, as parse_qs would find it: a regular expression costs a tenth.
+_EXPIRY = re.compile(r"[?&]oe=([0-9A-Fa-f]+)(?:[&#]|$)")
 
 
 @dataclass(frozen=True)
@@ -50,37 +58,40 @@ class Privacy:
 
 
 @dataclass(frozen=True)
-class Thread:
-    """A conversation as listed, with where it was found."""
-
-    page_id: str
-    platform: str
-    folder: str
-    raw: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return str(self.raw["id"])
-
-
-@dataclass(frozen=True)
-class MessageBatch:
-    """New messages of one thread, newest first, with what their rows need to know."""
+class ThreadContext:
+    """What every row of a thread needs to know besides the Graph object it comes from."""
 
     conversation_id: str
     page_id: str
     platform: str
+    folder: str
     page_own_ids: frozenset[str]
-    messages: tuple[dict[str, Any], ...]
+    instagram_id_known: bool  # whether Graph said which Instagram account is the Page's
 
 
 def parse_time(value: Any) -> datetime | None:
-    """Graph times are ISO 8601 with a `+0000` offset; some answers use Unix seconds."""
+    """Graph times are ISO 8601 with a `+0000` offset; some answers use Unix seconds. A time
+    without an offset is UTC."""
     if value is None or value == "":
         return None
-    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
         return datetime.fromtimestamp(int(value), tz=UTC)
-    return datetime.fromisoformat(str(value)).astimezone(UTC)
+    else:
+        parsed = datetime.fromisoformat(str(value))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def url_expiry(url: Any) -> datetime | None:
+    """When a signed CDN URL stops working: Meta's `oe` parameter is hex Unix seconds."""
+    found = _EXPIRY.search(url) if isinstance(url, str) else None
+    if found is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(found.group(1), 16), tz=UTC)
+    except (OverflowError, OSError):
+        return None
 
 
 def listed(value: Any) -> list[Any]:
@@ -90,10 +101,43 @@ def listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def conversation_row(thread: Thread) -> dict[str, Any]:
-    raw = thread.raw
+def has_details(message: dict[str, Any]) -> bool:
+    """Instagram lists old messages with `id` and `created_time` only: no sender, no details."""
+    return "from" in message
+
+
+def repaired(columns: dict[str, list[Any]]) -> int:
+    """Replace, in place, what no destination can store in every text value of `columns`
+    (column name to values); how many values changed."""
+    count = 0
+    for values in columns.values():
+        for index, value in enumerate(values):
+            # `isascii` first: it is far cheaper than a search, and almost every value passes.
+            if isinstance(value, str) and (
+                "\x00" in value or (not value.isascii() and _UNSTORABLE.search(value))
+            ):
+                values[index] = _UNSTORABLE.sub(REPLACEMENT, value)
+                count += 1
+    return count
+
+
+def page_row(
+    page_id: str, name: str, instagram: tuple[str | None, str | None], platforms: list[str],
+    exported_at: datetime,
+) -> dict[str, Any]:  # fmt: skip
     return {
-        "id": thread.id,
+        "id": page_id,
+        "name": name,
+        "instagram_id": instagram[0],
+        "instagram_username": instagram[1],
+        "platforms": _json(platforms),
+        "exported_at": exported_at,
+    }
+
+
+def conversation_row(thread: ThreadContext, raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": thread.conversation_id,
         "page_id": thread.page_id,
         "platform": thread.platform,
         "folder": thread.folder,
@@ -107,79 +151,105 @@ def conversation_row(thread: Thread) -> dict[str, Any]:
         "name": raw.get("name"),
         "subject": raw.get("subject"),
         "scoped_thread_key": raw.get("scoped_thread_key"),
-        "participant_count": len(participant_rows(thread)),
+        "participant_count": len(_people(raw)),
+        "deleted_at": None,
     }
 
 
-def participant_rows(thread: Thread) -> list[dict[str, Any]]:
+def participant_rows(thread: ThreadContext, raw: dict[str, Any]) -> list[dict[str, Any]]:
     """Participants, senders and former participants merged: one row per person."""
-    raw = thread.raw
     senders = {str(p.get("id")) for p in listed(raw.get("senders"))}
-    people: dict[str, dict[str, Any]] = {}
-    for role in ("participants", "senders", "former_participants"):
-        for person in listed(raw.get(role)):
-            person_id = str(person.get("id"))
-            if person_id in people:
-                continue
-            people[person_id] = {
-                "conversation_id": thread.id,
-                "participant_id": person_id,
-                **_person("", person),
-                "is_sender": person_id in senders,
-                "is_former": role == "former_participants",
-                "page_id": thread.page_id,
-                "platform": thread.platform,
-            }
-    return list(people.values())
+    return [
+        {
+            "conversation_id": thread.conversation_id,
+            "participant_id": person_id,
+            **_person_columns("", person),
+            "is_sender": person_id in senders,
+            "is_former": role == "former_participants",
+            "is_page": _is_page(thread, person_id),
+            "page_id": thread.page_id,
+            "platform": thread.platform,
+        }
+        for person_id, (person, role) in _people(raw).items()
+    ]
 
 
-def has_details(message: dict[str, Any]) -> bool:
-    """Instagram lists old messages with `id` and `created_time` only: no sender, no details."""
-    return "from" in message
+def history_row(
+    thread: ThreadContext, raw: dict[str, Any], observed_at: datetime
+) -> dict[str, Any]:
+    values = (raw.get("unread_count"), raw.get("can_reply"), raw.get("message_count"))
+    state = [thread.folder, *("" if v is None else str(v).lower() for v in values)]
+    return {
+        "conversation_id": thread.conversation_id,
+        "observed_state": "|".join(state),
+        "observed_at": observed_at,
+        "folder": thread.folder,
+        "unread_count": values[0],
+        "can_reply": values[1],
+        "message_count": values[2],
+        "page_id": thread.page_id,
+        "platform": thread.platform,
+    }
 
 
-def message_row(batch: MessageBatch, message: dict[str, Any]) -> dict[str, Any]:
+def message_row(thread: ThreadContext, message: dict[str, Any]) -> dict[str, Any]:
     sender = message.get("from") or {}
     reply_to = message.get("reply_to") or {}
     story_type, story = _story(message.get("story"))
     details = has_details(message)
+    sticker, story_link = _url(message.get("sticker")), _url(story.get("link"))
     return {
         "id": str(message["id"]),
-        "conversation_id": batch.conversation_id,
-        "page_id": batch.page_id,
-        "platform": batch.platform,
+        "conversation_id": thread.conversation_id,
+        "page_id": thread.page_id,
+        "platform": thread.platform,
         "created_time": parse_time(message.get("created_time")),
         "from_id": sender.get("id"),
-        **_person("from_", sender),
-        "is_from_page": sender.get("id") in batch.page_own_ids if details else None,
+        **_person_columns("from_", sender),
+        "is_from_page": _is_page(thread, sender.get("id")) if details else None,
         "message": message.get("message"),
-        "sticker": _url(message.get("sticker")),
+        "sticker": sticker,
+        "sticker_expires_at": url_expiry(sticker),
         "is_unsupported": bool(message.get("is_unsupported")) if details else None,
         "reply_to_mid": reply_to.get("mid"),
         "reply_to_is_self_reply": reply_to.get("is_self_reply"),
         "story_type": story_type,
         "story_id": story.get("id"),
-        "story_link": _url(story.get("link")),
+        "story_link": story_link,
+        "story_link_expires_at": url_expiry(story_link),
         "attachment_count": len(listed(message.get("attachments"))) if details else None,
         "reaction_count": sum(1 for _ in _reactions(message)) if details else None,
         "details_available": details,
+        "deleted_at": None,
     }
 
 
-def attachment_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str, Any]]:
+def attachment_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for position, item in enumerate(listed(message.get("attachments"))):
         image = item.get("image_data") or {}
         video = item.get("video_data") or {}
+        template = item.get("generic_template")
+        kind = attachment_type(item)
+        url = _url(
+            image.get("url")
+            or video.get("url")
+            or item.get("file_url")
+            or (template.get("media_url") if isinstance(template, dict) else None)
+        )
         rows.append(
             {
                 "message_id": str(message["id"]),
                 "position": position,
                 "attachment_id": item.get("id"),
-                "conversation_id": batch.conversation_id,
+                "conversation_id": thread.conversation_id,
+                "page_id": thread.page_id,
+                "type": kind,
                 "mime_type": item.get("mime_type"),
                 "name": item.get("name"),
                 "size": item.get("size"),
+                "url": url,
+                "url_expires_at": url_expiry(url),
                 "file_url": _url(item.get("file_url")),
                 "image_url": _url(image.get("url")),
                 "image_preview_url": _url(image.get("preview_url")),
@@ -198,13 +268,33 @@ def attachment_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[s
                 "video_length": video.get("length"),
                 "video_type": video.get("video_type"),
                 "video_rotation": video.get("rotation"),
-                "generic_template": item.get("generic_template"),
+                "generic_template": _json(template) if template is not None else None,
             }
         )
     return rows
 
 
-def reaction_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str, Any]]:
+def attachment_type(item: dict[str, Any]) -> str:
+    """What an attachment is, from which of Graph's shapes it has, then its MIME type."""
+    image = item.get("image_data")
+    mime = str(item.get("mime_type") or "").lower()
+    if isinstance(image, dict):
+        if image.get("render_as_sticker"):
+            return "sticker"
+        if image.get("animated_gif_url") or mime == "image/gif":
+            return "animated_image"
+        return "image"
+    if item.get("video_data"):
+        return "video"
+    if item.get("generic_template"):
+        return "template"
+    for prefix, kind in (("audio/", "audio"), ("video/", "video"), ("image/", "image")):
+        if mime.startswith(prefix):
+            return kind
+    return "file" if item.get("file_url") or mime else "unknown"
+
+
+def reaction_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "message_id": str(message["id"]),
@@ -213,37 +303,40 @@ def reaction_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str
             "user_id": user.get("id"),
             "user_name": user.get("name"),
             "user_username": user.get("username"),
-            "conversation_id": batch.conversation_id,
+            "conversation_id": thread.conversation_id,
+            "page_id": thread.page_id,
         }
         for position, (reaction, user) in enumerate(_reactions(message))
     ]
 
 
-def recipient_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str, Any]]:
+def recipient_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "message_id": str(message["id"]),
             "recipient_id": str(person.get("id")),
-            **_person("", person),
-            "conversation_id": batch.conversation_id,
+            **_person_columns("", person),
+            "conversation_id": thread.conversation_id,
+            "page_id": thread.page_id,
         }
         for person in listed(message.get("to"))
     ]
 
 
-def tag_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str, Any]]:
+def tag_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
+    names = (tag["name"] for tag in listed(message.get("tags")) if isinstance(tag, dict))
     return [
         {
             "message_id": str(message["id"]),
-            "tag": tag["name"],
-            "conversation_id": batch.conversation_id,
+            "tag": name,
+            "conversation_id": thread.conversation_id,
+            "page_id": thread.page_id,
         }
-        for tag in listed(message.get("tags"))
-        if isinstance(tag, dict) and tag.get("name")
+        for name in dict.fromkeys(n for n in names if n)
     ]
 
 
-def share_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str, Any]]:
+def share_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "message_id": str(message["id"]),
@@ -252,11 +345,29 @@ def share_rows(batch: MessageBatch, message: dict[str, Any]) -> list[dict[str, A
             "link": _url(share.get("link")),
             "name": share.get("name"),
             "description": share.get("description"),
-            "template": share.get("template"),
-            "conversation_id": batch.conversation_id,
+            "template": _json(share["template"]) if share.get("template") is not None else None,
+            "conversation_id": thread.conversation_id,
+            "page_id": thread.page_id,
         }
         for position, share in enumerate(listed(message.get("shares")))
     ]
+
+
+def _people(raw: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each person of the thread once, with the first list naming them."""
+    people: dict[str, tuple[dict[str, Any], str]] = {}
+    for role in ("participants", "senders", "former_participants"):
+        for person in listed(raw.get(role)):
+            people.setdefault(str(person.get("id")), (person, role))
+    return people
+
+
+def _is_page(thread: ThreadContext, person_id: Any) -> bool | None:
+    if str(person_id) in thread.page_own_ids:
+        return True
+    if thread.platform == "instagram" and not thread.instagram_id_known:
+        return None
+    return False
 
 
 def _reactions(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -278,7 +389,7 @@ def _story(value: Any) -> tuple[str | None, dict[str, Any]]:
     return None, value
 
 
-def _person(prefix: str, person: dict[str, Any]) -> dict[str, Any]:
+def _person_columns(prefix: str, person: dict[str, Any]) -> dict[str, Any]:
     return {
         f"{prefix}name": person.get("name"),
         f"{prefix}email": person.get("email"),
@@ -288,3 +399,7 @@ def _person(prefix: str, person: dict[str, Any]) -> dict[str, Any]:
 
 def _url(value: Any) -> str | None:
     return scrub_secret_params(value) if isinstance(value, str) else value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,48 +1,36 @@
-"""The `meta_inbox` dlt source: one resource reads Graph, one transformer per table shapes rows.
+"""The `meta_inbox` dlt source: one resource hands over what the reader read, one transformer
+per table shapes it into Arrow tables. No HTTP here.
 
-Incremental state (all in the `threads` resource, committed by dlt together with the load):
-- `folders[page/platform/folder]`: newest `updated_time` seen there. Listing stops at the first page
-  whose oldest thread is older than that minus `lookback_seconds`.
-- `threads[conversation_id]`: `[folder, newest message time, ids of the messages at that time]`.
-  A listed thread is changed when it has messages past that cursor or sits in another folder; only
-  changed threads are loaded, and only their messages past the cursor are read. Ties within one
-  second are told apart by id. One cursor per thread, not one for all: see dlt-notes.
+`ExportSession` is one run's reading. `meta_inbox.export()` extracts it in slices, each a dlt
+load of its own (a checkpoint); `dlt.pipeline(...).run(meta_inbox())` reads everything in one.
+Incremental state lives in the source's dlt state: folder states (see `reader.py`) and, per
+Page and platform, the newest message time loaded (`loaded_max`). The resource writes them
+after yielding the data they cover, and dlt commits them with that data.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dlt
-from dlt.common.typing import TSecretStrValue
+import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.extract.resource import DltResource
 
 from . import rows
-from .conversations_api import FOLDERS, PLATFORMS, ConversationsApi, Page
-from .errors import BadInput, PageFailed, missing_token
-from .graph_client import (
-    DEFAULT_API_VERSION,
-    DEFAULT_BASE_URL,
-    INVALID_PARAMETER,
-    OBJECT_NOT_FOUND_SUBCODE,
-    PAGE_TOKEN_REQUIRED,
-    PERMISSION_CODES,
-    TOKEN_INVALID,
-    CallStats,
-    GraphClient,
-    GraphError,
-    GraphUnavailable,
-    Pacing,
-    Redactor,
-    ThrottleBudgetExceeded,
-)
-from .rows import MessageBatch, Privacy, Thread, parse_time
+from .config import FOLDERS, Settings
+from .conversations_api import ConversationsApi, FacebookPage
+from .graph_client import REDACTOR, CallStats, GraphConnection
+from .reader import FolderProgress, InboxReader, Mode, PageRead, ReadPlan, ReadReport, ThreadPart
+from .rows import Privacy, ThreadContext
 from .tables import (
+    CONVERSATION_HISTORY,
     CONVERSATION_PARTICIPANTS,
     CONVERSATIONS,
     MESSAGE_ATTACHMENTS,
@@ -51,366 +39,450 @@ from .tables import (
     MESSAGE_SHARES,
     MESSAGE_TAGS,
     MESSAGES,
-    PII_MODES,
+    PAGES,
+    REFRESHES,
+    RUNS,
+    TABLES,
     Table,
 )
 
 log = logging.getLogger("meta_inbox")
-PROGRESS_EVERY = 30.0  # seconds between progress lines inside one long folder
+
+
+class _JsonAsText(logging.Filter):
+    """dlt warns when an Arrow string column has a `json` hint, then loads it as JSON all the
+    same: JSON travels as text in Arrow, as in dlt's own conversions. In the tables named here
+    that is the only hint that differs; other tables still warn."""
+
+    def __init__(self, tables: set[str]) -> None:
+        super().__init__()
+        self.warnings = {
+            f"In resource: {name}, when merging arrow schema with dlt schema" for name in tables
+        }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(tuple(self.warnings))
+
+
+PROGRESS_EVERY = 30.0  # seconds between progress lines
+# Messages and threads per yield: dlt checks a table's hints on every item, so items are
+# large enough for that to cost little, and small enough to hold little memory.
+BATCH_ROWS = 10_000
 
 
 @dataclass
-class RunReport:
-    """What a run did, for the CLI's summary. Filled in while the source is extracted."""
+class Batch:
+    """What one yield of the `threads` resource carries to the table transformers."""
 
-    stats: CallStats = field(default_factory=CallStats)
-    redactor: Redactor = field(default_factory=Redactor)
-    pages: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    changed_threads: int = 0
-    new_messages: int = 0
+    observed_at: datetime  # when the run started: the time of what it observed
+    parts: list[ThreadPart] = field(default_factory=list)
+    pages: list[PageRead] = field(default_factory=list)  # with the run's last load
+    refreshed: list[str] = field(default_factory=list)  # Pages whose older rows a refresh drops
+    record: dict[str, Any] | None = None  # the run record, with the run's last load
+
+    @property
+    def size(self) -> int:
+        return sum(len(part.messages) + 1 for part in self.parts) + len(self.pages)
+
+    def __bool__(self) -> bool:
+        return bool(self.parts or self.pages or self.refreshed or self.record)
+
+
+@dataclass
+class RunCounts:
+    """What a run did, for the summary and the run record."""
+
+    threads: int = 0  # threads read for new messages
+    messages: int = 0  # messages loaded
+    new_messages: int = 0  # of those, sent after the last run's newest
+    rechecked_threads: int = 0
+    rechecked_messages: int = 0
     messages_without_details: int = 0
-    page_failures: list[PageFailed] = field(default_factory=list)
-    stopped_by: Exception | None = None
+    repaired_values: int = 0
+    checkpoints: int = 0
+    marked_deleted: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass(frozen=True)
-class ThreadUpdate:
-    """A changed thread and its new messages: what every table transformer reads."""
+class ExportSession:
+    """One run's reading: the Graph connection, the Pages, the reader and what it counted.
 
-    thread: Thread
-    messages: MessageBatch
+    `checkpoints` False reads everything in one slice (one dlt load).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        mode: Mode = Mode.REGULAR,
+        refresh: bool = False,
+        checkpoints: bool = True,
+        observer: Callable[[ThreadPart], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.mode = mode
+        self.refresh = refresh
+        self.checkpoints = checkpoints
+        self.observer = observer
+        self.clock = clock
+        self.started_at = datetime.now(UTC)
+        self.redactor = REDACTOR
+        self.redactor.add(settings.access_token)
+        self.redactor.add(settings.pii_salt)
+        self.stats = CallStats()
+        self.report = ReadReport()
+        self.counts = RunCounts()
+        self.privacy = Privacy(settings.pii, settings.pii_salt or "")
+        self.connection = GraphConnection(
+            base_url=settings.base_url,
+            api_version=settings.api_version,
+            pacing=settings.pacing(),
+            app_secret=settings.app_secret,
+            redactor=self.redactor,
+            stats=self.stats,
+            pool_size=settings.max_concurrency,
+        )
+        self.api = ConversationsApi(
+            self.connection,
+            settings.access_token,
+            page_size=settings.page_size,
+            messages_page_size=settings.messages_page_size,
+            attachments_page_size=settings.attachments_page_size,
+        )
+        self.pages: list[FacebookPage] | None = None
+        self.reader: InboxReader | None = None
+        # The run record, asked for when the last slice ends (set by `export`).
+        self.record: Callable[[], dict[str, Any]] | None = None
+        self._stop_reason: BaseException | None = None
+        self._last_progress = clock()
+
+    def discover(self) -> list[FacebookPage]:
+        if self.pages is None:
+            self.pages = self.api.discover_pages(self.settings.page_ids)
+        return self.pages
+
+    @property
+    def finished(self) -> bool:
+        return self.reader is not None and self.reader.done
+
+    def stop(self, reason: BaseException) -> None:
+        """Stop reading; what is read so far is still handed over."""
+        self._stop_reason = self._stop_reason or reason
+        if self.reader is not None:
+            self.reader.stop(reason)
+        elif self.report.stopped_by is None:
+            self.report.stopped_by = reason
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    # -- slices (one per checkpoint) --------------------------------------------------------
+
+    def read_slice(self, state: dict[str, Any]) -> Iterator[Batch]:
+        """Batches until the reader is done or the slice is long enough. `state` is the source
+        state: folder progress goes in right after the data it covers was yielded."""
+        batch = Batch(self.started_at)
+        if self.reader is None:
+            batch.refreshed = self._begin(state)
+        assert self.reader is not None
+        started, threads = self.clock(), 0
+        while True:
+            item = self.reader.take(timeout=0.2)
+            if isinstance(item, ThreadPart):
+                self._count(item)
+                if item.newest:
+                    _raise(state["loaded_max"], f"{item.page.id}/{item.platform}", item.newest)
+                batch.parts.append(item)
+                threads += item.final
+            elif isinstance(item, FolderProgress):
+                if batch:
+                    yield batch
+                    batch = Batch(self.started_at)
+                state["folders"][item.key] = item.state
+                if item.state["pass"] is None:
+                    log.info("%s: read to its end%s", item.key, self._totals())
+            elif self.reader.done:
+                break
+            if batch.size >= BATCH_ROWS or (item is None and batch):
+                yield batch
+                batch = Batch(self.started_at)
+            self._progress()
+            if self.checkpoints and (
+                self.clock() - started >= self.settings.checkpoint_seconds
+                or threads >= self.settings.checkpoint_threads
+            ):
+                break
+        self.counts.checkpoints += 1
+        if self.finished:
+            batch.pages = self.reader.pages_read()
+            if self.record is not None:
+                batch.record = self.record()
+        if batch:
+            yield batch
+
+    def _begin(self, state: dict[str, Any]) -> list[str]:
+        """The first slice: read state (forgetting refreshed Pages'), then start reading."""
+        pages = self.discover()
+        if "resources" in state:
+            # meta-inbox 0.1 kept a cursor per thread: forgotten, so this run reads everything.
+            log.warning("incremental state of an older meta-inbox: this run reads everything")
+            state.clear()
+        folders: dict[str, Any] = state.setdefault("folders", {})
+        loaded_max: dict[str, str] = state.setdefault("loaded_max", {})
+        refreshed = [page.id for page in pages] if self.refresh else []
+        if self.settings.start_date and any(key.split("/")[0] not in refreshed for key in folders):
+            self.report.warn(
+                "start_date (--since) only bounds a pipeline's first run, and this one has run "
+                "before: it has no effect (use --full-refresh to start over from it)"
+            )
+        for key in [k for k in (*folders, *loaded_max) if k.split("/")[0] in refreshed]:
+            folders.pop(key, None)
+            loaded_max.pop(key, None)
+        settings = self.settings
+        plan = ReadPlan(
+            mode=self.mode,
+            platforms=settings.platforms,
+            # What a reconcile does not read would look deleted: it reads every folder.
+            folders=list(FOLDERS) if self.mode is Mode.RECONCILE else settings.folders,
+            start=settings.start,
+            lookback=settings.lookback,
+            recheck_window=settings.recheck_window,
+        )
+        self.reader = InboxReader(
+            self.api, plan, self.report, max_concurrency=settings.max_concurrency, clock=self.clock
+        )
+        self.reader.start(pages, dict(folders), dict(loaded_max))
+        if self._stop_reason is not None:
+            self.reader.stop(self._stop_reason)
+        return refreshed
+
+    def _count(self, part: ThreadPart) -> None:
+        counts = self.counts
+        counts.messages += len(part.messages)
+        counts.messages_without_details += sum(not rows.has_details(m) for m in part.messages)
+        if part.rechecked:
+            counts.rechecked_messages += len(part.messages)
+            counts.rechecked_threads += part.final
+        else:
+            counts.threads += part.final
+            counts.new_messages += sum(_is_new(m, part.new_after) for m in part.messages)
+        if self.observer is not None:
+            self.observer(part)
+
+    def _progress(self) -> None:
+        if self.clock() - self._last_progress >= PROGRESS_EVERY:
+            self._last_progress = self.clock()
+            log.info("reading%s", self._totals())
+
+    def _totals(self) -> str:
+        counts = self.counts
+        return (
+            f" (run: {counts.threads} threads, {counts.messages} messages, "
+            f"{self.stats.calls} calls)"
+        )
 
 
-@dataclass
-class _MessageCursor:
-    newest: datetime | None
-    ids_at_newest: set[str]
+def _raise(loaded_max: dict[str, str], key: str, newest: datetime) -> None:
+    current = rows.parse_time(loaded_max.get(key))
+    if current is None or newest > current:
+        loaded_max[key] = newest.isoformat()
 
-    @classmethod
-    def load(cls, entry: list[Any] | None) -> _MessageCursor:
-        if not entry or not entry[1]:
-            return cls(None, set())
-        return cls(parse_time(entry[1]), set(entry[2]))
 
-    def is_new(self, message: dict[str, Any], created: datetime) -> bool:
-        if self.newest is None or created > self.newest:
-            return True
-        return created == self.newest and str(message["id"]) not in self.ids_at_newest
-
-    def advance(self, message: dict[str, Any], created: datetime) -> None:
-        if self.newest is None or created > self.newest:
-            self.newest, self.ids_at_newest = created, set()
-        if created == self.newest:
-            self.ids_at_newest.add(str(message["id"]))
-
-    def dump(self, folder: str) -> list[Any]:
-        newest = self.newest.isoformat() if self.newest else None
-        return [folder, newest, sorted(self.ids_at_newest)]
+def _is_new(message: dict[str, Any], after: datetime | None) -> bool:
+    created = rows.parse_time(message.get("created_time"))
+    return after is None or (created is not None and created > after)
 
 
 @dlt.source(name="meta_inbox", max_table_nesting=0)
 def meta_inbox(
-    access_token: TSecretStrValue = dlt.secrets.value,
-    base_url: str = DEFAULT_BASE_URL,
-    api_version: str = DEFAULT_API_VERSION,
-    page_ids: list[str] | None = None,
-    platforms: list[str] | None = None,
-    folders: list[str] | None = None,
-    start_date: str | None = None,
-    lookback_seconds: int = 3600,
-    page_size: int = 100,
-    messages_page_size: int = 100,
-    app_secret: TSecretStrValue | None = None,
-    max_calls_per_second: float = 2.0,
-    max_throttle_wait: float = 3600.0,
-    throttle_backoff: float = 30.0,
-    usage_pause: float = 60.0,
-    retry_backoff: float = 1.0,
-    max_attempts: int = 6,
-    request_timeout: float = 60.0,
-    pii: str = "keep",
-    pii_salt: TSecretStrValue | None = None,
-    report: RunReport | None = None,
+    settings: Settings | None = None,
+    *,
+    session: ExportSession | None = None,
+    **overrides: Any,
 ) -> Sequence[DltResource]:
     """Messenger and Instagram conversations of the Pages an access token can read.
 
-    `access_token` is a Page token or a user / system-user token (then every Page it manages,
-    filtered by `page_ids`). Delays are in seconds. `pii` is `keep`, `hash` (with the secret
-    `pii_salt`) or `drop`: see `rows.Privacy`. `report` collects figures for a summary.
+    `settings` (or keyword `overrides` of them) default to dlt's config: `[sources.meta_inbox]`
+    and `SOURCES__META_INBOX__*`. Without a `session`, one dlt load reads everything; use
+    `meta_inbox.export()` for checkpoints, metric views and run records.
     """
-    if not access_token or not access_token.strip():
-        raise missing_token()
-    platforms = _checked("platforms", platforms, PLATFORMS)
-    folders = _checked("folders", folders, FOLDERS)
-    privacy = _privacy(pii, pii_salt)
-    try:
-        start = parse_time(start_date) if start_date else None
-    except ValueError:
-        raise BadInput(f"start_date {start_date!r} is not a date: use YYYY-MM-DD.") from None
-    if page_ids and not all(str(p).isdigit() for p in page_ids):
-        raise BadInput(f"page_ids {page_ids!r} must be Page ids (digits only).")
-    report = report if report is not None else RunReport()
-    report.redactor.add(privacy.salt)
-    pacing = Pacing(
-        max_calls_per_second=max_calls_per_second,
-        max_throttle_wait=max_throttle_wait,
-        throttle_backoff=throttle_backoff,
-        usage_pause=usage_pause,
-        retry_backoff=retry_backoff,
-        max_attempts=max_attempts,
-        timeout=request_timeout,
-    )
-    client = GraphClient(
-        access_token,
-        base_url=base_url,
-        api_version=api_version,
-        app_secret=app_secret,
-        pacing=pacing,
-        stats=report.stats,
-        redactor=report.redactor,
-    )
-    api = ConversationsApi(client, page_size=page_size, messages_page_size=messages_page_size)
-    reader = _InboxReader(
-        api,
-        report,
-        page_ids=page_ids,
-        platforms=platforms,
-        folders=folders,
-        start=start,
-        lookback=timedelta(seconds=lookback_seconds),
-    )
+    if session is None:
+        session = ExportSession(settings or Settings.from_config(**overrides), checkpoints=False)
+    shaper = _Shaper(session)
 
     @dlt.resource(name="threads", selected=False)
-    def threads() -> Iterator[list[ThreadUpdate]]:
-        yield from reader.read()
+    def threads() -> Iterator[dict[str, pa.Table]]:
+        for batch in session.read_slice(dlt.current.source_state()):
+            yield shaper.tables(batch)
 
-    return [
-        threads,
-        *(_table_resource(threads, table, shape, privacy) for table, shape in _SHAPES),
-    ]
+    def table_resource(table: Table) -> DltResource:
+        def transform(tables: dict[str, pa.Table]) -> Iterator[pa.Table]:
+            if table.name in tables:
+                yield tables[table.name]
 
+        return dlt.transformer(transform, data_from=threads, **_hints(table, session.privacy.mode))
 
-def _checked(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
-    chosen = [str(v).lower() for v in values] if values else list(allowed)
-    unknown = [v for v in chosen if v not in allowed]
-    if unknown:
-        raise BadInput(f"{name} {unknown[0]!r} is unknown: use {', '.join(allowed)}.")
-    return chosen
+    return [threads, *(table_resource(table) for table in _LOADED)]
 
 
-def _privacy(mode: str, salt: str | None) -> Privacy:
-    chosen = str(mode).lower()
-    if chosen not in PII_MODES:
-        raise BadInput(f"pii {mode!r} is unknown: use {', '.join(PII_MODES)}.")
-    if chosen == "hash" and not (salt and salt.strip()):
-        raise BadInput(
-            "pii = hash needs a secret salt: set pii_salt (SOURCES__META_INBOX__PII_SALT or "
-            ".dlt/secrets.toml)."
-        )
-    return Privacy(chosen, salt or "")
+def rows_resource(table: Table, shaped: list[dict[str, Any]], pii: str) -> DltResource:
+    """A resource loading `shaped` rows of `table` as they stand (corrections, run records)."""
+
+    def stored() -> Iterator[pa.Table]:
+        if shaped:
+            yield with_load_id(pa.Table.from_pylist(shaped, schema=table.arrow_schema(pii)))
+
+    return dlt.resource(stored, **_hints(table, pii))
 
 
-def _table_resource(
-    parent: DltResource,
-    table: Table,
-    shape: Callable[[ThreadUpdate], list[dict[str, Any]]],
-    privacy: Privacy,
-) -> DltResource:
-    def transform(updates: list[ThreadUpdate]) -> Iterator[list[dict[str, Any]]]:
-        yield [privacy.apply(table, row) for update in updates for row in shape(update)]
-
-    return dlt.transformer(
-        transform,
-        data_from=parent,
-        name=table.name,
-        write_disposition="merge",
-        primary_key=table.primary_key,
-        merge_key=table.merge_key or (),
-        columns=table.dlt_columns(privacy.mode),
-        table_name=table.name,
-    )
+def _hints(table: Table, pii: str) -> dict[str, Any]:
+    return {
+        "name": table.name,
+        "table_name": table.name,
+        "write_disposition": table.write_disposition,
+        "primary_key": table.primary_key or None,
+        "merge_key": table.merge_key or (),
+        "columns": table.dlt_columns(pii),
+    }
 
 
-def _per_message(
-    to_rows: Callable[[MessageBatch, dict[str, Any]], list[dict[str, Any]]],
-) -> Callable[[ThreadUpdate], list[dict[str, Any]]]:
-    def shape(update: ThreadUpdate) -> list[dict[str, Any]]:
-        batch = update.messages
-        return [row for message in batch.messages for row in to_rows(batch, message)]
-
-    return shape
+def with_load_id(rows_of_table: pa.Table) -> pa.Table:
+    """The table with dlt's `_dlt_load_id`, which dlt adds to Arrow tables only when told to
+    (a global setting); the lake views and per-Page refreshes need it on every row."""
+    load_id = dlt.current.load_package_state()["load_id"]
+    column = pa.array([load_id] * rows_of_table.num_rows, pa.string())
+    return rows_of_table.append_column(pa.field("_dlt_load_id", pa.string(), False), column)
 
 
-_SHAPES: tuple[tuple[Table, Callable[[ThreadUpdate], list[dict[str, Any]]]], ...] = (
-    (CONVERSATIONS, lambda update: [rows.conversation_row(update.thread)]),
-    (CONVERSATION_PARTICIPANTS, lambda update: rows.participant_rows(update.thread)),
-    (MESSAGES, _per_message(lambda batch, message: [rows.message_row(batch, message)])),
-    (MESSAGE_ATTACHMENTS, _per_message(rows.attachment_rows)),
-    (MESSAGE_REACTIONS, _per_message(rows.reaction_rows)),
-    (MESSAGE_RECIPIENTS, _per_message(rows.recipient_rows)),
-    (MESSAGE_TAGS, _per_message(rows.tag_rows)),
-    (MESSAGE_SHARES, _per_message(rows.share_rows)),
-)
+class _Shaper:
+    """Turns each batch, in one pass, into the Arrow table of every table it has rows for: the
+    table transformers each take theirs. Rows go into columns as they are made, so a batch is
+    never held as thousands of row dicts."""
 
+    def __init__(self, session: ExportSession) -> None:
+        self.session = session
+        self.schemas = {t.name: t.arrow_schema(session.privacy.mode) for t in _LOADED}
+        self.history_keys: set[tuple[Any, ...]] = set()
 
-@dataclass
-class _InboxReader:
-    """Walks Pages → platforms → folders → changed threads → new messages, keeping the cursors.
-
-    A cursor is written into state right before the rows it covers are yielded, so a run that
-    stops anywhere never records more than it extracted.
-    """
-
-    api: ConversationsApi
-    report: RunReport
-    page_ids: list[str] | None
-    platforms: list[str]
-    folders: list[str]
-    start: datetime | None
-    lookback: timedelta
-
-    def read(self) -> Iterator[list[ThreadUpdate]]:
-        state = dlt.current.resource_state()
-        folder_cursors: dict[str, str] = state.setdefault("folders", {})
-        thread_cursors: dict[str, list[Any]] = state.setdefault("threads", {})
-        for page in self.api.pages(self.page_ids):
-            try:
-                yield from self._read_page(page, folder_cursors, thread_cursors)
-            except GraphError as error:
-                if not _concerns_one_page(error):
-                    raise
-                # This Page cannot be read (permission, role, token): the others still can.
-                self.report.page_failures.append(PageFailed(page.id, page.name, error))
-                log.debug("Page %s skipped: %s", page.id, error)
-            except (ThrottleBudgetExceeded, GraphUnavailable) as error:
-                # Stop reading, and let dlt load what was read: the cursors cover exactly that.
-                self.report.stopped_by = error
-                log.warning("stopping early, keeping what was read: %s", error)
-                return
-        if self.report.page_failures and len(self.report.page_failures) == len(self.report.pages):
-            # Nothing could be read: fail the run, so that not even an empty state is loaded.
-            raise self.report.page_failures[0]
-
-    def _read_page(
-        self,
-        page: Page,
-        folder_cursors: dict[str, str],
-        thread_cursors: dict[str, list[Any]],
-    ) -> Iterator[list[ThreadUpdate]]:
-        self.report.pages.append(page.id)
-        for platform in self.platforms:
-            if platform == "instagram" and not page.instagram_id:
-                self._warn(f"Page {page.id} ({page.name}) has no linked Instagram account: skipped")
+    def tables(self, batch: Batch) -> dict[str, pa.Table]:
+        privacy = self.session.privacy
+        columns = {name: _Columns(schema) for name, schema in self.schemas.items()}
+        for table, row in _rows(batch):
+            # One load keeps one row per key: dlt's insert-only leaves a load's duplicates in.
+            if table.insert_only and not self._first(table, row):
                 continue
-            for folder in self.folders:
-                key = f"{page.id}/{platform}/{folder}"
-                newest = yield from self._read_folder(
-                    page, platform, folder, parse_time(folder_cursors.get(key)), thread_cursors
-                )
-                if newest:
-                    folder_cursors[key] = newest.isoformat()
+            columns[table.name].add(row if privacy.mode == "keep" else privacy.apply(table, row))
+        return {
+            name: with_load_id(self._arrow(name, shaped))
+            for name, shaped in columns.items()
+            if shaped.count
+        }
 
-    def _read_folder(
-        self,
-        page: Page,
-        platform: str,
-        folder: str,
-        previous: datetime | None,
-        thread_cursors: dict[str, list[Any]],
-    ) -> Generator[list[ThreadUpdate], None, datetime | None]:
-        """Yield the changed threads of one folder; return the newest `updated_time` seen."""
-        cutoff = previous - self.lookback if previous else self.start
-        newest = previous
-        changed = 0
-        where = f"{page.id}/{platform}/{folder}"
-        last_progress = time.monotonic()
-        for listing in self.api.conversation_pages(page, platform, folder):
-            updates: list[ThreadUpdate] = []
-            cursors: dict[str, list[Any]] = {}
-            times = [parse_time(raw.get("updated_time")) for raw in listing]
-            for raw, updated in zip(listing, times, strict=True):
-                if updated is not None:
-                    newest = max(newest, updated) if newest else updated
-                if cutoff and updated and updated < cutoff:
-                    continue
-                thread = Thread(page.id, platform, folder, raw)
-                found = self._update(page, thread, thread_cursors.get(thread.id))
-                if found is not None:
-                    updates.append(found[0])
-                    cursors[thread.id] = found[1]
-            if updates:
-                thread_cursors.update(cursors)
-                self._count(updates)
-                changed += len(updates)
-                yield updates
-            if time.monotonic() - last_progress >= PROGRESS_EVERY:
-                last_progress = time.monotonic()
-                log.info("%s: %d changed threads so far%s", where, changed, self._totals())
-            if cutoff and any(t and t < cutoff for t in times):
-                break
-        log.info("%s: %d changed threads%s", where, changed, self._totals())
-        return newest
+    def _first(self, table: Table, row: dict[str, Any]) -> bool:
+        key = tuple(row[name] for name in table.primary_key)
+        if key in self.history_keys:
+            return False
+        self.history_keys.add(key)
+        return True
 
-    def _totals(self) -> str:
-        report = self.report
-        return (
-            f" (run: {report.changed_threads} threads, {report.new_messages} messages, "
-            f"{report.stats.calls} calls)"
-        )
-
-    def _update(
-        self, page: Page, thread: Thread, entry: list[Any] | None
-    ) -> tuple[ThreadUpdate, list[Any]] | None:
-        """The thread's new messages and its next cursor, or None when nothing changed."""
-        cursor = _MessageCursor.load(entry)
-        moved = entry is not None and entry[0] != thread.folder
-        messages = self._new_messages(page, thread, cursor)
-        if entry is not None and not messages and not moved:
-            return None
-        batch = MessageBatch(thread.id, page.id, thread.platform, page.own_ids, tuple(messages))
-        return ThreadUpdate(thread, batch), cursor.dump(thread.folder)
-
-    def _new_messages(
-        self, page: Page, thread: Thread, cursor: _MessageCursor
-    ) -> list[dict[str, Any]]:
-        """Messages past the thread's cursor (or `start`), reading older pages only while needed."""
-        floor = cursor.newest or self.start
-        found: dict[str, dict[str, Any]] = {}
-        pending: list[tuple[dict[str, Any], datetime]] = []
-        for batch in self.api.message_pages(page, thread.raw, thread.platform):
-            reached_known = False
-            for message in batch:
-                created = parse_time(message.get("created_time"))
-                if created is None:
-                    continue
-                if floor and created < floor:
-                    reached_known = True
-                    continue
-                if cursor.is_new(message, created) and str(message["id"]) not in found:
-                    found[str(message["id"])] = message
-                    pending.append((message, created))
-            if reached_known:
-                break
-        for message, created in pending:
-            cursor.advance(message, created)
-        return list(found.values())
-
-    def _count(self, updates: list[ThreadUpdate]) -> None:
-        messages = [m for update in updates for m in update.messages.messages]
-        self.report.changed_threads += len(updates)
-        self.report.new_messages += len(messages)
-        self.report.messages_without_details += sum(not rows.has_details(m) for m in messages)
-
-    def _warn(self, message: str) -> None:
-        if message not in self.report.warnings:
-            self.report.warnings.append(message)
+    def _arrow(self, name: str, shaped: _Columns) -> pa.Table:
+        """Arrow refuses lone UTF-16 surrogates: only a batch holding one pays for the repair.
+        NUL (which no PostgreSQL text holds) is replaced column by column, in Arrow."""
+        counts = self.session.counts
+        counts.rows[name] += shaped.count
+        schema = self.schemas[name]
+        try:
+            arrow = pa.Table.from_pydict(shaped.values, schema=schema)
+        except UnicodeEncodeError:
+            counts.repaired_values += rows.repaired(shaped.values)
+            arrow = pa.Table.from_pydict(shaped.values, schema=schema)
+        for index, column_type in enumerate(schema):
+            if pa.types.is_string(column_type.type):
+                column = arrow.column(index)
+                found = pc.sum(pc.match_substring(column, "\x00")).as_py()
+                if found:
+                    counts.repaired_values += found
+                    fixed = pc.replace_substring(column, "\x00", rows.REPLACEMENT)
+                    arrow = arrow.set_column(index, column_type, fixed)
+        return arrow
 
 
-def _concerns_one_page(error: GraphError) -> bool:
-    """Errors that stop one Page (its token, role or permissions), not the whole run."""
-    return (
-        error.code in PERMISSION_CODES
-        or error.code in (TOKEN_INVALID, PAGE_TOKEN_REQUIRED)
-        or (error.code == INVALID_PARAMETER and error.subcode == OBJECT_NOT_FOUND_SUBCODE)
+class _Columns:
+    """A table's rows as the columns Arrow is built from."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.values: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        for name, values in self.values.items():
+            values.append(row.get(name))
+        self.count += 1
+
+
+def _rows(batch: Batch) -> Iterator[tuple[Table, dict[str, Any]]]:
+    """Every row of a batch with its table, in one pass over its threads and messages."""
+    for done in batch.pages:
+        page = done.page
+        instagram = (page.instagram_id, page.instagram_username)
+        platforms = list(done.platforms)
+        yield PAGES, rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at)
+    if batch.refreshed:
+        pipeline_name = dlt.current.pipeline().pipeline_name
+        for page_id in batch.refreshed:
+            yield (
+                REFRESHES,
+                {
+                    "page_id": page_id,
+                    "pipeline_name": pipeline_name,
+                    "requested_at": batch.observed_at,
+                    "applied_at": None,
+                },
+            )
+    if batch.record:
+        yield RUNS, batch.record
+    for part in batch.parts:
+        context = _context(part)
+        if part.final:
+            raw = part.conversation
+            yield CONVERSATIONS, rows.conversation_row(context, raw)
+            for row in rows.participant_rows(context, raw):
+                yield CONVERSATION_PARTICIPANTS, row
+            yield CONVERSATION_HISTORY, rows.history_row(context, raw, batch.observed_at)
+        for message in part.messages:
+            yield MESSAGES, rows.message_row(context, message)
+            for table, to_rows in _MESSAGE_CHILDREN:
+                for row in to_rows(context, message):
+                    yield table, row
+
+
+def _context(part: ThreadPart) -> ThreadContext:
+    return ThreadContext(
+        conversation_id=str(part.conversation["id"]),
+        page_id=part.page.id,
+        platform=part.platform,
+        folder=part.folder,
+        page_own_ids=part.page.own_ids,
+        instagram_id_known=part.page.instagram_id is not None,
     )
+
+
+_MESSAGE_CHILDREN: tuple[
+    tuple[Table, Callable[[ThreadContext, dict[str, Any]], list[Any]]], ...
+] = (
+    (MESSAGE_ATTACHMENTS, rows.attachment_rows),
+    (MESSAGE_REACTIONS, rows.reaction_rows),
+    (MESSAGE_RECIPIENTS, rows.recipient_rows),
+    (MESSAGE_TAGS, rows.tag_rows),
+    (MESSAGE_SHARES, rows.share_rows),
+)
+# What the source loads: the exported tables, refresh markers and run records.
+_LOADED: tuple[Table, ...] = (*TABLES, REFRESHES, RUNS)
+_BY_NAME = {table.name: table for table in _LOADED}
+
+
+logging.getLogger("dlt").addFilter(
+    _JsonAsText({t.name for t in (*TABLES, RUNS) if any(c.data_type == "json" for c in t.columns)})
+)

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-# The `pii` setting: what the destination gets of the people in the inbox (see `rows.Privacy`).
-PII_MODES = ("keep", "hash", "drop")
+import pyarrow as pa
 
 # What a personal column holds: "person" (a name, email or username: hashed by `pii = hash`) or
 # "text" (what people wrote: kept by `pii = hash`). `pii = drop` leaves out both.
@@ -19,6 +18,14 @@ PiiKind = Literal["person", "text"]
 _PII_NOTES: dict[PiiKind, str] = {
     "person": "Personal: hashed with `pii = hash`, left out with `pii = drop`.",
     "text": "Personal: left out with `pii = drop`.",
+}
+_ARROW_TYPES = {
+    "text": pa.string(),
+    "bigint": pa.int64(),
+    "bool": pa.bool_(),
+    "double": pa.float64(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "json": pa.string(),  # JSON text; the column's dlt type makes it JSON in the destination
 }
 
 
@@ -40,11 +47,12 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A destination table, merged on `primary_key`.
+    """A destination table, merged on `primary_key` (or appended, without one).
 
     A child table also names its parent's key as `merge_key`: a re-fetched parent replaces all
     its child rows, so none goes stale. Its own primary key matters too: dlt deduplicates a
     load's rows by it, and a load job replayed after a crash would otherwise insert twice.
+    `insert_only` tables keep the first row of each key: they record what was observed first.
     """
 
     name: str
@@ -52,6 +60,8 @@ class Table:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
     merge_key: str | None = None
+    insert_only: bool = False
+    page_column: str = "page_id"  # the Facebook Page a row belongs to (per-Page refresh)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -73,6 +83,14 @@ class Table:
             self.merge_key or ""
         )
 
+    @property
+    def write_disposition(self) -> Any:
+        if not self.primary_key:
+            return "append"
+        if self.insert_only:
+            return {"disposition": "merge", "strategy": "insert-only"}
+        return "merge"
+
     def dlt_columns(self, pii: str = "keep") -> dict[str, dict[str, Any]]:
         columns: dict[str, dict[str, Any]] = {}
         for column in self.stored_columns(pii):
@@ -86,6 +104,14 @@ class Table:
                 hints["timezone"] = True
             columns[column.name] = hints
         return columns
+
+    def arrow_schema(self, pii: str = "keep") -> pa.Schema:
+        return pa.schema(
+            [
+                pa.field(c.name, _ARROW_TYPES[c.data_type], nullable=c.nullable)
+                for c in self.stored_columns(pii)
+            ]
+        )
 
 
 def _person(prefix: str, who: str) -> tuple[Column, ...]:
@@ -104,8 +130,34 @@ FOLDER = Column("folder", "text", "`inbox`, `other`, `page_done` (archived) or `
 CONVERSATION_ID = Column(
     "conversation_id", "text", "The conversation (`conversations.id`).", nullable=False
 )
+DELETED_AT = Column(
+    "deleted_at",
+    "timestamp",
+    "When `meta-inbox run --reconcile` found it gone from Graph (UTC); null while it exists.",
+)
 _MESSAGE_ID = Column("message_id", "text", "The message (`messages.id`).", nullable=False)
 _POSITION = Column("position", "bigint", "Order within the message, from 0.", nullable=False)
+_EXPIRES = "(UTC), from the signed URL's `oe`; null when the URL carries none."
+
+PAGES = Table(
+    name="pages",
+    description="One row per Facebook Page exported, as of its latest run.",
+    primary_key=("id",),
+    page_column="id",
+    columns=(
+        Column("id", "text", "Page id (`conversations.page_id`).", nullable=False),
+        Column("name", "text", "Page name."),
+        Column(
+            "instagram_id",
+            "text",
+            "Its linked Instagram professional account: the sender and participant id of the "
+            "Page on Instagram.",
+        ),
+        Column("instagram_username", "text", "That account's username."),
+        Column("platforms", "json", 'Platforms read in the latest run, e.g. `["messenger"]`.'),
+        Column("exported_at", "timestamp", "When the latest run read it (UTC).", nullable=False),
+    ),
+)
 
 CONVERSATIONS = Table(
     name="conversations",
@@ -127,6 +179,7 @@ CONVERSATIONS = Table(
         Column("subject", "text", "Thread subject, when it has one."),
         Column("scoped_thread_key", "text", "Page-scoped thread key (Messenger)."),
         Column("participant_count", "bigint", "Rows in `conversation_participants`."),
+        DELETED_AT,
     ),
 )
 
@@ -141,6 +194,38 @@ CONVERSATION_PARTICIPANTS = Table(
         *_person("", "the participant"),
         Column("is_sender", "bool", "Listed among the thread's `senders`."),
         Column("is_former", "bool", "Listed only among `former_participants`."),
+        Column(
+            "is_page",
+            "bool",
+            "The Page itself (or its Instagram account); null on Instagram when Graph did not "
+            "say which account is linked.",
+        ),
+        PAGE_ID,
+        PLATFORM,
+    ),
+)
+
+CONVERSATION_HISTORY = Table(
+    name="conversation_history",
+    description="One row each time a run found a thread in a state (folder, unread count, "
+    "reply permission, message count) it had not been seen in before: when threads are "
+    "archived, read, reopened or grow. Observed by runs, so times are as precise as the runs "
+    "are frequent.",
+    primary_key=("conversation_id", "observed_state"),
+    insert_only=True,
+    columns=(
+        CONVERSATION_ID,
+        Column(
+            "observed_state",
+            "text",
+            "The four values as one key, e.g. `page_done|0|true|17`.",
+            nullable=False,
+        ),
+        Column("observed_at", "timestamp", "When the run that first saw it started (UTC).", False),
+        FOLDER,
+        Column("unread_count", "bigint", "`conversations.unread_count` then."),
+        Column("can_reply", "bool", "`conversations.can_reply` then."),
+        Column("message_count", "bigint", "`conversations.message_count` then."),
         PAGE_ID,
         PLATFORM,
     ),
@@ -161,13 +246,15 @@ MESSAGES = Table(
         *_person("from_", "the sender"),
         Column("is_from_page", "bool", "Sent by the Page (or its Instagram account)."),
         Column("message", "text", "Text; empty when the message has none.", pii="text"),
-        Column("sticker", "text", "Sticker image URL."),
+        Column("sticker", "text", "Sticker image URL (expires)."),
+        Column("sticker_expires_at", "timestamp", f"When `sticker` stops working {_EXPIRES}"),
         Column("is_unsupported", "bool", "The message holds content Graph cannot show."),
         Column("reply_to_mid", "text", "Id of the message this one replies to."),
         Column("reply_to_is_self_reply", "bool", "The reply is to the sender's own message."),
         Column("story_type", "text", "`reply_to` or `mention` when the message is about a story."),
         Column("story_id", "text", "Id of that story."),
         Column("story_link", "text", "CDN link of that story (expires)."),
+        Column("story_link_expires_at", "timestamp", f"When `story_link` stops working {_EXPIRES}"),
         Column("attachment_count", "bigint", "Rows in `message_attachments`."),
         Column("reaction_count", "bigint", "Rows in `message_reactions`."),
         Column(
@@ -176,12 +263,13 @@ MESSAGES = Table(
             "False where Graph withholds the details (Instagram, older than the newest 20).",
             nullable=False,
         ),
+        DELETED_AT,
     ),
 )
 
 MESSAGE_ATTACHMENTS = Table(
     name="message_attachments",
-    description="Files, images, videos and templates attached to messages.",
+    description="Files, images, videos, audio clips and templates attached to messages.",
     primary_key=("message_id", "position"),
     merge_key="message_id",
     columns=(
@@ -189,10 +277,25 @@ MESSAGE_ATTACHMENTS = Table(
         _POSITION,
         Column("attachment_id", "text", "Attachment id."),
         CONVERSATION_ID,
+        PAGE_ID,
+        Column(
+            "type",
+            "text",
+            "`image`, `animated_image` (GIF), `sticker`, `video`, `audio`, `file`, `template` or "
+            "`unknown`.",
+            nullable=False,
+        ),
         Column("mime_type", "text", "MIME type."),
         Column("name", "text", "File name."),
         Column("size", "bigint", "Size in bytes."),
-        Column("file_url", "text", "CDN URL of a file attachment (expires)."),
+        Column(
+            "url",
+            "text",
+            "The attachment's own CDN URL (expires): the image, video or file URL, or the "
+            "template's media.",
+        ),
+        Column("url_expires_at", "timestamp", f"When `url` stops working {_EXPIRES}"),
+        Column("file_url", "text", "CDN URL of a file or audio attachment (expires)."),
         Column("image_url", "text", "`image_data.url` (expires)."),
         Column("image_preview_url", "text", "`image_data.preview_url`."),
         Column("image_width", "bigint", "`image_data.width` in pixels."),
@@ -227,6 +330,7 @@ MESSAGE_REACTIONS = Table(
         Column("user_name", "text", "Their name (Messenger only).", pii="person"),
         Column("user_username", "text", "Their Instagram username (Instagram only).", pii="person"),
         CONVERSATION_ID,
+        PAGE_ID,
     ),
 )
 
@@ -240,6 +344,7 @@ MESSAGE_RECIPIENTS = Table(
         Column("recipient_id", "text", "Recipient id.", nullable=False),
         *_person("", "the recipient"),
         CONVERSATION_ID,
+        PAGE_ID,
     ),
 )
 
@@ -252,6 +357,7 @@ MESSAGE_TAGS = Table(
         _MESSAGE_ID,
         Column("tag", "text", "Tag name.", nullable=False),
         CONVERSATION_ID,
+        PAGE_ID,
     ),
 )
 
@@ -269,12 +375,79 @@ MESSAGE_SHARES = Table(
         Column("description", "text", "Its description."),
         Column("template", "json", "Product template payload as JSON."),
         CONVERSATION_ID,
+        PAGE_ID,
     ),
 )
 
+REFRESHES = Table(
+    name="_meta_inbox_refreshes",
+    description="One row per Page that `--full-refresh` reloaded: rows of that Page loaded "
+    "before this row's load are gone (deleted in SQL destinations, hidden by the lake views).",
+    columns=(
+        PAGE_ID,
+        Column("pipeline_name", "text", "The pipeline that asked for it.", nullable=False),
+        Column("requested_at", "timestamp", "When (UTC).", nullable=False),
+        Column("applied_at", "timestamp", "When older rows were deleted (SQL destinations)."),
+    ),
+)
+
+RUNS = Table(
+    name="_meta_inbox_runs",
+    description="One row per run of `meta-inbox run` (or `meta_inbox.export()`), whatever its "
+    "outcome, written with its last load.",
+    primary_key=("run_id",),
+    columns=(
+        Column("run_id", "text", "Unique id of the run.", nullable=False),
+        Column("pipeline_name", "text", "The dlt pipeline (`--pipeline-name`)."),
+        Column("started_at", "timestamp", "When the run started (UTC).", nullable=False),
+        Column("finished_at", "timestamp", "When it ended (UTC).", nullable=False),
+        Column(
+            "status",
+            "text",
+            "`success`; `partial` (some Pages failed); `stopped` (throttle ceiling or Graph "
+            "unavailable), `interrupted` (SIGINT or SIGTERM): what was read is loaded; or "
+            "`failed` (nothing more loaded).",
+            nullable=False,
+        ),
+        Column("exit_code", "bigint", "The CLI's exit code (README, When things go wrong)."),
+        Column("error", "text", "The line printed for each problem, if any."),
+        Column("mode", "text", "`regular`, `reconcile` or `full-refresh`."),
+        Column("pages", "json", "Ids of the Pages read."),
+        Column("api_calls", "bigint", "Graph API calls made, retries included."),
+        Column("retries", "bigint", "Calls retried after a transient fault."),
+        Column("throttled", "bigint", "Throttle errors waited out."),
+        Column("throttle_wait_seconds", "double", "Time spent waiting on throttling."),
+        Column("checkpoints", "bigint", "Loads the run made (one per checkpoint)."),
+        Column("changed_threads", "bigint", "Threads read for new messages."),
+        Column("new_messages", "bigint", "Messages sent since the previous run."),
+        Column("messages", "bigint", "Messages loaded: new ones and those merged again."),
+        Column(
+            "rechecked_threads",
+            "bigint",
+            "Threads listed again by the recheck window (reactions, edits, read state, moves).",
+        ),
+        Column("rechecked_messages", "bigint", "Messages those threads brought, merged again."),
+        Column(
+            "messages_without_details", "bigint", "Messages loaded without details (Instagram)."
+        ),
+        Column(
+            "repaired_values",
+            "bigint",
+            "Text values holding what no destination stores (lone surrogates, NUL), replaced "
+            "with U+FFFD.",
+        ),
+        Column("marked_deleted", "bigint", "Rows `--reconcile` marked with `deleted_at`."),
+        Column("rows", "json", "Rows written per table."),
+        Column("meta_inbox_version", "text", "The meta-inbox version that ran."),
+    ),
+)
+
+# The exported tables, parents before children.
 TABLES: tuple[Table, ...] = (
+    PAGES,
     CONVERSATIONS,
     CONVERSATION_PARTICIPANTS,
+    CONVERSATION_HISTORY,
     MESSAGES,
     MESSAGE_ATTACHMENTS,
     MESSAGE_REACTIONS,
@@ -291,6 +464,8 @@ def schema_markdown() -> str:
         key = "primary key " + ", ".join(f"`{column}`" for column in table.primary_key)
         if table.merge_key:
             key += f"; rows replaced per `{table.merge_key}`"
+        if table.insert_only:
+            key += "; a key's first row is kept"
         sections.append(markdown_section(table.name, f"{table.description} ({key})", table.columns))
     return "\n".join(sections)
 

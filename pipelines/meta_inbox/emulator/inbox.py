@@ -1,25 +1,51 @@
-"""Deterministic Pages, threads and messages that the emulator serves, and activity between runs.
+"""Deterministic Pages, threads and messages that the emulator serves, and changes between runs.
 
 Everything is drawn from `random.Random` instances seeded with strings (hashed with SHA-512 by
-`random`), so the same seed and scale give the same inbox on every machine and Python run.
+`random`), so the same seed, scale and number of Pages give the same inbox on every machine and
+Python run. What later versions added to existing messages (CDN expiries, voice clips,
+sticker-like images) comes from hashes of serial numbers, never from the random stream, so that a
+seed keeps the ids, counts and random draws it had.
+
+The emulator takes slices of the thread and message lists under its lock but renders answers
+outside it: changes replace what a message or thread holds (text, people, attachments,
+reactions) with new objects and never edit those in place, so a reader sees the old value or
+the new one.
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
+import itertools
 import random
 import time
+from bisect import bisect, bisect_left, insort
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 VIRTUAL_NOW = 1780315200  # 2026-06-01T12:00:00+0000
 FOLDERS = ("inbox", "other", "page_done", "spam")
 INSTAGRAM_DETAIL_LIMIT = 20
-CDN = "https://scontent.example-cdn.net/v"
+SNIPPET_UNITS = 100  # Graph cuts snippets by UTF-16 code units, even inside a surrogate pair
+LONE_SURROGATE = "\ud83d"  # what is left of an emoji cut in half
+# 99 UTF-16 units, then an emoji that the snippet's cut splits.
+CUT_SNIPPET_TEXT = (
+    "Merci pour tout ! Le brunch de dimanche était parfait, les enfants ont adoré les crêpes. "
+    "À bientôt 😋😋"
+)
 
 HOUR = 3600
 DAY = 24 * HOUR
+# Instagram stops listing Requests-folder threads inactive for this long.
+STALE_REQUEST_AGE = 30 * DAY
+# Messenger media URLs of old messages expire at most this long before now: a mix of dead and
+# live URLs, as an archive that was read over weeks holds.
+OLDEST_MESSENGER_EXPIRY = 60 * DAY
 
 TEXTS = (
     "Hi! Are you open on Sunday? ☀️",
@@ -62,6 +88,34 @@ USERNAMES = (
 REACTIONS = ("❤️", "😆", "😮", "😢", "😠", "👍", "🔥")
 THREAD_NAMES = ("Wedding order 💍", "Équipe du samedi", "Team offsite 2026", "家族旅行")
 SUBJECTS = ("Order #48213", "Réservation", "Refund request", "Catering quote")
+PAGE_SPECS = (
+    ("Café Olé", "cafe.ole", ["MODERATE", "MESSAGING", "ANALYZE", "ADVERTISE"]),
+    ("Ünicorn Bikes 🚲", "unicorn.bikes", ["MODERATE", "MESSAGING", "ANALYZE"]),
+    ("東京ラーメン Tōkyō", None, ["MESSAGING", "MODERATE"]),
+)
+UNMANAGED_PAGE_SPEC = ("Someone Else's Page", None, ["ANALYZE"])
+EXTRA_PAGE_TASKS = ["MODERATE", "MESSAGING"]
+FILE_NAMES = ("Facture n°42 – juin.pdf", "menu_2026.pdf", "見積書.xlsx")
+# Messenger voice clips; as many formats as file names, so a clip draws what a file would.
+AUDIO_FORMATS = (("mp4", "audio/mp4"), ("mp4", "audio/mp4"), ("mp3", "audio/mpeg"))
+# One string per tag, shared by the million messages of the largest inboxes.
+SOURCE_TAGS = {source: f"source:{source}" for source in ("chat", "web", "mobile")}
+IMAGE_SIZES = ((1080, 1350), (1920, 1080), (512, 512))
+STICKER_SIZES = ((512, 512), (480, 480), (240, 240))
+VOICE_CLIP_ONE_IN = 3  # of Messenger files
+STICKER_IMAGE_ONE_IN = 10  # of still images
+
+# Meta's CDN hosts and path segments by kind of media; images by platform.
+CDN_ROUTES = {
+    "video": ("video.xx.fbcdn.net", "t42.3356-2"),
+    "file": ("cdn.fbsbx.com", "t59.2708-21"),
+    "audio": ("cdn.fbsbx.com", "t59.3654-21"),
+    "sticker": ("scontent.xx.fbcdn.net", "t39.1997-6"),
+}
+IMAGE_ROUTES = {
+    "messenger": ("scontent.xx.fbcdn.net", "t1.15752-9"),
+    "instagram": ("scontent.xx.fbcdn.net", "t51.29350-15"),
+}
 
 # Message kinds: weights per platform (Instagram has no files and adds stories).
 KIND_WEIGHTS = {
@@ -75,6 +129,7 @@ KIND_WEIGHTS = {
 # at any seed (and, on Instagram, inside the 20 messages whose details are readable).
 SHOWCASE = {platform: (*weights, "album", "text") for platform, weights in KIND_WEIGHTS.items()}
 ATTACHMENT_KINDS = {"image", "gif", "video", "file", "template"}
+MEDIA_KINDS = ATTACHMENT_KINDS | {"album", "sticker", "share", "story_reply", "story_mention"}
 TEXTLESS_KINDS = {"sticker", "unsupported", "story_mention"}
 CAPTIONED_KINDS = {"image", "gif", "video", "file", "template", "album", "share"}
 
@@ -85,14 +140,31 @@ def iso(timestamp: int) -> str:
 
 def digest(*parts: object, length: int = 40) -> str:
     raw = hashlib.sha512("|".join(map(str, parts)).encode()).digest()
-    letters = base64.b64encode(raw).decode().translate(str.maketrans("", "", "+/="))
-    return letters[:length]
+    return base64.b64encode(raw).translate(None, b"+/=")[:length].decode()
 
 
 def digits(*parts: object, length: int = 16) -> str:
     number = int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest(), 16)
     low = 10 ** (length - 1)
     return str(low + number % (9 * low))
+
+
+def one_in(count: int, *parts: object) -> bool:
+    """A hashed draw, so that choosing leaves the random stream untouched."""
+    return int(digits(*parts)) % count == 0
+
+
+def url_expiry(url: str) -> int | None:
+    """The Unix time a signed CDN URL expires at (its `oe=`, hex), None if it carries none."""
+    values = parse_qs(urlsplit(url).query).get("oe")
+    return int(values[0], 16) if values else None
+
+
+def utf16_prefix(text: str, units: int) -> str:
+    """The first `units` UTF-16 code units of `text`, half an emoji included."""
+    return text.encode("utf-16-le", "surrogatepass")[: 2 * units].decode(
+        "utf-16-le", "surrogatepass"
+    )
 
 
 @dataclass(frozen=True)
@@ -151,11 +223,12 @@ class User:
     access_token: str
 
 
-@dataclass
+# A million messages live in memory at the largest scales: slots keep each one small.
+@dataclass(slots=True)
 class Message:
     id: str
     conversation_id: str
-    seq: int  # position in the thread, oldest first: orders messages sent in the same second
+    seq: int  # order of arrival in the thread: orders messages sent in the same second
     created_time: int
     sender: Person
     recipients: list[Person]
@@ -189,6 +262,9 @@ class Message:
         return values | {key: value for key, value in optional.items() if value is not None}
 
 
+message_key = attrgetter("created_time", "seq")
+
+
 @dataclass
 class Conversation:
     id: str
@@ -205,6 +281,8 @@ class Conversation:
     former_participants: list[Person] = field(default_factory=list)
     link: str | None = None
     scoped_thread_key: str | None = None
+    # Set by a new message only: reactions, edits, moves and unsent messages leave it alone.
+    updated_time: int = 0
 
     @property
     def page_side(self) -> Person:
@@ -216,25 +294,24 @@ class Conversation:
         return self.participants[:-1]
 
     @property
-    def updated_time(self) -> int:
-        return self.messages[-1].created_time
-
-    @property
     def message_count(self) -> int:
         return len(self.messages)
 
     @property
     def snippet(self) -> str:
-        return self.messages[-1].text[:100]
+        return utf16_prefix(self.messages[-1].text, SNIPPET_UNITS) if self.messages else ""
 
     def newest_first(self) -> list[Message]:
         return self.messages[::-1]
 
+    def next_seq(self) -> int:
+        return self.messages[-1].seq + 1 if self.messages else 0
+
     def is_detailed(self, message: Message) -> bool:
         """Instagram only lets the 20 most recent messages of a thread be read in full."""
-        if self.platform != "instagram":
+        if self.platform != "instagram" or len(self.messages) <= INSTAGRAM_DETAIL_LIMIT:
             return True
-        return message.seq >= len(self.messages) - INSTAGRAM_DETAIL_LIMIT
+        return message_key(message) >= message_key(self.messages[-INSTAGRAM_DETAIL_LIMIT])
 
     def senders(self) -> list[Person]:
         sender_ids = {message.sender.id for message in self.messages}
@@ -264,6 +341,9 @@ class Conversation:
         return values | {key: value for key, value in optional.items() if value is not None}
 
 
+ListingKey = tuple[str, str, str]  # page id, platform, folder
+
+
 @dataclass
 class Inbox:
     seed: int
@@ -276,15 +356,20 @@ class Inbox:
     serial: int = 0  # feeds every generated id, so ids never collide, also after activity
 
     def __post_init__(self) -> None:
+        self._pages = {page.id: page for page in [*self.pages, self.unmanaged_page]}
         self._conversations: dict[str, Conversation] = {}
         self._messages: dict[str, Message] = {}
+        # (updated_time, id) of each folder's threads, ascending: the edge lists them in
+        # reverse, and a cursor's place is found by bisection.
+        self._listings: dict[ListingKey, list[tuple[int, str]]] = {}
+        self._threads_of: dict[str, set[str]] = {}  # person id → ids of the threads they are in
 
     @property
     def unmanaged_page_id(self) -> str:
         return self.unmanaged_page.id
 
     def page(self, page_id: str) -> Page | None:
-        return next((p for p in [*self.pages, self.unmanaged_page] if p.id == page_id), None)
+        return self._pages.get(page_id)
 
     def conversation(self, conversation_id: str) -> Conversation | None:
         return self._conversations.get(conversation_id)
@@ -292,28 +377,193 @@ class Inbox:
     def message(self, message_id: str) -> Message | None:
         return self._messages.get(message_id)
 
+    def listing(self, page_id: str, platform: str, folder: str) -> list[tuple[int, str]]:
+        """The live (updated_time, id) keys of one folder, ascending; not a copy."""
+        return self._listings.get((page_id, platform, folder), [])
+
     def conversations_of(self, page_id: str, platform: str, folder: str) -> list[Conversation]:
         """Newest `updated_time` first, ties broken by id (descending), as the edge lists them."""
-        found = [
-            c
-            for c in self.conversations
-            if (c.page_id, c.platform, c.folder) == (page_id, platform, folder)
-        ]
-        return sorted(found, key=lambda c: (c.updated_time, c.id), reverse=True)
+        keys = self.listing(page_id, platform, folder)
+        return [self._conversations[conversation_id] for _, conversation_id in reversed(keys)]
+
+    def threads_with(self, person_id: str) -> list[Conversation]:
+        return [self._conversations[i] for i in sorted(self._threads_of.get(person_id, ()))]
+
+    @staticmethod
+    def url_expiry(url: str) -> int | None:
+        return url_expiry(url)
+
+    # -- changes ---------------------------------------------------------------------------
 
     def add_conversation(self, conversation: Conversation) -> None:
         self.conversations.append(conversation)
         self._conversations[conversation.id] = conversation
         for message in conversation.messages:
             self._messages[message.id] = message
+        for person in conversation.participants:
+            self._threads_of.setdefault(person.id, set()).add(conversation.id)
+        self._list(conversation)
 
     def append_message(self, conversation: Conversation, message: Message) -> None:
-        conversation.messages.append(message)
+        messages = conversation.messages
+        if messages and message_key(message) < message_key(messages[-1]):
+            insort(messages, message, key=message_key)
+        else:
+            messages.append(message)
         self._messages[message.id] = message
+        if message.created_time >= conversation.updated_time:
+            self._relist(conversation, updated_time=message.created_time)
 
     def next_serial(self) -> int:
         self.serial += 1
         return self.serial
+
+    def move_thread(self, conversation_id: str, folder: str) -> None:
+        if folder not in FOLDERS:
+            raise ValueError(f"folder must be one of {', '.join(FOLDERS)}: {folder}")
+        conversation = self._conversations[conversation_id]
+        self._relist(conversation, folder=folder)
+
+    def react(self, message_id: str, emoji: str, user_id: str | None = None) -> Message:
+        """A person's reaction replaces the one they had on the message, as on Messenger."""
+        message = self._messages[message_id]
+        conversation = self._conversations[message.conversation_id]
+        people = {person.id: person for person in conversation.participants}
+        reactor = (people[user_id] if user_id else conversation.customers[0]).as_reactor()
+        message.reactions = _with_reaction(message.reactions, emoji, reactor)
+        return message
+
+    def edit_message(self, message_id: str, text: str) -> Message:
+        message = self._messages[message_id]
+        message.text = text
+        return message
+
+    def set_unread(self, conversation_id: str, count: int) -> None:
+        self._conversations[conversation_id].unread_count = count
+
+    def set_can_reply(self, conversation_id: str, value: bool) -> None:
+        self._conversations[conversation_id].can_reply = value
+
+    def unsend(self, message_id: str) -> Message:
+        message = self._messages.pop(message_id)
+        messages = self._conversations[message.conversation_id].messages
+        index = bisect_left(messages, message_key(message), key=message_key)
+        assert messages[index] is message, "message keys are unique within a thread"
+        del messages[index]
+        return message
+
+    def delete_thread(self, conversation_id: str) -> Conversation:
+        conversation = self._conversations[conversation_id]
+        self._unlist(conversation)
+        del self._conversations[conversation_id]
+        index = next(i for i, c in enumerate(self.conversations) if c is conversation)
+        del self.conversations[index]
+        for message in conversation.messages:
+            del self._messages[message.id]
+        for person in conversation.participants:
+            self._threads_of[person.id].discard(conversation_id)
+        return conversation
+
+    def inject_surrogates(self) -> dict[str, str]:
+        """Lone UTF-16 surrogates where Graph has been seen to send them, in the longest
+        Messenger thread of the first Page's inbox (and its newest named attachment)."""
+        page = self.pages[0]
+        threads = self.conversations_of(page.id, "messenger", "inbox")
+        thread = max(threads, key=lambda c: c.message_count)
+        newest, older = thread.messages[-1], thread.messages[-2]
+        newest.text = CUT_SNIPPET_TEXT
+        older.text = f"Regarde ça {LONE_SURROGATE}"
+        customer = thread.customers[0]
+        self._rename(thread, customer.id, f"{customer.name} {LONE_SURROGATE}")
+        named = (
+            message
+            for conversation in threads
+            for message in reversed(conversation.messages)
+            if any("name" in attachment for attachment in message.attachments)
+        )
+        with_file = next(named)
+        with_file.attachments = [
+            {**a, "name": f"{LONE_SURROGATE}{a['name']}"} if "name" in a else a
+            for a in with_file.attachments
+        ]
+        return {
+            "message_id": older.id,
+            "conversation_id": thread.id,
+            "participant_id": customer.id,
+            "attachment_message_id": with_file.id,
+        }
+
+    def _rename(self, conversation: Conversation, person_id: str, name: str) -> None:
+        renamed = Person(person_id, name=name)
+
+        def swap(people: list[Person]) -> list[Person]:
+            return [renamed if person.id == person_id else person for person in people]
+
+        conversation.participants = swap(conversation.participants)
+        conversation.former_participants = swap(conversation.former_participants)
+        for message in conversation.messages:
+            if message.sender.id == person_id:
+                message.sender = renamed
+            message.recipients = swap(message.recipients)
+            if message.reactions:
+                message.reactions = _renamed_reactors(message.reactions, renamed.as_reactor())
+
+    def _relist(self, conversation: Conversation, **changes: Any) -> None:
+        """Change a thread's listing key (`updated_time`, `folder`), keeping listings sorted."""
+        listed = self._conversations.get(conversation.id) is conversation
+        if listed:
+            self._unlist(conversation)
+        for name, value in changes.items():
+            setattr(conversation, name, value)
+        if listed:
+            self._list(conversation)
+
+    def _list(self, conversation: Conversation) -> None:
+        key = (conversation.page_id, conversation.platform, conversation.folder)
+        insort(self._listings.setdefault(key, []), (conversation.updated_time, conversation.id))
+
+    def _unlist(self, conversation: Conversation) -> None:
+        keys = self._listings[(conversation.page_id, conversation.platform, conversation.folder)]
+        del keys[bisect_left(keys, (conversation.updated_time, conversation.id))]
+
+
+def _with_reaction(
+    reactions: dict[str, Any] | None, emoji: str, reactor: dict[str, str]
+) -> dict[str, Any]:
+    """`reactions` with `reactor`'s reaction set to `emoji`, in the shape it already had.
+
+    The bare shape holds a single emoji: a different one replaces it, with its sole reactor.
+    """
+    if reactions is None:
+        return {"data": [{"reaction": emoji, "users": [reactor]}]}
+    if "data" not in reactions:
+        if reactions["reaction"] != emoji:
+            return {"reaction": emoji, "users": [reactor]}
+        others = [user for user in reactions["users"] if user["id"] != reactor["id"]]
+        return {"reaction": emoji, "users": [*others, reactor]}
+    groups = [
+        {
+            "reaction": group["reaction"],
+            "users": [u for u in group["users"] if u["id"] != reactor["id"]],
+        }
+        for group in reactions["data"]
+    ]
+    if not any(group["reaction"] == emoji for group in groups):
+        groups.append({"reaction": emoji, "users": []})
+    for group in groups:
+        if group["reaction"] == emoji:
+            group["users"].append(reactor)
+    return {"data": [group for group in groups if group["users"]]}
+
+
+def _renamed_reactors(reactions: dict[str, Any], reactor: dict[str, str]) -> dict[str, Any]:
+    def swap(group: dict[str, Any]) -> dict[str, Any]:
+        users = [reactor if user["id"] == reactor["id"] else user for user in group["users"]]
+        return {**group, "users": users}
+
+    if "data" in reactions:
+        return {"data": [swap(group) for group in reactions["data"]]}
+    return swap(reactions)
 
 
 @dataclass
@@ -336,21 +586,41 @@ class _Plan:
     showcase: bool = False
 
 
-def generate_inbox(seed: int = 7, scale: int = 1) -> Inbox:
-    pages = _make_pages(seed)
+def generate_inbox(seed: int = 7, scale: int = 1, pages: int = 3) -> Inbox:
+    """An inbox of `pages` managed Pages (every other one with an Instagram account) and one
+    Page the user does not manage; `scale` multiplies the threads of each folder."""
+    managed = _make_pages(seed, pages)
     user_token = "EAAG" + digest(seed, "user-token", length=80)
     inbox = Inbox(
         seed=seed,
         scale=scale,
         now=VIRTUAL_NOW,
         user=User(digits(seed, "user"), "Ana Ibáñez", user_token),
-        pages=pages[:3],
-        unmanaged_page=pages[3],
+        pages=managed,
+        unmanaged_page=_make_page(seed, len(PAGE_SPECS) + 1, UNMANAGED_PAGE_SPEC),
     )
     author = _Author(inbox, random.Random(f"meta-inbox:{seed}"))
-    for plan in author.plan_threads(scale):
-        inbox.add_conversation(author.thread(plan))
+    with _collector_paused():
+        for plan in author.plan_threads(scale):
+            inbox.add_conversation(author.thread(plan))
     return inbox
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Millions of new objects, none of them garbage: the cycle collector would walk them over
+    and over while they are written, then again in its young generations during the first
+    answers. Paused, then handed straight to its oldest generation (freezing and unfreezing
+    does that without walking them), they cost it nothing until its next full pass."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
 
 
 def add_activity(inbox: Inbox, seed: int = 1) -> Activity:
@@ -366,7 +636,7 @@ def add_activity(inbox: Inbox, seed: int = 1) -> Activity:
         run.extend(run.take("any"), rng.randint(1, 5))
     reopened = run.take("page_done")
     run.extend(reopened, 1, customer_only=True)
-    reopened.folder = "inbox"
+    inbox.move_thread(reopened.id, "inbox")
     run.same_second(run.take("head"))
     for platform in ("messenger", "messenger", "instagram", "instagram"):
         run.new_thread(platform)
@@ -375,20 +645,27 @@ def add_activity(inbox: Inbox, seed: int = 1) -> Activity:
     return run.activity
 
 
-def _make_pages(seed: int) -> list[Page]:
-    specs = (
-        ("Café Olé", "cafe.ole", ["MODERATE", "MESSAGING", "ANALYZE", "ADVERTISE"]),
-        ("Ünicorn Bikes 🚲", "unicorn.bikes", ["MODERATE", "MESSAGING", "ANALYZE"]),
-        ("東京ラーメン Tōkyō", None, ["MESSAGING", "MODERATE"]),
-        ("Someone Else's Page", None, ["ANALYZE"]),
-    )
+def _make_pages(seed: int, count: int) -> list[Page]:
+    """The first Pages keep the numbers they always had; the unmanaged Page holds the next one,
+    so extra Pages start after it."""
+    numbers = [*range(1, len(PAGE_SPECS) + 1), *range(len(PAGE_SPECS) + 2, count + 2)]
     pages = []
-    for number, (name, username, tasks) in enumerate(specs, start=1):
-        page_id = f"10000000000000{number:02d}"
-        account = InstagramAccount(f"178414000000000{number:02d}", username) if username else None
-        token = "EAAG" + digest(seed, "page-token", page_id, length=80)
-        pages.append(Page(page_id, name, token, tasks, account))
+    for position, number in enumerate(numbers[:count]):
+        if position < len(PAGE_SPECS):
+            spec = PAGE_SPECS[position]
+        else:
+            username = f"atelier.{number}" if position % 2 else None
+            spec = (f"Atelier Nº{number} ✂️", username, EXTRA_PAGE_TASKS)
+        pages.append(_make_page(seed, number, spec))
     return pages
+
+
+def _make_page(seed: int, number: int, spec: tuple[str, str | None, list[str]]) -> Page:
+    name, username, tasks = spec
+    page_id = str(10**15 + number)
+    account = InstagramAccount(str(17841400000000000 + number), username) if username else None
+    token = "EAAG" + digest(seed, "page-token", page_id, length=80)
+    return Page(page_id, name, token, list(tasks), account)
 
 
 def _ordinary_size(rng: random.Random) -> int:
@@ -421,6 +698,57 @@ def _timeline(rng: random.Random, size: int, last_time: int, tie_at_end: bool) -
     if tie_at_end and size > 1:
         times[1] = times[0]
     return times[::-1]
+
+
+class _Kinds:
+    """`random.choices(kinds, weights)` with the cumulative weights summed once: the same draw."""
+
+    def __init__(self, weights: dict[str, int]) -> None:
+        self.kinds = list(weights)
+        self.cumulative = list(itertools.accumulate(weights.values()))
+        self.total = self.cumulative[-1] + 0.0
+
+    def draw(self, rng: random.Random) -> str:
+        index = bisect(self.cumulative, rng.random() * self.total, 0, len(self.kinds) - 1)
+        return self.kinds[index]
+
+
+KINDS = {platform: _Kinds(weights) for platform, weights in KIND_WEIGHTS.items()}
+
+
+@dataclass(slots=True)
+class _Media:
+    """Signed CDN URLs for the media of one message, each with its own expiry (`oe=`)."""
+
+    seed: int
+    platform: str
+    created: int
+    now: int
+
+    def url(self, serial: int, kind: str, extension: str) -> str:
+        raw = hashlib.sha512(f"{self.seed}|cdn|{kind}|{serial}".encode()).digest()
+        number = int.from_bytes(raw[32:], "big")
+        host, segment = CDN_ROUTES.get(kind) or IMAGE_ROUTES[self.platform]
+        signature = base64.urlsafe_b64encode(raw[:32]).rstrip(b"=").decode()
+        ohc = base64.urlsafe_b64encode(raw[40:56]).rstrip(b"=").decode()[:17]
+        expiry = self.expiry(kind, number % (30 * DAY))
+        # Meta writes the hex in upper case, with the odd lower-case one.
+        oe = format(expiry, "x" if number % 7 == 0 else "X")
+        path = f"{number % 10**9:09d}_{number // 10**9 % 10**17:017d}_n.{extension}"
+        query = (
+            f"_nc_cat={number % 113 + 1}&ccb=1-7&_nc_sid={raw[36:39].hex()}&_nc_ohc={ohc}"
+            f"&_nc_ht={host.removesuffix('.fbcdn.net').removesuffix('.com')}"
+            f"&oh=00_{signature}&oe={oe}"
+        )
+        return f"https://{host}/v/{segment}/{path}?{query}"
+
+    def expiry(self, kind: str, spread: int) -> int:
+        """Story media last a day, Instagram media 4 to 7 days, Messenger media 3 to 30 days."""
+        if kind == "story":
+            return self.created + DAY
+        if self.platform == "instagram":
+            return self.created + 4 * DAY + spread % (3 * DAY)
+        return max(self.created + 3 * DAY + spread % (27 * DAY), self.now - OLDEST_MESSENGER_EXPIRY)
 
 
 class _Author:
@@ -502,24 +830,17 @@ class _Author:
             return Person(igsid, username=self.rng.choice(USERNAMES))
         return Person(digits(self.seed, "psid", serial), name=self.rng.choice(NAMES))
 
-    def cdn(self, serial: int, kind: str, extension: str) -> str:
-        seed = self.seed
-        path = f"t1.15752-9/{digits(seed, kind, serial, length=9)}_{digits(seed, kind, -serial)}_n"
-        expiry = format(VIRTUAL_NOW + 30 * DAY, "x")
-        return f"{CDN}/{path}.{extension}?oh=00_{digest(seed, 'oh', kind, serial)}&oe={expiry}"
-
     def message(
         self, conversation: Conversation, created: int, from_page: bool, kind: str | None
     ) -> Message:
         rng, serial, platform = self.rng, self.inbox.next_serial(), conversation.platform
         sender = conversation.page_side if from_page else rng.choice(conversation.customers)
-        weights = KIND_WEIGHTS[platform]
-        kind = kind or rng.choices(list(weights), list(weights.values()))[0]
+        kind = kind or KINDS[platform].draw(rng)
         prefix = "m_" if platform == "messenger" else "aWdG"
         message = Message(
             id=prefix + digest(self.seed, "message", serial, length=60),
             conversation_id=conversation.id,
-            seq=len(conversation.messages),
+            seq=conversation.next_seq(),
             created_time=created,
             sender=sender,
             recipients=[p for p in conversation.participants if p.id != sender.id],
@@ -530,7 +851,7 @@ class _Author:
             message.text = ""
         if platform == "messenger":
             source = rng.choice(("chat", "web") if from_page else ("mobile", "web"))
-            message.tags = ["inbox", "sent" if from_page else "read", f"source:{source}"]
+            message.tags = ["inbox", "sent" if from_page else "read", SOURCE_TAGS[source]]
         if rng.random() < 0.06:
             message.reactions = self.reactions(
                 conversation, everyone=False, bare=rng.random() < 0.5
@@ -540,26 +861,31 @@ class _Author:
     def apply_kind(
         self, message: Message, kind: str, serial: int, conversation: Conversation
     ) -> None:
-        if kind in ATTACHMENT_KINDS:
-            message.attachments = [self.attachment(kind)]
-        elif kind == "album":
-            message.attachments = [self.attachment("image") for _ in range(3)]
-        elif kind == "sticker":
-            message.sticker = self.cdn(serial, "sticker", "png")
-        elif kind == "share":
-            message.shares = [self.share(serial, conversation.platform)]
-        elif kind in ("story_reply", "story_mention"):
-            key = "reply_to" if kind == "story_reply" else "mention"
-            story_id = digits(self.seed, "story", serial, length=17)
-            story = {"link": self.cdn(serial, "story", "jpg"), "id": story_id}
-            message.story = {key: story}
-        elif kind == "reply" and conversation.messages:
+        if kind == "reply" and conversation.messages:
             target = self.rng.choice(conversation.messages[-10:])
             message.reply_to = {"mid": target.id, "is_self_reply": target.sender == message.sender}
         elif kind == "unsupported":
             message.is_unsupported = True
+        elif kind in MEDIA_KINDS:
+            media = _Media(self.seed, conversation.platform, message.created_time, self.inbox.now)
+            self.apply_media(message, kind, serial, media)
 
-    def attachment(self, kind: str) -> dict[str, Any]:
+    def apply_media(self, message: Message, kind: str, serial: int, media: _Media) -> None:
+        if kind in ATTACHMENT_KINDS:
+            message.attachments = [self.attachment(kind, media)]
+        elif kind == "album":
+            message.attachments = [self.attachment("image", media) for _ in range(3)]
+        elif kind == "sticker":
+            message.sticker = media.url(serial, "sticker", "png")
+        elif kind == "share":
+            message.shares = [self.share(serial, media)]
+        else:
+            key = "reply_to" if kind == "story_reply" else "mention"
+            story_id = digits(self.seed, "story", serial, length=17)
+            story = {"link": media.url(serial, "story", "jpg"), "id": story_id}
+            message.story = {key: story}
+
+    def attachment(self, kind: str, media: _Media) -> dict[str, Any]:
         serial = self.inbox.next_serial()
         content = {
             "image": self.image,
@@ -567,42 +893,44 @@ class _Author:
             "video": self.video,
             "file": self.file,
             "template": self.template,
-        }[kind](kind, serial)
+        }[kind](kind, serial, media)
         return {"id": digits(self.seed, "attachment", serial), **content}
 
-    def image(self, kind: str, serial: int) -> dict[str, Any]:
+    def image(self, kind: str, serial: int, media: _Media) -> dict[str, Any]:
         gif = kind == "gif"
-        extension = "gif" if gif else "jpg"
-        width, height = self.rng.choice(((1080, 1350), (1920, 1080), (512, 512)))
+        sticker = not gif and one_in(STICKER_IMAGE_ONE_IN, self.seed, "sticker-image", serial)
+        extension = "gif" if gif else "png" if sticker else "jpg"
+        width, height = self.rng.choice(STICKER_SIZES if sticker else IMAGE_SIZES)
         data = {
             "width": width,
             "height": height,
             "max_width": width,
             "max_height": height,
-            "url": self.cdn(serial, "image", extension),
-            "preview_url": self.cdn(serial, "preview", "jpg"),
+            "url": media.url(serial, "image", extension),
+            "preview_url": media.url(serial, "preview", "jpg"),
             "image_type": 2 if gif else 1,
-            "render_as_sticker": gif and self.rng.random() < 0.5,
+            "render_as_sticker": sticker or (gif and self.rng.random() < 0.5),
         }
         if gif:
-            data["animated_gif_url"] = self.cdn(serial, "gif", "gif")
-            data["animated_gif_preview_url"] = self.cdn(serial, "gif-preview", "gif")
+            data["animated_gif_url"] = media.url(serial, "gif", "gif")
+            data["animated_gif_preview_url"] = media.url(serial, "gif-preview", "gif")
+        size = self.rng.randint(20_000, 4_000_000)
         return {
-            "mime_type": "image/gif" if gif else "image/jpeg",
-            "name": f"image-{serial}.{extension}",
-            "size": self.rng.randint(20_000, 4_000_000),
+            "mime_type": "image/gif" if gif else "image/png" if sticker else "image/jpeg",
+            "name": f"{'sticker' if sticker else 'image'}-{serial}.{extension}",
+            "size": size // 40 if sticker else size,
             "image_data": data,
         }
 
-    def video(self, kind: str, serial: int) -> dict[str, Any]:
+    def video(self, kind: str, serial: int, media: _Media) -> dict[str, Any]:
         width, height = self.rng.choice(((1920, 1080), (720, 1280)))
         data = {
             "width": width,
             "height": height,
             "length": self.rng.randint(3, 180),
             "video_type": 1,
-            "url": self.cdn(serial, kind, "mp4"),
-            "preview_url": self.cdn(serial, "video-preview", "jpg"),
+            "url": media.url(serial, kind, "mp4"),
+            "preview_url": media.url(serial, "video-preview", "jpg"),
             "rotation": self.rng.choice((0, 0, 90)),
         }
         return {
@@ -612,27 +940,37 @@ class _Author:
             "video_data": data,
         }
 
-    def file(self, kind: str, serial: int) -> dict[str, Any]:
-        name = self.rng.choice(("Facture n°42 – juin.pdf", "menu_2026.pdf", "見積書.xlsx"))
-        extension = name.rsplit(".", 1)[1]
-        mime_type = "application/pdf" if extension == "pdf" else "application/vnd.ms-excel"
+    def file(self, kind: str, serial: int, media: _Media) -> dict[str, Any]:
+        """A document, or on Messenger now and then a voice clip (named as Messenger names them:
+        recording time in milliseconds, then length in milliseconds)."""
+        clip = media.platform == "messenger" and one_in(
+            VOICE_CLIP_ONE_IN, self.seed, "voice", serial
+        )
+        if clip:
+            extension, mime_type = self.rng.choice(AUDIO_FORMATS)
+            length_ms = 1000 + int(digits(self.seed, "voice-length", serial)) % 59_000
+            name = f"audioclip-{media.created * 1000 + serial % 1000}-{length_ms}.{extension}"
+        else:
+            name = self.rng.choice(FILE_NAMES)
+            extension = name.rsplit(".", 1)[1]
+            mime_type = "application/pdf" if extension == "pdf" else "application/vnd.ms-excel"
         size = self.rng.randint(20_000, 4_000_000)
-        url = self.cdn(serial, kind, extension)
+        url = media.url(serial, "audio" if clip else kind, extension)
         return {"mime_type": mime_type, "name": name, "size": size, "file_url": url}
 
-    def template(self, kind: str, serial: int) -> dict[str, Any]:
+    def template(self, kind: str, serial: int, media: _Media) -> dict[str, Any]:
         cta = {"title": "Voir le menu", "type": "web_url", "url": "https://example.com/menu"}
         template = {
             "cta": cta,
-            "media_url": self.cdn(serial, kind, "jpg"),
+            "media_url": media.url(serial, kind, "jpg"),
             "subtitle": "Fresh every morning ☕",
             "title": "Brunch — spécial dimanche",
         }
         return {"generic_template": template}
 
-    def share(self, serial: int, platform: str) -> dict[str, Any]:
-        link = self.cdn(serial, "share", "jpg")
-        if platform == "instagram":
+    def share(self, serial: int, media: _Media) -> dict[str, Any]:
+        link = media.url(serial, "share", "jpg")
+        if media.platform == "instagram":
             return {"link": link}
         share: dict[str, Any] = {
             "link": link,
@@ -644,7 +982,7 @@ class _Author:
             product = {
                 "id": digits(self.seed, "product", serial),
                 "retailer_id": f"SKU-{serial % 10000:04d}",
-                "image_url": self.cdn(serial, "product", "jpg"),
+                "image_url": media.url(serial, "product", "jpg"),
                 "name": "Matcha latte 抹茶",
                 "price": "€4.50",
             }
@@ -690,10 +1028,10 @@ class _ActivityRun(_Author):
         if wanted == "head":
             # The newest thread of its folder as the last run saw it: a message in that same
             # second is one an exporter can meet on the boundary of its cursor.
-            listing = self.inbox.conversations_of(
+            keys = self.inbox.listing(
                 conversation.page_id, conversation.platform, conversation.folder
             )
-            return conversation.folder != "page_done" and listing[0] is conversation
+            return conversation.folder != "page_done" and keys[-1][1] == conversation.id
         if wanted == "instagram-20":
             return conversation.platform == "instagram" and conversation.message_count >= 20
         if wanted == "page_done":

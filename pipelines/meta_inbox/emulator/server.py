@@ -1,4 +1,9 @@
-"""The emulator's HTTP face: routing, tokens, paging, errors, usage headers, throttles, faults."""
+"""The emulator's HTTP face: routing, tokens, paging, errors, usage headers, throttles, faults.
+
+Requests are served concurrently. The emulator's lock guards the inbox and is held only to look
+things up and to take the slice of a list that an answer shows; rendering and JSON encoding happen
+outside it (the inbox replaces nested values instead of editing them, see `inbox`).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,19 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import random
 import re
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from bisect import bisect_left, bisect_right
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .fields import (
@@ -31,6 +39,7 @@ from .fields import (
 )
 from .inbox import (
     FOLDERS,
+    STALE_REQUEST_AGE,
     Activity,
     Conversation,
     Message,
@@ -40,6 +49,7 @@ from .inbox import (
     digest,
     generate_inbox,
     iso,
+    message_key,
 )
 
 DEFAULT_VERSION = "v25.0"
@@ -48,6 +58,10 @@ PLATFORMS = ("messenger", "instagram")
 JSON_TYPE = "application/json; charset=UTF-8"
 VERSION_PREFIX = re.compile(r"^/(v\d+\.\d+)(?=/|$)")
 BAD_GATEWAY = b"<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>"
+# A call may find the token it needs half refilled: a client that paces its calls at its own side
+# sees them arrive with scheduling jitter, up to half an interval early. Never a whole token, so
+# a burst one call over the bucket is always refused.
+JITTER_TOKENS = 0.5
 
 USER_DEFAULT = parse_fields("id,name")
 PAGE_DEFAULT = parse_fields("id,name")
@@ -65,15 +79,15 @@ RATE_LIMIT_DOC = (
 THROTTLES = {
     "messenger": (
         80006,
-        "There have been too many messenger api calls to this Page account. "
+        "(#80006) There have been too many messenger api calls to this Page account. "
         f"Wait a bit and try again. {RATE_LIMIT_DOC}",
     ),
     "instagram": (
         80002,
-        "There have been too many calls to this Instagram account. "
+        "(#80002) There have been too many calls to this Instagram account. "
         f"Wait a bit and try again. {RATE_LIMIT_DOC}",
     ),
-    "pages": (32, "Page request limit reached"),
+    "pages": (32, "(#32) Page request limit reached"),
 }
 EXPIRED_TOKENS = {
     458: "Error validating access token: The user has not authorized application.",
@@ -83,6 +97,7 @@ EXPIRED_TOKENS = {
     "The current time is Monday, 01-Jun-26 05:00:01 PDT.",
     467: "Error validating access token: The session is invalid because the user logged out.",
 }
+DELETED_MESSAGE = "This Message has been deleted by the user or the business."
 
 Key = tuple[Any, ...]
 Target = User | Page | Conversation | Message | None
@@ -105,6 +120,11 @@ class Faults:
     # (the notes leave it open): a list asking for their details fails with 9000001 instead
     # of leaving the details out.
     instagram_details_error: bool = False
+    # What an expired cursor (see `Emulator.expire_cursors`) gets: error 100, or, as Graph may
+    # also do (the notes leave it open), the list again from its start.
+    cursor_expiry: Literal["error", "restart"] = "error"
+    # Instagram does not list Requests-folder threads inactive for 30 days.
+    instagram_hides_stale_requests: bool = False
 
 
 @dataclass
@@ -112,7 +132,10 @@ class Limits:
     max_page_size: int = 100
     calls_per_window: int | None = None
     window_seconds: float = 60.0
+    # Per Page, as Graph counts the Conversations API: a token bucket refilled at `per_second`
+    # calls a second that holds `burst` calls (by default the calls of one second).
     per_second: float | None = None
+    burst: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +147,7 @@ class Call:
     status: int
     error_code: int | None
     object_id: str | None
+    page_id: str | None = None  # the Page whose token made the call
 
 
 class GraphError(Exception):
@@ -172,6 +196,10 @@ def _page_token_required() -> GraphError:
     return GraphError(210, "(#210) A page access token is required to request this resource.")
 
 
+def _bad_cursor() -> GraphError:
+    return GraphError(100, "(#100) Invalid cursor")
+
+
 @dataclass
 class _Request:
     method: str
@@ -187,6 +215,7 @@ class _Request:
     target: Target
     short_page: float | None = None  # share of a page kept when the short-page fault fires
     headers: dict[str, str] = field(default_factory=dict)
+    nested_queries: dict[int, str] = field(default_factory=dict)  # by id() of the selection
 
     @property
     def params(self) -> dict[str, str]:
@@ -205,7 +234,8 @@ class _Reply:
 
 @dataclass(frozen=True)
 class _Window(Generic[T]):
-    entries: list[tuple[Key, T]]
+    entries: list[tuple[Key, T]]  # newest first
+    limit: int
     more_before: bool
     more_after: bool
 
@@ -217,13 +247,28 @@ class _Usage:
     admitted: bool
 
 
+@dataclass
+class _Bucket:
+    """The calls a Page may make now: refilled at `rate` a second, up to `capacity`."""
+
+    tokens: float
+    at: float
+    rate: float = 0.0
+    capacity: int = 1
+
+    @property
+    def used_percent(self) -> int:
+        return min(100, math.ceil(100 * (self.capacity - max(0.0, self.tokens)) / self.capacity))
+
+
 class _Meter:
-    """Rolling call budgets per Page, the source of usage headers and throttling errors."""
+    """Call budgets per Page, the source of usage headers and throttling errors: a token bucket
+    (`Limits.per_second`, `Limits.burst`) and a rolling window (`Limits.calls_per_window`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, deque[float]] = {}
-        self._last: dict[str, float] = {}
+        self._buckets: dict[str, _Bucket] = {}
 
     def admit(self, page_id: str, limits: Limits) -> _Usage:
         with self._lock:
@@ -232,99 +277,167 @@ class _Meter:
             while window and window[0] <= now - limits.window_seconds:
                 window.popleft()
             budget = limits.calls_per_window
-            if limits.per_second and now - self._last.get(page_id, -1e9) < 1 / limits.per_second:
-                return _Usage(self._percent(len(window), budget), 0, admitted=False)
+            bucket = self._refilled(page_id, limits, now)
+            # Graph reports whole minutes, so waits under a minute read as 0.
+            if bucket is not None and bucket.tokens + JITTER_TOKENS < 1:
+                wait = (1 - bucket.tokens) / bucket.rate
+                return _Usage(100, int(wait // 60), admitted=False)
             if budget is not None and len(window) >= budget:
-                # Graph reports whole minutes, so waits under a minute read as 0.
                 wait = window[0] + limits.window_seconds - now
                 return _Usage(100, int(wait // 60), admitted=False)
             window.append(now)
-            self._last[page_id] = now
-            return _Usage(self._percent(len(window), budget), 0, admitted=True)
+            percent = 0 if not budget else min(100, 100 * len(window) // budget)
+            if bucket is not None:
+                bucket.tokens -= 1
+                percent = max(percent, bucket.used_percent)
+            return _Usage(percent, 0, admitted=True)
 
-    @staticmethod
-    def _percent(calls: int, budget: int | None) -> int:
-        return 0 if not budget else min(100, 100 * calls // budget)
+    def _refilled(self, page_id: str, limits: Limits, now: float) -> _Bucket | None:
+        rate = limits.per_second
+        if not rate:
+            return None
+        capacity = limits.burst or max(1, math.ceil(rate))
+        bucket = self._buckets.setdefault(page_id, _Bucket(capacity, now))
+        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.at) * rate)
+        bucket.at, bucket.rate, bucket.capacity = now, rate, capacity
+        return bucket
 
 
-def _cursor(key: Key) -> str:
-    compact = json.dumps(list(key), separators=(",", ":"))
+class _Traffic:
+    """Calls in flight (from arrival to the end of their answer) and their peaks, and the gate
+    that holds new calls on arrival (`Emulator.hold_after`)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._flying: Counter[str | None] = Counter()  # by the Page of the token
+        self._peak = 0
+        self._peaks: dict[str, int] = {}
+        self._peak_pages = 0
+        self._passes: int | None = None  # calls let through before the gate closes; None: open
+        self._waiting = 0
+
+    @contextmanager
+    def flight(self, page_id: str | None) -> Iterator[None]:
+        with self._changed:
+            if self._passes == 0:
+                self._waiting += 1
+                self._changed.notify_all()
+                self._changed.wait_for(lambda: self._passes != 0)
+                self._waiting -= 1
+            if self._passes is not None:
+                self._passes -= 1
+            self._flying[page_id] += 1
+            self._peak = max(self._peak, self._flying.total())
+            if page_id is not None:
+                self._peaks[page_id] = max(self._peaks.get(page_id, 0), self._flying[page_id])
+            self._peak_pages = max(self._peak_pages, self._pages_flying())
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._flying[page_id] -= 1
+                if not self._flying[page_id]:
+                    del self._flying[page_id]
+
+    def _pages_flying(self) -> int:
+        return sum(1 for page_id in self._flying if page_id is not None)
+
+    def peak(self, page_id: str | None) -> int:
+        with self._changed:
+            return self._peak if page_id is None else self._peaks.get(page_id, 0)
+
+    def peak_pages(self) -> int:
+        with self._changed:
+            return self._peak_pages
+
+    def reset(self) -> None:
+        """Peaks start again from the calls in flight now."""
+        with self._changed:
+            self._peak = self._flying.total()
+            self._peaks = {p: n for p, n in self._flying.items() if p is not None}
+            self._peak_pages = self._pages_flying()
+
+    def hold_after(self, count: int) -> None:
+        with self._changed:
+            self._passes = count
+            self._changed.notify_all()
+
+    def release(self) -> None:
+        with self._changed:
+            self._passes = None
+            self._changed.notify_all()
+
+    def held(self) -> int:
+        with self._changed:
+            return self._waiting
+
+    def wait_until_held(self, count: int, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._waiting >= count, timeout)
+
+
+def _cursor(epoch: int, key: Key) -> str:
+    compact = json.dumps([epoch, *key], separators=(",", ":"))
     return base64.urlsafe_b64encode(compact.encode()).decode().rstrip("=")
 
 
-def _bad_cursor(cursor: str) -> GraphError:
-    return GraphError(100, f"(#100) Invalid cursor: {cursor}")
-
-
-def _decode_cursor(cursor: str) -> Key:
+def _decode_cursor(cursor: str) -> tuple[int, Key]:
     try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except ValueError as err:
-        raise _bad_cursor(cursor) from err
-    if not (isinstance(key, list) and key and all(isinstance(p, int | str) for p in key)):
-        raise _bad_cursor(cursor)
-    return tuple(key)
+        raise _bad_cursor() from err
+    if not (isinstance(decoded, list) and len(decoded) > 1):
+        raise _bad_cursor()
+    epoch, *key = decoded
+    valid = type(epoch) is int and all(type(part) in (int, str) for part in key)
+    if not valid:
+        raise _bad_cursor()
+    return epoch, tuple(key)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _window(
-    entries: list[tuple[Key, T]],
+    items: Sequence[Any],
     limit: int,
-    after: str | None,
-    before: str | None,
+    after: Key | None,
+    before: Key | None,
+    *,
+    key: Callable[[Any], Key] = _same,
+    value: Callable[[Any], T] = _same,
+    lowest: int = 0,
     keep: float | None = None,
 ) -> _Window[T]:
-    """The page of `entries` (sorted by descending key) that follows `after` or precedes `before`.
+    """The page of `items` (sorted by ascending `key`, listed in reverse) that follows `after`
+    or precedes `before`, found by bisection; `items[:lowest]` are not listed.
 
     Cursors hold the key of the item they name, so a page resumes just past that item even when
     newer items were added at the head in between.
     """
     try:
         if before is not None and after is None:
-            key = _decode_cursor(before)
-            end = next((i for i, (k, _) in enumerate(entries) if k <= key), len(entries))
-            start = max(0, end - limit)
+            low = bisect_right(items, before, lowest, key=key)
+            high = min(len(items), low + limit)
         elif after is not None:
-            key = _decode_cursor(after)
-            start = next((i for i, (k, _) in enumerate(entries) if k < key), len(entries))
-            end = start + limit
+            high = bisect_left(items, after, lowest, key=key)
+            low = max(lowest, high - limit)
         else:
-            start, end = 0, limit
-    except TypeError as err:
-        raise _bad_cursor(after or before or "") from err
-    chosen = entries[start:end]
-    if keep is not None and len(chosen) > 1:
-        chosen = chosen[: max(1, int(len(chosen) * keep))]
-    return _Window(chosen, more_before=start > 0, more_after=start + len(chosen) < len(entries))
-
-
-def _paging(
-    window: _Window[Any],
-    limit: int,
-    link: Callable[[str, str], str],
-    *,
-    trailing: bool,
-    always_next: bool = False,
-) -> dict[str, Any]:
-    first, last = _cursor(window.entries[0][0]), _cursor(window.entries[-1][0])
-    paging: dict[str, Any] = {"cursors": {"before": first, "after": last}}
-    if window.more_after or always_next or (trailing and len(window.entries) >= limit):
-        paging["next"] = link("after", last)
-    if window.more_before:
-        paging["previous"] = link("before", first)
-    return paging
+            high = len(items)
+            low = max(lowest, high - limit)
+    except TypeError as err:  # a cursor whose key does not compare with this list's keys
+        raise _bad_cursor() from err
+    if keep is not None and high - low > 1:
+        low = high - max(1, int((high - low) * keep))
+    entries = [(key(item), value(item)) for item in reversed(items[low:high])]
+    return _Window(entries, limit, more_before=high < len(items), more_after=low > lowest)
 
 
 def _json_bytes(payload: Any) -> bytes:
-    # Graph escapes non-ASCII characters and slashes in its JSON; clients must cope with both.
+    # Graph escapes non-ASCII characters (lone surrogates included) and slashes in its JSON;
+    # clients must cope with both.
     return json.dumps(payload, separators=(",", ":")).replace("/", "\\/").encode()
-
-
-def _message_entries(conversation: Conversation) -> list[tuple[Key, Message]]:
-    return [((m.created_time, m.seq), m) for m in conversation.newest_first()]
-
-
-def _conversation_entries(conversations: list[Conversation]) -> list[tuple[Key, Conversation]]:
-    return [((c.updated_time, c.id), c) for c in conversations]
 
 
 def _object_id(target: Target) -> str | None:
@@ -336,12 +449,48 @@ def _object_id(target: Target) -> str | None:
     return None
 
 
-def _positional(items: list[T]) -> list[tuple[Key, T]]:
-    return [((-index,), item) for index, item in enumerate(items)]
+def _positional(items: Sequence[T]) -> list[tuple[int, T]]:
+    """Items listed in the order given, as `(rank, item)` in ascending rank."""
+    return [(-index, item) for index, item in reversed(list(enumerate(items)))]
+
+
+def _rank(entry: tuple[int, Any]) -> Key:
+    return (entry[0],)
+
+
+def _ranked(entry: tuple[int, T]) -> T:
+    return entry[1]
+
+
+def _nested_query(request: _Request, selection: Field) -> str:
+    """The query of a nested list's links but the cursor: the same for every node of an answer,
+    so encoded once per answer."""
+    query = {"access_token": request.token or ""}
+    if selection.children:
+        query["fields"] = format_fields(selection.children)
+    if "appsecret_proof" in request.query:
+        query["appsecret_proof"] = request.query["appsecret_proof"]
+    query["limit"] = str(selection.limit or DEFAULT_LIMIT)
+    return urlencode(query)
+
+
+def _credentials(target: str, authorization: str | None) -> tuple[str, dict[str, str], str | None]:
+    """The path, the query without the token, and the token (header or `access_token`)."""
+    url = urlsplit(target)
+    query = dict(parse_qsl(url.query, keep_blank_values=True))
+    token = query.pop("access_token", None)
+    scheme, _, credential = (authorization or "").partition(" ")
+    if scheme.lower() in ("bearer", "oauth") and credential:
+        token = credential.strip()
+    return url.path, query, token
 
 
 class Emulator:
-    """Meta's Graph API (Conversations API) for one deterministic inbox, served on 127.0.0.1."""
+    """Meta's Graph API (Conversations API) for one deterministic inbox, served on 127.0.0.1.
+
+    Tests also get the calls it answered and how many were in flight at once, a gate that holds
+    calls on arrival, and changes to the inbox that Graph's `updated_time` does not show.
+    """
 
     def __init__(
         self,
@@ -353,11 +502,14 @@ class Emulator:
         *,
         port: int = 0,
         app_secret: str | None = None,
+        pages: int = 3,
+        latency_jitter: float = 0.0,
     ) -> None:
-        self.inbox = generate_inbox(seed, scale)
+        self.inbox = generate_inbox(seed, scale, pages)
         self.faults = faults or Faults()
         self.limits = limits or Limits()
         self.latency = latency
+        self.latency_jitter = latency_jitter
         self.app_secret = app_secret
         self._seed = seed
         self._port = port
@@ -365,18 +517,26 @@ class Emulator:
         self._rng = random.Random(f"faults:{seed}")
         self._rng_lock = threading.Lock()
         self._meter = _Meter()
+        self._traffic = _Traffic()
         self._calls: list[Call] = []
         self._expired: dict[str, int] = {}
         self._revoked: dict[str, set[str]] = {}
         self._withheld: set[str] = set()
+        self._cursor_epoch = 0
+        self._page_tokens = {
+            p.access_token: p for p in [*self.inbox.pages, self.inbox.unmanaged_page]
+        }
         self._traces = itertools.count(1)
         self._server: _Server | None = None
+        # Kept after `stop`: calls released from the gate as it stops still build their links.
+        self._base_url: str | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         self._server = _Server(("127.0.0.1", self._port), self)
+        self._base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
         serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
         self._thread = threading.Thread(target=serve, name="graph-api-emulator", daemon=True)
         self._thread.start()
@@ -385,6 +545,7 @@ class Emulator:
     def stop(self) -> None:
         if self._server is None or self._thread is None:
             return
+        self.release()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -399,9 +560,9 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
+        if self._base_url is None:
             raise RuntimeError("start the emulator first")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._base_url
 
     @property
     def user_token(self) -> str:
@@ -413,18 +574,89 @@ class Emulator:
             raise KeyError(page_id)
         return page.access_token
 
+    # -- what happened ---------------------------------------------------------------------
+
     @property
     def calls(self) -> list[Call]:
         with self._lock:
             return list(self._calls)
 
     def reset_calls(self) -> None:
+        """Forget the calls so far, and start the in-flight peaks again."""
         with self._lock:
             self._calls.clear()
+        self._traffic.reset()
+
+    def peak_in_flight(self, page_id: str | None = None) -> int:
+        """The most calls in flight at once: made with `page_id`'s token, or all of them."""
+        return self._traffic.peak(page_id)
+
+    def peak_pages_in_flight(self) -> int:
+        """The most Pages with at least one call (made with their token) in flight at once."""
+        return self._traffic.peak_pages()
+
+    # -- the gate --------------------------------------------------------------------------
+
+    def hold_after(self, count: int) -> None:
+        """Let `count` more calls in, then hold every later one on arrival (neither in flight
+        nor answered) until `release`."""
+        self._traffic.hold_after(count)
+
+    def release(self) -> None:
+        self._traffic.release()
+
+    def held(self) -> int:
+        return self._traffic.held()
+
+    def wait_until_held(self, count: int = 1, timeout: float = 30.0) -> bool:
+        return self._traffic.wait_until_held(count, timeout)
+
+    # -- changes between runs --------------------------------------------------------------
 
     def add_activity(self, seed: int = 1) -> Activity:
         with self._lock:
             return add_activity(self.inbox, seed)
+
+    def react(self, message_id: str, emoji: str, user_id: str | None = None) -> None:
+        """A reaction by a participant (the first customer unless `user_id` says who)."""
+        with self._lock:
+            self.inbox.react(message_id, emoji, user_id)
+
+    def edit_message(self, message_id: str, text: str) -> None:
+        with self._lock:
+            self.inbox.edit_message(message_id, text)
+
+    def set_unread(self, conversation_id: str, count: int) -> None:
+        with self._lock:
+            self.inbox.set_unread(conversation_id, count)
+
+    def set_can_reply(self, conversation_id: str, value: bool) -> None:
+        with self._lock:
+            self.inbox.set_can_reply(conversation_id, value)
+
+    def move_thread(self, conversation_id: str, folder: str) -> None:
+        """Archive (`page_done`) or move a thread without a new message."""
+        with self._lock:
+            self.inbox.move_thread(conversation_id, folder)
+
+    def unsend(self, message_id: str) -> None:
+        with self._lock:
+            self.inbox.unsend(message_id)
+
+    def delete_thread(self, conversation_id: str) -> None:
+        with self._lock:
+            self.inbox.delete_thread(conversation_id)
+
+    def inject_surrogates(self) -> dict[str, str]:
+        """Lone UTF-16 surrogates in a message text, a snippet, a participant's name and an
+        attachment's name; says which ids carry them."""
+        with self._lock:
+            return self.inbox.inject_surrogates()
+
+    def expire_cursors(self) -> None:
+        """Every cursor issued so far stops working (see `Faults.cursor_expiry`)."""
+        with self._lock:
+            self._cursor_epoch += 1
 
     def expire_token(self, token: str, subcode: int = 463) -> None:
         with self._lock:
@@ -442,10 +674,19 @@ class Emulator:
 
     # -- one request -----------------------------------------------------------------------
 
+    @contextmanager
+    def _in_flight(self, target: str, authorization: str | None) -> Iterator[None]:
+        """Wait at the gate, then count the call in flight until its answer is written."""
+        _, _, token = _credentials(target, authorization)
+        page = self._page_tokens.get(token or "")
+        with self._traffic.flight(page.id if page else None):
+            yield
+
     def _answer(self, method: str, target: str, authorization: str | None) -> _Reply:
         request = self._request(method, target, authorization)
-        if self.latency:
-            time.sleep(self.latency)
+        delay = self.latency + self._uniform(0.0, self.latency_jitter)
+        if delay:
+            time.sleep(delay)
         if self._chance(self.faults.slow_rate):
             time.sleep(self.faults.slow_seconds)
         reply = self._fault_reply() or self._graph_reply(request)
@@ -458,40 +699,36 @@ class Emulator:
             0 if reply.drop else reply.status,
             reply.error_code,
             _object_id(request.target),
+            request.page.id if request.page else None,
         )
         with self._lock:
             self._calls.append(call)
         return reply
 
     def _request(self, method: str, target: str, authorization: str | None) -> _Request:
-        url = urlsplit(target)
-        path = unquote(url.path)
+        raw_path, query, token = _credentials(target, authorization)
+        path = unquote(raw_path)
         version = VERSION_PREFIX.match(path)
         bare_path = path[version.end() :] if version else path
-        query = dict(parse_qsl(url.query, keep_blank_values=True))
-        token = query.pop("access_token", None)
-        scheme, _, credential = (authorization or "").partition(" ")
-        if scheme.lower() in ("bearer", "oauth") and credential:
-            token = credential.strip()
         head, *rest = bare_path.strip("/").split("/")
+        kind, page = self._identify(token)
         with self._lock:
-            kind, page = self._identify(token)
-            request = _Request(
-                method=method,
-                path=bare_path or "/",
-                raw_path=url.path,
-                version=version.group(1) if version else DEFAULT_VERSION,
-                query=query,
-                token=token,
-                token_kind=kind,
-                page=page,
-                head=head,
-                rest=rest,
-                target=self._resolve(head, kind, page),
-            )
+            resolved = self._resolve(head, kind, page)
+        request = _Request(
+            method=method,
+            path=bare_path or "/",
+            raw_path=raw_path,
+            version=version.group(1) if version else DEFAULT_VERSION,
+            query=query,
+            token=token,
+            token_kind=kind,
+            page=page,
+            head=head,
+            rest=rest,
+            target=resolved,
+        )
         if self._chance(self.faults.short_page_rate):
-            with self._rng_lock:
-                request.short_page = self._rng.uniform(0.2, 0.8)
+            request.short_page = self._uniform(0.2, 0.8)
         return request
 
     def _identify(self, token: str | None) -> tuple[str, Page | None]:
@@ -499,8 +736,7 @@ class Emulator:
             return "none", None
         if token == self.inbox.user.access_token:
             return "user", None
-        everyone = [*self.inbox.pages, self.inbox.unmanaged_page]
-        page = next((p for p in everyone if p.access_token == token), None)
+        page = self._page_tokens.get(token)
         return ("page", page) if page else ("invalid", None)
 
     def _resolve(self, head: str, kind: str, page: Page | None) -> Target:
@@ -516,6 +752,14 @@ class Emulator:
             return False
         with self._rng_lock:
             return self._rng.random() < rate
+
+    def _uniform(self, low: float, high: float) -> float:
+        """A draw from the seeded fault stream; none when the range is empty, so that options
+        left at zero do not shift the faults that follow."""
+        if high <= low:
+            return low
+        with self._rng_lock:
+            return self._rng.uniform(low, high)
 
     def _fault_reply(self) -> _Reply | None:
         faults = self.faults
@@ -533,8 +777,7 @@ class Emulator:
 
     def _graph_reply(self, request: _Request) -> _Reply:
         try:
-            with self._lock:
-                body = _json_bytes(self._dispatch(request))
+            body = _json_bytes(self._dispatch(request))
         except GraphError as err:
             return self._error_reply(err, request.headers)
         limit = self.faults.max_response_bytes
@@ -576,7 +819,8 @@ class Emulator:
                 return self._messages(request, target)
             case Message(), []:
                 fields = self._fields(request, "Message", MESSAGE_DEFAULT)
-                return self._message_json(request, self._detailed(target), target, fields)
+                self._check_detailed(target)
+                return self._message_json(request, target, fields, detailed=True)
             case Message(), ["attachments"]:
                 return self._attachments(request, target)
             case _, [edge]:
@@ -593,8 +837,8 @@ class Emulator:
             raise GraphError(104, "An access token is required to request this resource.")
         if request.token_kind == "invalid":
             raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
-        if token in self._expired:
-            subcode = self._expired[token]
+        subcode = self._expired.get(token)
+        if subcode is not None:
             message = EXPIRED_TOKENS.get(subcode, "Error validating access token.")
             raise GraphError(190, message, subcode=subcode)
         if self.app_secret is None:
@@ -609,7 +853,8 @@ class Emulator:
     def _usage_type(self, request: _Request) -> str:
         match request.target, request.rest:
             case (Conversation() | Message()) as target, _:
-                return self._conversation_of(target).platform
+                conversation = self._conversation_of(target)
+                return conversation.platform if conversation else "messenger"
             case Page(), ["conversations"]:
                 platform = request.query.get("platform", "messenger").lower()
                 return platform if platform in PLATFORMS else "messenger"
@@ -646,6 +891,8 @@ class Emulator:
                 allowed = managed or request.page is target
             case Conversation() | Message():
                 conversation = self._conversation_of(target)
+                if conversation is None:
+                    raise _missing(request.head)
                 owner = self.inbox.page(conversation.page_id)
                 if request.token_kind == "user" and owner in self.inbox.pages:
                     raise _page_token_required()
@@ -659,23 +906,25 @@ class Emulator:
             raise _missing(request.head)
 
     def _check_permissions(self, page_id: str, platform: str) -> None:
-        for permission in sorted(self._revoked.get(page_id, ())):
+        with self._lock:
+            revoked = sorted(self._revoked.get(page_id, ()))
+        for permission in revoked:
             if platform == "instagram" or not permission.startswith("instagram_"):
                 message = f"(#200) Requires {permission} permission to manage the object"
                 raise GraphError(200, message)
 
-    def _conversation_of(self, target: Conversation | Message) -> Conversation:
+    def _conversation_of(self, target: Conversation | Message) -> Conversation | None:
+        """The thread of a node: None once it was deleted while the request was on its way."""
         if isinstance(target, Conversation):
             return target
-        conversation = self.inbox.conversation(target.conversation_id)
-        assert conversation is not None, "every message belongs to a stored conversation"
-        return conversation
+        return self.inbox.conversation(target.conversation_id)
 
-    def _detailed(self, message: Message) -> Conversation:
-        conversation = self._conversation_of(message)
-        if not conversation.is_detailed(message):
-            raise GraphError(9000001, "This Message has been deleted by the user or the business.")
-        return conversation
+    def _check_detailed(self, message: Message) -> None:
+        with self._lock:
+            conversation = self._conversation_of(message)
+            detailed = conversation is not None and conversation.is_detailed(message)
+        if not detailed:
+            raise GraphError(9000001, DELETED_MESSAGE)
 
     def _fields(
         self, request: _Request, node_type: str, default: tuple[Field, ...]
@@ -697,11 +946,47 @@ class Emulator:
             raise GraphError(100, f"(#100) Param limit must be a positive integer: {raw}")
         return int(raw)
 
+    def _position(self, cursor: str | None) -> Key | None:
+        """The key a cursor names; None (the start of the list) for none, or for an expired one
+        when the emulator restarts lists."""
+        if cursor is None:
+            return None
+        epoch, key = _decode_cursor(cursor)
+        if epoch == self._cursor_epoch:
+            return key
+        if self.faults.cursor_expiry == "restart":
+            return None
+        raise _bad_cursor()
+
     # -- lists -----------------------------------------------------------------------------
+
+    def _edge_window(
+        self,
+        request: _Request,
+        items: Sequence[Any],
+        *,
+        key: Callable[[Any], Key] = _same,
+        value: Callable[[Any], T] = _same,
+        lowest: int = 0,
+    ) -> _Window[T]:
+        """The page a top-level edge request asks for; call it holding the lock."""
+        limit = min(self._limit(request.query.get("limit")), self.limits.max_page_size)
+        after = self._position(request.query.get("after"))
+        before = self._position(request.query.get("before"))
+        return _window(
+            items,
+            limit,
+            after,
+            before,
+            key=key,
+            value=value,
+            lowest=lowest,
+            keep=request.short_page,
+        )
 
     def _accounts(self, request: _Request) -> dict[str, Any]:
         fields = self._fields(request, "Page", ACCOUNT_DEFAULT)
-        entries = _positional(self.inbox.pages)
+        window = self._edge_window(request, _positional(self.inbox.pages), key=_rank, value=_ranked)
 
         def account(page: Page) -> dict[str, Any]:
             values = page.graph_values()
@@ -709,7 +994,7 @@ class Emulator:
                 del values["access_token"]
             return render(values, fields)
 
-        return self._listing(request, entries, account)
+        return self._listing(request, window, account)
 
     def _conversations(self, request: _Request, page: Page) -> dict[str, Any]:
         if request.token_kind != "page":
@@ -727,38 +1012,53 @@ class Emulator:
             raise GraphError(100, f"(#100) Param folder must be one of {', '.join(FOLDERS)}")
         self._check_permissions(page.id, platform)
         fields = self._fields(request, "Conversation", CONVERSATION_DEFAULT)
-        conversations = self.inbox.conversations_of(page.id, platform, folder)
-        if user_id := request.query.get("user_id"):
-            conversations = [
-                c for c in conversations if any(p.id == user_id for p in c.participants)
-            ]
+        user_id = request.query.get("user_id")
+        with self._lock:
+            if user_id:
+                keys = sorted(
+                    (c.updated_time, c.id)
+                    for c in self.inbox.threads_with(user_id)
+                    if (c.page_id, c.platform, c.folder) == (page.id, platform, folder)
+                )
+            else:
+                keys = self.inbox.listing(page.id, platform, folder)
+            # Oldest first: the hidden stale requests are the start of the keys.
+            hides = self.faults.instagram_hides_stale_requests and platform == "instagram"
+            lowest = 0
+            if hides and folder == "other":
+                lowest = bisect_left(keys, (self.inbox.now - STALE_REQUEST_AGE,))
+            window = self._edge_window(
+                request, keys, value=lambda key: self.inbox.conversation(key[1]), lowest=lowest
+            )
         return self._listing(
             request,
-            _conversation_entries(conversations),
+            window,
             lambda conversation: self._conversation_json(request, conversation, fields),
         )
 
     def _messages(self, request: _Request, conversation: Conversation) -> dict[str, Any]:
         fields = self._fields(request, "Message", MESSAGE_DEFAULT)
+        with self._lock:
+            window = self._edge_window(request, conversation.messages, key=message_key)
+            detailed = {id(m) for _, m in window.entries if conversation.is_detailed(m)}
         return self._listing(
             request,
-            _message_entries(conversation),
-            lambda message: self._message_json(request, conversation, message, fields),
+            window,
+            lambda m: self._message_json(request, m, fields, detailed=id(m) in detailed),
         )
 
     def _attachments(self, request: _Request, message: Message) -> dict[str, Any]:
-        self._detailed(message)
+        self._check_detailed(message)
         fields = self._fields(request, "MessageAttachment", ATTACHMENT_DEFAULT)
-        entries = _positional(message.attachments)
-        return self._listing(request, entries, lambda attachment: render(attachment, fields))
+        window = self._edge_window(
+            request, _positional(message.attachments), key=_rank, value=_ranked
+        )
+        return self._listing(request, window, lambda attachment: render(attachment, fields))
 
     def _listing(
-        self, request: _Request, entries: list[tuple[Key, T]], item: Callable[[T], Any]
+        self, request: _Request, window: _Window[T], item: Callable[[T], Any]
     ) -> dict[str, Any]:
         """A top-level edge page; its `next` repeats the request with the token and a cursor."""
-        limit = min(self._limit(request.query.get("limit")), self.limits.max_page_size)
-        after, before = request.query.get("after"), request.query.get("before")
-        window = _window(entries, limit, after, before, request.short_page)
 
         def link(name: str, cursor: str) -> str:
             query = {k: v for k, v in request.query.items() if k not in ("after", "before")}
@@ -767,14 +1067,14 @@ class Emulator:
             return f"{self.base_url}{request.raw_path}?{urlencode(query)}"
 
         if not window.entries:
+            after = request.query.get("after")
             return (
                 {"data": [], "paging": {"previous": link("before", after)}}
                 if after
                 else {"data": []}
             )
         data = [item(value) for _, value in window.entries]
-        trailing = self.faults.trailing_empty_page
-        return {"data": data, "paging": _paging(window, limit, link, trailing=trailing)}
+        return {"data": data, "paging": self._paging(window, link)}
 
     def _nested(
         self,
@@ -782,81 +1082,105 @@ class Emulator:
         owner_id: str,
         edge: str,
         selection: Field,
-        entries: list[tuple[Key, T]],
+        window: _Window[T],
         item: Callable[[T], Any],
         *,
         always_next: bool = False,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         """A list inside a node; its `next` points at the standalone edge, token included."""
-        if not entries:
-            return None
-        requested = selection.limit or DEFAULT_LIMIT
-        limit = min(requested, self.limits.max_page_size)
-        window = _window(entries, limit, selection.after, selection.before)
         if not window.entries:
             return {"data": []}
 
         def link(name: str, cursor: str) -> str:
-            query = {"access_token": request.token or ""}
-            if selection.children:
-                query["fields"] = format_fields(selection.children)
-            if "appsecret_proof" in request.query:
-                query["appsecret_proof"] = request.query["appsecret_proof"]
-            query |= {"limit": str(requested), name: cursor}
-            return f"{self.base_url}/{request.version}/{owner_id}/{edge}?{urlencode(query)}"
+            query = request.nested_queries.get(id(selection))
+            if query is None:
+                query = request.nested_queries[id(selection)] = _nested_query(request, selection)
+            # Cursors are URL-safe base64: nothing to escape.
+            return f"{self.base_url}/{request.version}/{owner_id}/{edge}?{query}&{name}={cursor}"
 
         data = [item(value) for _, value in window.entries]
-        trailing = self.faults.trailing_empty_page
-        paging = _paging(window, limit, link, trailing=trailing, always_next=always_next)
-        return {"data": data, "paging": paging}
+        return {"data": data, "paging": self._paging(window, link, always_next=always_next)}
+
+    def _nested_window(
+        self,
+        items: Sequence[Any],
+        selection: Field,
+        *,
+        key: Callable[[Any], Key] = _same,
+        value: Callable[[Any], T] = _same,
+    ) -> _Window[T]:
+        """The page a nested list's selection asks for; call it holding the lock."""
+        limit = min(selection.limit or DEFAULT_LIMIT, self.limits.max_page_size)
+        after, before = self._position(selection.after), self._position(selection.before)
+        return _window(items, limit, after, before, key=key, value=value)
+
+    def _paging(
+        self, window: _Window[Any], link: Callable[[str, str], str], *, always_next: bool = False
+    ) -> dict[str, Any]:
+        epoch = self._cursor_epoch
+        first, last = _cursor(epoch, window.entries[0][0]), _cursor(epoch, window.entries[-1][0])
+        paging: dict[str, Any] = {"cursors": {"before": first, "after": last}}
+        trailing = self.faults.trailing_empty_page and len(window.entries) >= window.limit
+        if window.more_after or always_next or trailing:
+            paging["next"] = link("after", last)
+        if window.more_before:
+            paging["previous"] = link("before", first)
+        return paging
 
     # -- nodes -----------------------------------------------------------------------------
 
     def _conversation_json(
         self, request: _Request, conversation: Conversation, fields: tuple[Field, ...]
     ) -> dict[str, Any]:
+        with self._lock:
+            values = conversation.graph_values()
+
         def messages(selection: Field) -> dict[str, Any] | None:
+            with self._lock:
+                if not conversation.messages:
+                    return None
+                window = self._nested_window(conversation.messages, selection, key=message_key)
+                detailed = {id(m) for _, m in window.entries if conversation.is_detailed(m)}
+            children = selection.children or MESSAGE_DEFAULT
             return self._nested(
                 request,
                 conversation.id,
                 "messages",
                 selection,
-                _message_entries(conversation),
-                lambda m: self._message_json(
-                    request, conversation, m, selection.children or MESSAGE_DEFAULT
-                ),
+                window,
+                lambda m: self._message_json(request, m, children, detailed=id(m) in detailed),
             )
 
-        return render(conversation.graph_values(), fields, {"messages": messages})
+        return render(values, fields, {"messages": messages})
 
     def _message_json(
-        self,
-        request: _Request,
-        conversation: Conversation,
-        message: Message,
-        fields: tuple[Field, ...],
+        self, request: _Request, message: Message, fields: tuple[Field, ...], *, detailed: bool
     ) -> dict[str, Any]:
-        if not conversation.is_detailed(message):
+        if not detailed:
             asked = {field.name for field in fields}
             if self.faults.instagram_details_error and asked - {"id", "created_time"}:
-                raise GraphError(
-                    9000001, "This Message has been deleted by the user or the business."
-                )
+                raise GraphError(9000001, DELETED_MESSAGE)
             return {"id": message.id, "created_time": iso(message.created_time)}
+        attachments = message.attachments
 
-        def attachments(selection: Field) -> dict[str, Any] | None:
+        def attachments_edge(selection: Field) -> dict[str, Any] | None:
+            if not attachments:
+                return None
+            window = self._nested_window(
+                _positional(attachments), selection, key=_rank, value=_ranked
+            )
             # Recorded responses show `next` even on a complete attachments list.
             return self._nested(
                 request,
                 message.id,
                 "attachments",
                 selection,
-                _positional(message.attachments),
-                lambda a: render(a, selection.children or ATTACHMENT_DEFAULT),
+                window,
+                lambda attachment: render(attachment, selection.children or ATTACHMENT_DEFAULT),
                 always_next=True,
             )
 
-        return render(message.graph_values(), fields, {"attachments": attachments})
+        return render(message.graph_values(), fields, {"attachments": attachments_edge})
 
 
 class _Server(ThreadingHTTPServer):
@@ -874,25 +1198,29 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: with Nagle's algorithm, a kept-alive connection
+    # waits for the client's delayed ACK (40 ms) before the body.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        reply = self.server.emulator._answer(
-            self.command, self.path, self.headers.get("Authorization")
-        )
-        if reply.drop:
-            self.close_connection = True
-            return
-        body = reply.body[: len(reply.body) // 2] if reply.truncate else reply.body
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        emulator = self.server.emulator
+        authorization = self.headers.get("Authorization")
+        with emulator._in_flight(self.path, authorization):
+            reply = emulator._answer(self.command, self.path, authorization)
+            if reply.drop:
+                self.close_connection = True
+                return
+            body = reply.body[: len(reply.body) // 2] if reply.truncate else reply.body
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
@@ -900,13 +1228,24 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: a test run makes thousands of requests."""
 
 
-def serve(port: int, seed: int, scale: int) -> None:
+def serve(
+    port: int,
+    seed: int,
+    scale: int,
+    pages: int = 3,
+    latency: float = 0.0,
+    per_second: float | None = None,
+) -> None:
     """Run an emulator in the foreground until Ctrl-C (the `meta-inbox emulator` command)."""
-    with Emulator(seed=seed, scale=scale, port=port) as emulator:
-        page = emulator.inbox.pages[0]
+    limits = Limits(per_second=per_second)
+    emulator = Emulator(
+        seed=seed, scale=scale, limits=limits, latency=latency, port=port, pages=pages
+    )
+    with emulator:
         print(f"Graph API emulator listening on {emulator.base_url}", flush=True)
         print(f"user token: {emulator.user_token}", flush=True)
-        print(f"page token for {page.name} ({page.id}): {page.access_token}", flush=True)
+        for page in emulator.inbox.pages:
+            print(f"page token for {page.name} ({page.id}): {page.access_token}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         try:
             while True:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Workspace, expected_counts, selected
+from conftest import Workspace
+from model import expected_counts, selected
 from meta_inbox.emulator import Emulator
 from meta_inbox.emulator.inbox import Conversation, Person
 from meta_inbox.tables import TABLES
@@ -69,8 +70,8 @@ def test_hashes_are_the_same_in_every_run_with_the_same_salt(
     salted_otherwise = _other_workspace(tmp_path / "other-salt", emulator)
 
     for target, salt in ((workspace, SALT), (again, SALT), (salted_otherwise, OTHER_SALT)):
-        result = target.run(pii="hash", pii_salt=salt)
-        assert result.code == 0, result.output
+        result = target.export(pii="hash", pii_salt=salt)
+        assert result.exit_code == 0, result.problems
 
     first = _hashed_people(workspace)
     assert first
@@ -81,9 +82,9 @@ def test_hashes_are_the_same_in_every_run_with_the_same_salt(
 
 
 def test_drop_leaves_out_people_and_text(workspace: Workspace, emulator: Emulator) -> None:
-    result = workspace.run(pii="drop")
+    result = workspace.export(pii="drop")
 
-    assert result.code == 0, result.output
+    assert result.exit_code == 0, result.problems
     conversations = selected(emulator.inbox)
     assert workspace.counts() == expected_counts(conversations)
     needles = _person_values(conversations) | _texts(conversations)
@@ -91,14 +92,19 @@ def test_drop_leaves_out_people_and_text(workspace: Workspace, emulator: Emulato
     columns = _columns(workspace)
     for table in TABLES:
         left_out = _personal(table.name)
-        assert columns[table.name] == {*table.column_names, "_dlt_id", "_dlt_load_id"} - left_out
-    assert workspace.tables("VIEW") == {"conversation_metrics", "daily_volume", "response_times"}
+        assert columns[table.name] == {*table.column_names, "_dlt_load_id"} - left_out
+    assert workspace.relations("VIEW") == {
+        "conversation_metrics",
+        "daily_volume",
+        "response_times",
+        "expired_attachment_urls",
+    }
 
 
 def test_full_refresh_applies_drop_to_an_existing_dataset(
     workspace: Workspace, emulator: Emulator
 ) -> None:
-    assert workspace.run().code == 0
+    assert workspace.export().exit_code == 0
 
     result = workspace.run("--full-refresh", pii="drop")
 
@@ -121,7 +127,7 @@ def test_hash_without_salt_is_refused_before_any_call(
     assert len(lines) == 1, result.stderr
     assert "pii_salt" in lines[0]
     assert emulator.calls == []
-    assert not workspace.database.exists()
+    assert not workspace.database().exists()
 
 
 def test_unknown_mode_is_refused(workspace: Workspace, emulator: Emulator) -> None:
@@ -156,7 +162,10 @@ def _values(person: Person) -> dict[str, str]:
 
 
 def _person_values(conversations: list[Conversation]) -> set[str]:
-    people = _people(conversations).values()
+    """What the inbox says of its people. The Pages' own names and usernames are the
+    businesses' (the `pages` table names them), not personal data: left out of the needles."""
+    pages = {c.page_side.id for c in conversations}
+    people = [person for id_, person in _people(conversations).items() if id_ not in pages]
     values = {value for person in people for value in _values(person).values() if value}
     assert len(values) > 20  # the search below is only as good as its needles
     return values
@@ -184,7 +193,7 @@ def _found(workspace: Workspace, needles: set[str]) -> list[str]:
     found = []
     for table, column in workspace.query(
         "select table_name, column_name from information_schema.columns "
-        "where table_schema = 'meta_inbox' and data_type in ('VARCHAR', 'JSON')"
+        "where table_schema = 'inbox' and data_type in ('VARCHAR', 'JSON')"
     ):
         values = {
             v for (v,) in workspace.query(f'select distinct "{column}"::varchar from {table}')
@@ -192,7 +201,7 @@ def _found(workspace: Workspace, needles: set[str]) -> list[str]:
         hits = (values & needles) | {n for n in long_needles for v in values if v and n in v}
         found += [f"{table}.{column}: {hit}" for hit in sorted(hits)]
     for (table,) in workspace.query(
-        "select table_name from information_schema.tables where table_schema = 'meta_inbox'"
+        "select table_name from information_schema.tables where table_schema = 'inbox'"
     ):
         rows = [row for (row,) in workspace.query(f"select t::varchar from {table} as t")]
         found += sorted({f"{table} row: {n}" for n in long_needles for row in rows if n in row})
@@ -233,7 +242,7 @@ def _columns(workspace: Workspace) -> dict[str, set[str]]:
     columns: dict[str, set[str]] = {}
     for table, column in workspace.query(
         "select table_name, column_name from information_schema.columns "
-        "where table_schema = 'meta_inbox'"
+        "where table_schema = 'inbox'"
     ):
         columns.setdefault(table, set()).add(column)
     return columns

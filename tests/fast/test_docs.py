@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 from meta_inbox.metrics import metrics_markdown
-from meta_inbox.runs import RUNS
-from meta_inbox.tables import TABLES, markdown_section, schema_markdown
+from meta_inbox.tables import RUNS, TABLES, markdown_section, schema_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

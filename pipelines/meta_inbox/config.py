@@ -1,0 +1,279 @@
+"""Every setting of meta-inbox, once: its type, default, description and validation.
+
+`Settings` is a dlt configspec read from `[sources.meta_inbox]` in `.dlt/config.toml` and
+`.dlt/secrets.toml`, or from `SOURCES__META_INBOX__<KEY>` variables. The README's configuration
+table and the commented `.dlt/config.toml` are generated from it (`meta-inbox config`), and a
+test fails when they drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dlt.common.configuration import configspec, resolve_configuration
+from dlt.common.configuration.exceptions import (
+    ConfigFieldMissingException,
+    ConfigValueCannotBeCoercedException,
+)
+from dlt.common.configuration.specs import BaseConfiguration
+from dlt.common.typing import TSecretStrValue
+
+from .errors import BadInput
+from .graph_client import Pacing
+
+SECTIONS = ("sources", "meta_inbox")
+PLATFORMS = ("messenger", "instagram")
+FOLDERS = ("inbox", "other", "page_done", "spam")
+PII_MODES = ("keep", "hash", "drop")
+_PAGE_ID = re.compile(r"^\d{1,32}$")
+
+
+def _setting(default: Any, description: str, *, secret: bool = False, shown: str = "") -> Any:
+    """A field with what the docs say of it. `shown` replaces the default in the docs."""
+    metadata = {"description": description, "secret": secret, "shown": shown}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@configspec
+class Settings(BaseConfiguration):
+    """What to export and how; see the README's configuration reference."""
+
+    access_token: TSecretStrValue = _setting(
+        None, "Page token, or user / system-user token", secret=True, shown="(required)"
+    )
+    app_secret: TSecretStrValue | None = _setting(
+        None, "send `appsecret_proof` with every call", secret=True
+    )
+    base_url: str = _setting(
+        "https://graph.facebook.com", "the Graph API, the emulator, a proxy or a test server"
+    )
+    api_version: str = _setting("v25.0", "Graph API version")
+    page_ids: list[str] | None = _setting(
+        None, "Pages to export (user tokens)", shown="every Page the token reads"
+    )
+    platforms: list[str] = _setting(
+        list(PLATFORMS),
+        "platforms to export; Instagram is tried on every Page and skipped, with a warning, "
+        "where Graph says none is linked",
+    )
+    folders: list[str] = _setting(list(FOLDERS), "folders to export (`page_done` is archived)")
+    start_date: str | None = _setting(
+        None, "first-run lower bound (UTC), e.g. `2025-01-01`: older threads are skipped"
+    )
+    lookback_seconds: int = _setting(
+        3600, "how far before the last run's newest thread new messages are looked for"
+    )
+    recheck_window_days: float = _setting(
+        7.0,
+        "threads updated this close to a folder's newest are listed again every run, so "
+        "reactions, edits, read state and moves reach the tables (0: off)",
+    )
+    page_size: int = _setting(100, "threads per listing call")
+    messages_page_size: int = _setting(100, "messages per thread per call (nested and follow-up)")
+    attachments_page_size: int = _setting(25, "attachments per message per call")
+    max_calls_per_second: float = _setting(
+        2.0, "per Page token: Meta's documented Conversations API limit (0: no limit)"
+    )
+    max_concurrency: int = _setting(16, "Graph calls in flight at once, all Pages together")
+    slow_down_at_percent: float = _setting(
+        75.0, "usage (`X-Business-Use-Case-Usage`) from which calls are spaced out"
+    )
+    usage_pause: float = _setting(60.0, "pause at 100 % usage, in seconds; scaled down below")
+    throttle_backoff: float = _setting(
+        30.0, "first wait on a throttle error without a regain time, doubled after"
+    )
+    max_throttle_wait: float = _setting(
+        3600.0, "seconds of throttle waiting before the run stops cleanly"
+    )
+    retry_backoff: float = _setting(1.0, "first retry delay of a transient fault, doubled after")
+    max_retry_delay: float = _setting(60.0, "longest retry delay, in seconds")
+    max_attempts: int = _setting(6, "tries of one call before Graph counts as unavailable")
+    request_timeout: float = _setting(60.0, "seconds to wait for one answer")
+    checkpoint_seconds: float = _setting(
+        300.0, "a long run loads what it has read at least this often (seconds)"
+    )
+    checkpoint_threads: int = _setting(1000, "... and after this many threads")
+    pii: str = _setting("keep", "`keep`, `hash` or `drop` personal columns: see Privacy")
+    pii_salt: TSecretStrValue | None = _setting(
+        None, "key of the hashes with `pii = hash` (required then)", secret=True
+    )
+
+    def on_resolved(self) -> None:
+        self.platforms = _chosen("platforms", self.platforms, PLATFORMS)
+        self.folders = _chosen("folders", self.folders, FOLDERS)
+        self.pii = _chosen("pii", [self.pii], PII_MODES)[0]
+        if not self.access_token or not str(self.access_token).strip():
+            raise missing_token()
+        if self.page_ids is not None:
+            self.page_ids = [str(page_id) for page_id in self.page_ids]
+            bad = [p for p in self.page_ids if not _PAGE_ID.match(p)]
+            if bad:
+                raise BadInput(f"page_ids {bad[0]!r} is not a Page id: Page ids are digits only.")
+        if self.start_date:
+            self.start_date = iso_date(self.start_date, "start_date")
+        if self.pii == "hash" and not (self.pii_salt and str(self.pii_salt).strip()):
+            raise BadInput(
+                "pii = hash needs a secret salt: set pii_salt (SOURCES__META_INBOX__PII_SALT or "
+                ".dlt/secrets.toml)."
+            )
+        if not re.match(r"^https?://[^/\s]+", self.base_url):
+            raise BadInput(f"base_url {self.base_url!r} is not an http(s) URL.")
+        for name in ("page_size", "messages_page_size", "attachments_page_size"):
+            if not 1 <= getattr(self, name) <= 100:
+                raise BadInput(f"{name} must be between 1 and 100.")
+        for name in ("max_concurrency", "max_attempts", "checkpoint_threads"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name} must be at least 1.")
+        for name in (
+            "lookback_seconds",
+            "recheck_window_days",
+            "max_calls_per_second",
+            "max_throttle_wait",
+            "checkpoint_seconds",
+        ):
+            if getattr(self, name) < 0:
+                raise BadInput(f"{name} must not be negative.")
+
+    @classmethod
+    def from_config(cls, **overrides: Any) -> Settings:
+        """Settings from dlt's config providers, with `overrides` (e.g. from the CLI) winning."""
+        explicit = {key: value for key, value in overrides.items() if value is not None}
+        unknown = sorted(set(explicit) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        try:
+            return resolve_configuration(cls(), sections=SECTIONS, explicit_value=explicit)
+        except ConfigFieldMissingException as error:
+            if "access_token" in error.fields:
+                raise missing_token() from None
+            raise
+        except ConfigValueCannotBeCoercedException as error:
+            hint = getattr(error.hint, "__name__", str(error.hint))
+            raise BadInput(
+                f"{error.field_name} {error.field_value!r} is not a valid {hint}: fix it in "
+                f".dlt/config.toml or SOURCES__META_INBOX__{error.field_name.upper()}."
+            ) from None
+
+    def pacing(self) -> Pacing:
+        return Pacing(
+            max_calls_per_second=self.max_calls_per_second,
+            slow_down_at_percent=self.slow_down_at_percent,
+            usage_pause=self.usage_pause,
+            throttle_backoff=self.throttle_backoff,
+            max_throttle_wait=self.max_throttle_wait,
+            max_attempts=self.max_attempts,
+            retry_backoff=self.retry_backoff,
+            max_retry_delay=self.max_retry_delay,
+            timeout=self.request_timeout,
+        )
+
+    @property
+    def start(self) -> datetime | None:
+        return datetime.fromisoformat(self.start_date) if self.start_date else None
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(seconds=self.lookback_seconds)
+
+    @property
+    def recheck_window(self) -> timedelta:
+        return timedelta(days=self.recheck_window_days)
+
+
+def missing_token() -> BadInput:
+    return BadInput(
+        "No access token: set SOURCES__META_INBOX__ACCESS_TOKEN or access_token under "
+        "[sources.meta_inbox] in .dlt/secrets.toml."
+    )
+
+
+def iso_date(value: str, name: str) -> str:
+    """A date or time as ISO 8601 in UTC; a time without an offset is read as UTC."""
+    try:
+        parsed = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        raise BadInput(
+            f"{name} {value!r} is not a date: use YYYY-MM-DD or an ISO 8601 time."
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat()
+
+
+def _chosen(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
+    chosen = [str(value).strip().lower() for value in values] if values else list(allowed)
+    unknown = [value for value in chosen if value not in allowed]
+    if unknown:
+        raise BadInput(f"{name} {unknown[0]!r} is unknown: use {', '.join(allowed)}.")
+    return list(dict.fromkeys(chosen))
+
+
+def _documented() -> list[tuple[dataclasses.Field[Any], str]]:
+    """Each setting with its default as the docs show it."""
+    rows = []
+    for spec in dataclasses.fields(Settings):
+        if spec.name.startswith("__"):
+            continue
+        meta = spec.metadata
+        if meta["shown"]:
+            shown = meta["shown"]
+        elif spec.default_factory is not dataclasses.MISSING:
+            shown = f"`{_toml(spec.default_factory())}`"
+        else:
+            shown = "none" if spec.default is None else f"`{_toml(spec.default)}`"
+        if meta["secret"]:
+            shown += " (secret)"
+        rows.append((spec, shown))
+    return rows
+
+
+def settings_markdown() -> str:
+    """The README's configuration table."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [
+        f"| `{spec.name}` | {shown} | {spec.metadata['description']} |"
+        for spec, shown in _documented()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def config_toml() -> str:
+    """`.dlt/config.toml`: every setting that is not a secret, commented out at its default."""
+    lines = [
+        "# meta-inbox configuration, generated by `meta-inbox config --toml`: every setting at its",
+        "# default, commented out. Uncomment to change one, or set SOURCES__META_INBOX__<KEY>",
+        "# (lists as JSON). Secrets (access_token, app_secret, pii_salt) go in .dlt/secrets.toml.",
+        "",
+        "[runtime]",
+        "dlthub_telemetry = false",
+        "",
+        "[sources.meta_inbox]",
+    ]
+    for spec, _ in _documented():
+        if spec.metadata["secret"]:
+            continue
+        default = (
+            spec.default_factory()
+            if spec.default_factory is not dataclasses.MISSING
+            else spec.default
+        )
+        value = '["1234567890"]' if spec.name == "page_ids" else _toml(default)
+        if default is None and spec.name != "page_ids":
+            value = '"2025-01-01"' if spec.name == "start_date" else '""'
+        lines.append(f"# {spec.name} = {value}  # {spec.metadata['description']}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)

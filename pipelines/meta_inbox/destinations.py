@@ -1,0 +1,286 @@
+"""What meta-inbox knows of dlt destinations: defaults, sharing a dataset, and their failures.
+
+- A DuckDB file follows dlt's default, `<pipeline_name>.duckdb` in the working folder; a
+  filesystem destination without a bucket writes the local folder `meta_inbox_lake/`.
+- On warehouses each pipeline stages its merges in a dataset of its own
+  (`<dataset>_staging_<pipeline>`), so that per-Page pipelines loading one dataset at the same
+  time never truncate each other's staging tables.
+- On PostgreSQL, creating the dataset and migrating its tables hold an advisory lock. dlt checks
+  the catalog, then issues plain `CREATE SCHEMA` / `CREATE TABLE`: per-Page pipelines whose
+  first loads met failed with `duplicate key value violates unique constraint
+  "pg_namespace_nspname_index"` (or `"pg_type_typname_nsp_index"`, or a deadlock). Under the
+  lock, the next pipeline sees what the previous one created and adds only what is missing.
+  Only DDL waits: the loads themselves still run side by side.
+- A Page refreshed by `--full-refresh` loses its older rows: SQL destinations delete them after
+  the refresh's first load (a marker row in `_meta_inbox_refreshes` makes this survive a kill);
+  the lake views hide them.
+- Failures a user can fix become one line: a DuckDB file open elsewhere, a folder that cannot
+  be written, missing credentials, a missing package.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.destination import Destination, DestinationReference
+from dlt.common.destination.exceptions import (
+    InvalidDestinationReference,
+    UnknownDestinationModule,
+)
+from dlt.common.exceptions import MissingDependencyException
+from dlt.common.schema.typing import TSchemaTables
+from dlt.destinations import postgres
+
+from .errors import (
+    BadInput,
+    DestinationCredentialsMissing,
+    DestinationLocked,
+    DestinationUnwritable,
+    MissingExtra,
+    causes,
+)
+from .tables import REFRESHES, TABLES
+
+log = logging.getLogger("meta_inbox")
+
+DEFAULT_LAKE = "meta_inbox_lake"
+_PARQUET = ("duckdb", "filesystem", "motherduck")
+# Destinations meta-inbox runs SQL on (views, refresh deletions): the dialects of the views.
+SQL_DIALECTS = ("duckdb", "postgres")
+_EXTRAS = {"postgres": "postgres", "redshift": "redshift", "bigquery": "bigquery",
+           "snowflake": "snowflake", "motherduck": "motherduck", "mssql": "mssql",
+           "databricks": "databricks", "athena": "athena", "synapse": "synapse",
+           "clickhouse": "clickhouse"}  # fmt: skip
+# Serializes the DDL of concurrent pipelines on Postgres (a constant of our own).
+_DDL_LOCK = 7_210_422_020
+
+
+def configured(destination: str | Destination, pipeline_name: str) -> Destination:
+    """The destination with meta-inbox's defaults where the user configured nothing."""
+    if isinstance(destination, Destination):
+        return destination
+    try:
+        factory = Destination.from_reference(destination)
+    except (UnknownDestinationModule, InvalidDestinationReference):
+        raise BadInput(
+            f"--destination {destination!r} is not a dlt destination: use duckdb, filesystem, "
+            "postgres, bigquery, snowflake, motherduck… (and install its extra, e.g. "
+            "dlt[postgres])."
+        ) from None
+    name = factory.destination_name
+    if name == "filesystem" and not _configured("destination.filesystem.bucket_url"):
+        return dlt.destinations.filesystem(bucket_url=str(Path(DEFAULT_LAKE).resolve()))
+    if name in ("filesystem", "duckdb", "motherduck"):
+        return factory
+    staging = f"%s_staging_{pipeline_name}"
+    if isinstance(factory, postgres):
+        return _LockingPostgres(
+            destination_name=factory.configured_name, staging_dataset_name_layout=staging
+        )
+    return Destination.from_reference(destination, staging_dataset_name_layout=staging)
+
+
+class _LockingPostgres(postgres):
+    """dlt's postgres destination, whose client creates and migrates tables under `_DDL_LOCK`."""
+
+    @property
+    def destination_type(self) -> str:
+        # dlt's own type: pipeline state, config sections and readers see plain postgres.
+        return DestinationReference.normalize_type(f"{postgres.__module__}.{postgres.__qualname__}")
+
+    @property
+    def client_class(self) -> type[Any]:
+        return _locking_postgres_client()
+
+
+@functools.cache
+def _locking_postgres_client() -> type[Any]:
+    # Imported here: psycopg2 comes with the postgres extra only.
+    import psycopg2
+    from dlt.destinations.impl.postgres.postgres import PostgresClient
+
+    class LockingPostgresClient(PostgresClient):
+        def initialize_storage(self, truncate_tables: Iterable[str] | None = None) -> None:
+            with self._ddl_lock():
+                super().initialize_storage(truncate_tables)
+
+        def update_stored_schema(
+            self,
+            only_tables: Iterable[str] | None = None,
+            expected_update: TSchemaTables | None = None,
+            force: bool = False,
+        ) -> TSchemaTables | None:
+            with self._ddl_lock():
+                return super().update_stored_schema(only_tables, expected_update, force)
+
+        @contextmanager
+        def _ddl_lock(self) -> Iterator[None]:
+            """Held by a connection of its own: after a failed statement, some of which dlt
+            expects (a table not created yet), dlt resets its connection, and the reset's
+            DISCARD ALL drops advisory locks. Closing the connection releases the lock."""
+            credentials = self.config.credentials.to_native_representation()
+            with closing(psycopg2.connect(credentials)) as connection:
+                connection.autocommit = True
+                with connection.cursor() as cursor:
+                    cursor.execute("select pg_advisory_lock(%s)", (_DDL_LOCK,))
+                yield
+
+    return LockingPostgresClient
+
+
+def takes_parquet(destination: Destination) -> bool:
+    """Loading Parquet is measured 10x faster than dlt's INSERT statements into DuckDB, with a
+    third of the memory; a lake is Parquet anyway."""
+    return destination.destination_name in _PARQUET
+
+
+def speaks_sql(pipeline: dlt.Pipeline) -> bool:
+    """Whether meta-inbox can run its SQL in the dataset (not on a lake's files)."""
+    from dlt.destinations.impl.duckdb.sql_client import WithTableScanners
+
+    if pipeline.destination.capabilities().sqlglot_dialect not in SQL_DIALECTS:
+        return False
+    with pipeline.sql_client() as client:
+        return not isinstance(client, WithTableScanners)
+
+
+def apply_refreshes(pipeline: dlt.Pipeline) -> list[str]:
+    """Delete the rows that `--full-refresh` replaced: those of a refreshed Page loaded before
+    its marker. Idempotent, so a run killed in between is completed by the next one."""
+    if not speaks_sql(pipeline):
+        return []
+    with pipeline.sql_client() as client:
+        if not _has_table(client, REFRESHES.name):
+            return []
+        refreshes = client.make_qualified_table_name(REFRESHES.name)
+        markers = client.execute_sql(
+            f"select page_id, max(_dlt_load_id) from {refreshes} "
+            "where applied_at is null group by page_id"
+        )
+        done = []
+        for page_id, load_id in markers or []:
+            with client.begin_transaction():
+                for table in TABLES:
+                    if _has_table(client, table.name):
+                        client.execute_sql(
+                            f"delete from {client.make_qualified_table_name(table.name)} "
+                            f"where {table.page_column} = %s and _dlt_load_id < %s",
+                            page_id,
+                            load_id,
+                        )
+                client.execute_sql(
+                    f"update {refreshes} "
+                    "set applied_at = current_timestamp where page_id = %s and applied_at is null",
+                    page_id,
+                )
+            done.append(page_id)
+            log.info("Page %s: rows loaded before its refresh deleted", page_id)
+        return done
+
+
+def _has_table(client: Any, name: str) -> bool:
+    schema = client.make_qualified_table_name_path(None, quote=False)[-1]
+    rows = client.execute_sql(
+        "select count(*) from information_schema.tables "
+        "where table_schema = %s and table_name = %s",
+        schema,
+        name,
+    )
+    return bool(rows and rows[0][0])
+
+
+def explained(error: BaseException, destination: Any) -> Exception:
+    """A missing package, as the line that says which extra to install."""
+    name = str(getattr(destination, "destination_name", destination))
+    extra = _EXTRAS.get(name.split(".")[-1], name)
+    command = 'pip install "meta-inbox[postgres]"' if extra == "postgres" else (
+        f'pip install "dlt[{extra}]"')  # fmt: skip
+    missing = getattr(error, "name", None) or str(error).split("'")[1:2] or [name]
+    what = missing if isinstance(missing, str) else missing[0]
+    return MissingExtra(
+        f"--destination {name} needs a package that is not installed ({what}): {command}"
+    )
+
+
+@contextmanager
+def explained_failures(destination: Any) -> Iterator[None]:
+    """Turn destination failures a user can fix into plain-language errors."""
+    try:
+        yield
+    except Exception as error:
+        problem = problem_of(error, destination)
+        if problem is None:
+            raise
+        raise problem from error
+
+
+def problem_of(error: BaseException, destination: Any) -> Exception | None:
+    """The plain-language error for a destination failure a user can fix, else None."""
+    for cause in causes(error):
+        if isinstance(cause, DestinationLocked | DestinationUnwritable | MissingExtra):
+            return None
+        text = str(cause)
+        if "Could not set lock on file" in text or "Conflicting lock" in text:
+            path = _quoted_path(text)
+            return DestinationLocked(
+                f"The DuckDB file {path} is open in another program (a notebook, the DuckDB CLI, "
+                "another run): close it there, or let that run finish, then run again."
+            )
+        if isinstance(cause, PermissionError) or (
+            isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES)
+        ):
+            where = getattr(cause, "filename", None) or text
+            return DestinationUnwritable(
+                f"Cannot write {where}: run from a folder you can write to, or point DLT_DATA_DIR "
+                "(dlt's pipeline folder) and the destination somewhere writable."
+            )
+        if "read-only file system" in text.lower() or "permission denied" in text.lower():
+            return DestinationUnwritable(
+                f"Cannot write where the data goes ({text.splitlines()[0]}): run from a folder "
+                "you can write to, or point DLT_DATA_DIR and the destination somewhere writable."
+            )
+        if (
+            isinstance(cause, ConfigFieldMissingException)
+            and "destination" in str(cause.spec_name).lower() + text.lower()
+        ):
+            name = str(getattr(destination, "destination_name", destination))
+            return DestinationCredentialsMissing(
+                f"--destination {name} needs credentials: set DESTINATION__{name.upper()}__"
+                f"CREDENTIALS, or credentials under [destination.{name}] in .dlt/secrets.toml."
+            )
+        if isinstance(cause, ModuleNotFoundError | MissingDependencyException):
+            return explained(cause, destination)
+    return None
+
+
+def _quoted_path(text: str) -> str:
+    for quote in ('"', "'"):
+        parts = text.split(quote)
+        for part in parts[1::2]:
+            if part.endswith((".duckdb", ".db")):
+                return part
+    return "(the destination's)"
+
+
+def _configured(key: str) -> bool:
+    return bool(dlt.config.get(key) or dlt.secrets.get(key))
+
+
+def location(pipeline: dlt.Pipeline) -> str:
+    """Where the data of `pipeline` lands, in words: the DuckDB file, the lake folder, or the
+    warehouse and its dataset."""
+    name, dataset = pipeline.destination.destination_name, pipeline.dataset_name
+    config = pipeline.destination_client().config
+    if name == "duckdb":
+        return f"{config.credentials.database} (DuckDB), schema {dataset}"
+    if name == "filesystem":
+        return f"{config.bucket_url}/{dataset} (Parquet: read it with `meta-inbox lake-views`)"
+    return f"{name} dataset {dataset}"

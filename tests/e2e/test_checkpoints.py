@@ -1,0 +1,218 @@
+"""Checkpoints: a long run loads what it read as it goes. A run killed at any point loses at most
+the work since its last checkpoint; the next one resumes there, a half-read folder's listing
+included (from Graph's cursor, or from the top when Graph no longer takes it)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from conftest import NO_DUPLICATES, Workspace
+from meta_inbox.emulator import Emulator, Faults
+from model import expected_counts, selected
+
+# Small pages and slices: enough calls and checkpoints in a scale-1 inbox for kills to land
+# mid-run, few threads lost with each.
+SMALL = {
+    "page_size": "3",
+    "messages_page_size": "10",
+    "checkpoint_threads": "10",
+    "max_concurrency": "4",
+}
+
+
+def _settings() -> dict[str, object]:
+    return {key: int(value) for key, value in SMALL.items()}
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll until `condition` holds: a precondition of the test, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def _postgres_rows(dsn: str, table: str) -> int:
+    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'inbox' and table_name = %s",
+            (table,),
+        )
+        if not cursor.fetchone()[0]:
+            return 0
+        cursor.execute(f"select count(*) from inbox.{table}")
+        return int(cursor.fetchone()[0])
+
+
+def _waiting_on_a_lock(dsn: str) -> bool:
+    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "select count(*) from pg_stat_activity "
+            "where datname = current_database() and wait_event_type = 'Lock'"
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def _half_read(workspace: Workspace) -> bool:
+    return any(folder["pass"] for folder in workspace.state().get("folders", {}).values())
+
+
+def _hold_once_half_read(workspace: Workspace, emulator: Emulator) -> None:
+    """Once a checkpoint has loaded a half-read folder, hold the run's next call: it is then
+    extracting, past that checkpoint."""
+    _wait(lambda: _half_read(workspace), "a checkpoint with a half-read folder")
+    emulator.hold_after(0)
+    assert emulator.wait_until_held(1, timeout=120)
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.fixture
+def big_emulator() -> Iterator[Emulator]:
+    """Twice the threads: a run long enough that three restarts (each lists every folder it
+    read before once more) weigh what they would in a real backfill."""
+    with Emulator(seed=7, scale=2) as emulator:
+        yield emulator
+
+
+def test_sigkill_at_three_points_then_a_run_to_the_end(
+    tmp_path: Path, big_emulator: Emulator, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    emulator = big_emulator
+    workspace = Workspace(tmp_path, emulator)
+    # One uninterrupted run of the same inbox and settings, into DuckDB: the calls to match.
+    assert workspace.export(pipeline_name="reference", **_settings()).exit_code == 0
+    uninterrupted = len(emulator.calls)
+    emulator.reset_calls()
+    run = ("run", "--destination", "postgres")
+
+    # 1. Extracting, before any checkpoint: the emulator holds every call after discovery.
+    emulator.hold_after(1)
+    process = workspace.start(*run, **SMALL)
+    assert emulator.wait_until_held(1, timeout=120)
+    assert _postgres_rows(postgres_dsn, "messages") == 0  # nothing loaded yet
+    _kill(process)
+    emulator.release()
+
+    # 2. Extracting, after checkpoints were loaded with a folder half read.
+    process = workspace.start(*run, **SMALL)
+    _hold_once_half_read(workspace, emulator)
+    assert _postgres_rows(postgres_dsn, "messages") > 0
+    _kill(process)
+    emulator.release()
+
+    # 3. Loading: the test holds a lock on `messages`, so the run's load waits on it.
+    with closing(psycopg2.connect(postgres_dsn)) as blocker, blocker.cursor() as cursor:
+        cursor.execute("lock table inbox.messages in access exclusive mode")
+        process = workspace.start(*run, **SMALL)
+        _wait(lambda: _waiting_on_a_lock(postgres_dsn), "a load waiting on the lock")
+        _kill(process)
+        blocker.rollback()
+
+    finished = workspace.run("--destination", "postgres", **SMALL)
+
+    assert finished.code == 0, finished.output
+    counts = {table: _postgres_rows(postgres_dsn, table) for table in expected_counts([])}
+    assert counts == expected_counts(selected(emulator.inbox))
+    with closing(psycopg2.connect(postgres_dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute("select count(*) - count(distinct id) from inbox.messages")
+        assert cursor.fetchone() == (0,)
+    # What the three kills cost: restarts (discovery, a listing per folder read before) and
+    # the work of unfinished slices.
+    assert len(emulator.calls) <= 1.3 * uninterrupted, (len(emulator.calls), uninterrupted)
+
+
+def test_a_half_read_folder_resumes_from_graphs_cursor(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    process = workspace.start("run", **SMALL)
+    _hold_once_half_read(workspace, emulator)
+    _kill(process)
+    emulator.release()
+    folders = workspace.state()["folders"]
+    resumed = {key: s["pass"]["after"] for key, s in folders.items() if s["pass"] and
+               s["pass"]["after"]}  # fmt: skip
+    assert resumed
+    emulator.reset_calls()
+
+    result = workspace.export(**_settings())
+
+    assert result.exit_code == 0, result.problems
+    assert workspace.counts() == expected_counts(selected(emulator.inbox))
+    assert workspace.duplicate_ids() == NO_DUPLICATES
+    listings = [c for c in emulator.calls if c.path.endswith("/conversations")]
+    for key, cursor in resumed.items():
+        page_id, platform, folder = key.split("/")
+        here = [
+            c
+            for c in listings
+            if c.path == f"/{page_id}/conversations"
+            and c.params["platform"] == platform
+            and c.params["folder"] == folder
+        ]
+        assert any(c.params.get("after") == cursor for c in here), key
+        # The top once, for threads that moved up since: the read part is not listed again.
+        assert sum("after" not in c.params for c in here) == 1, key
+
+
+@pytest.mark.parametrize("expiry", ["error", "restart"])
+def test_an_expired_cursor_falls_back_to_the_top(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expiry: str
+) -> None:
+    """Graph's cursors may expire between runs: refused (error 100) or silently restarting
+    the list; either way the folder is read to its end, exactly."""
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    with Emulator(seed=7, scale=1, faults=Faults(cursor_expiry=expiry)) as emulator:
+        workspace = Workspace(tmp_path, emulator)
+        process = workspace.start("run", **SMALL)
+        _hold_once_half_read(workspace, emulator)
+        _kill(process)
+        emulator.release()
+        emulator.expire_cursors()
+
+        result = workspace.export(**_settings())
+
+        assert result.exit_code == 0, result.problems
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        assert workspace.duplicate_ids() == NO_DUPLICATES
+        refused = [c for c in emulator.calls if c.error_code == 100 and "after" in c.params]
+        assert bool(refused) == (expiry == "error")
+
+
+def test_checkpoints_are_counted_and_state_stays_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """State holds a few values per folder, never per thread: three times the threads, the
+    same state (apart from the times in it)."""
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    sizes = {}
+    for scale in (1, 3):
+        with Emulator(seed=7, scale=scale) as emulator:
+            workspace = Workspace(tmp_path / f"scale{scale}", emulator)
+            workspace.root.mkdir()
+            result = workspace.export(checkpoint_threads=25)
+            assert result.exit_code == 0
+            threads = len(selected(emulator.inbox))
+            assert result.record["checkpoints"] == result.session.counts.checkpoints
+            assert result.session.counts.checkpoints >= threads // 25
+            state = workspace.state()
+            assert set(state) == {"folders", "loaded_max"}
+            assert all(folder["pass"] is None for folder in state["folders"].values())
+            sizes[scale] = (len(state["folders"]), len(json.dumps(state)))
+    assert sizes[1] == sizes[3]

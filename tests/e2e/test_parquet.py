@@ -1,0 +1,126 @@
+"""`--destination filesystem`: a Parquet lake, read through `meta-inbox lake-views` exactly as the
+warehouse is read: the same schema, tables, metric views and run records."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.dataset as ds
+
+from conftest import Workspace
+from meta_inbox import lake
+from meta_inbox.demo import EXAMPLE_QUERIES
+from meta_inbox.emulator import Emulator
+from meta_inbox.metrics import METRIC_VIEWS
+from model import TABLE_NAMES, detailed_messages, expected_counts, selected
+
+LAKE = {"destination": "filesystem", "pipeline_name": "lake"}
+
+
+def test_the_lake_reads_like_the_warehouse(workspace: Workspace, emulator: Emulator) -> None:
+    lake_folder = workspace.root / "meta_inbox_lake"
+    first = workspace.run("--destination", "filesystem", "--pipeline-name", "lake")
+    assert first.code == 0, first.output
+    # Parquet files are appended to: no dlt warning that merging falls back to append.
+    assert "falling back to append" not in first.output
+    assert workspace.export().exit_code == 0  # the same history into DuckDB, to compare with
+    counts = expected_counts(selected(emulator.inbox))
+    for table in TABLE_NAMES:
+        assert ds.dataset(lake_folder / "inbox" / table, format="parquet").count_rows() == (
+            counts[table]
+        ), table
+    detailed = detailed_messages(emulator.inbox.conversations)
+    emulator.add_activity(seed=1)
+    assert workspace.export(**LAKE).exit_code == 0
+    assert workspace.export().exit_code == 0
+
+    views = subprocess.run(
+        workspace.command("lake-views", "meta_inbox_lake"),
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert views.returncode == 0, views.stderr
+    assert "lake.duckdb" in views.stdout
+    with lake.connect(lake_folder) as connection:
+        connection.execute("set schema = 'inbox'")
+        for table in TABLE_NAMES:
+            on_the_lake = connection.execute(f"select count(*) from {table}").fetchone()[0]
+            assert on_the_lake == expected_counts(selected(emulator.inbox), detailed)[table], table
+        # The metric views hold the same rows as DuckDB's.
+        for view in METRIC_VIEWS:
+            columns = ", ".join(c.name for c in view.columns if c.name != "url_expires_at")
+            sql = f"select {columns} from {view.name} order by all"
+            assert connection.execute(sql).fetchall() == workspace.query(sql), view.name
+        runs = connection.execute("select status, mode from _meta_inbox_runs").fetchall()
+        assert runs == [("success", "regular"), ("success", "regular")]
+        # The lake only appends: threads read again are there twice, the views keep the latest.
+        appended = connection.execute(
+            "select count(*) from read_parquet('inbox/conversations/*.parquet')"
+        ).fetchone()[0]
+    assert appended > expected_counts(selected(emulator.inbox))["conversations"]
+
+
+def test_a_lake_folder_can_be_moved(workspace: Workspace, emulator: Emulator) -> None:
+    assert workspace.export(**LAKE).exit_code == 0
+    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+    moved = workspace.root / "elsewhere" / "lake"
+    moved.parent.mkdir()
+    shutil.move(workspace.root / "meta_inbox_lake", moved)
+
+    with lake.connect(moved) as connection:
+        count = connection.execute("select count(*) from inbox.messages").fetchone()[0]
+
+    assert count == expected_counts(selected(emulator.inbox))["messages"]
+
+
+def test_the_demo_queries_run_unchanged_on_the_lake(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    assert workspace.export(**LAKE).exit_code == 0
+    assert workspace.export().exit_code == 0
+    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+
+    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+        for title, sql in EXAMPLE_QUERIES.items():
+            assert connection.execute(sql).fetchall() == workspace.query(sql), title
+
+
+def test_a_page_refreshed_on_the_lake_keeps_only_its_new_rows(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    page = emulator.inbox.pages[0]
+    assert workspace.export(**LAKE).exit_code == 0
+    emulator.add_activity(seed=1)
+
+    refreshed = workspace.export(**LAKE, full_refresh=True, page_ids=[page.id])
+
+    assert refreshed.exit_code == 0
+    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+        counts = {
+            table: connection.execute(
+                f"select count(*) from inbox.{table} where "
+                f"{'id' if table == 'pages' else 'page_id'} = ?",
+                [page.id],
+            ).fetchone()[0]
+            for table in TABLE_NAMES
+        }
+    assert counts == expected_counts(selected(emulator.inbox, [page.id]))
+
+
+def test_lake_views_refuse_a_folder_that_is_no_lake(workspace: Workspace) -> None:
+    done = subprocess.run(
+        workspace.command("lake-views", str(Path(workspace.root) / "nothing")),
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == 2
+    assert "is not a folder" in done.stderr

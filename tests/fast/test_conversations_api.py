@@ -1,0 +1,393 @@
+"""What the Conversations API layer asks Graph (the emulator, over real HTTP): which Pages, and
+how much per listing call when Graph finds an answer too heavy. Call counts are exact."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from support import FakeClock, RecordingSession, connect, load
+
+from meta_inbox.conversations_api import (
+    ConversationsApi,
+    FacebookPage,
+    Listing,
+    ListingSize,
+    SizeCap,
+    Upcoming,
+    message_fields,
+)
+from meta_inbox.emulator import Emulator
+from meta_inbox.emulator.server import Call
+from meta_inbox.errors import UnknownPages
+from meta_inbox.graph_errors import ErrorKind, GraphError
+
+pytest_plugins = ["support"]
+
+CAFE, BIKES, RAMEN = "1000000000000001", "1000000000000002", "1000000000000003"
+
+
+def conversations_api(
+    emulator: Emulator,
+    clock: FakeClock,
+    *,
+    token: str | None = None,
+    session: RecordingSession | None = None,
+    page_size: int = 4,
+    messages_page_size: int = 8,
+) -> ConversationsApi:
+    return ConversationsApi(
+        connect(emulator.base_url, clock, session=session),
+        token or emulator.user_token,
+        page_size=page_size,
+        messages_page_size=messages_page_size,
+        attachments_page_size=25,
+    )
+
+
+def cafe(emulator: Emulator) -> FacebookPage:
+    return FacebookPage(
+        id=CAFE,
+        name="Café Olé",
+        token=emulator.page_token(CAFE),
+        instagram_id="17841400000000001",
+        instagram_username="cafe.ole",
+    )
+
+
+def asked(calls: list[Call]) -> list[tuple[int, int | str]]:
+    """What each listing call asked for: (threads, nested messages), or (threads, fields) for a
+    call without nested messages."""
+    sizes: list[tuple[int, int | str]] = []
+    for call in calls:
+        nested = re.search(r"messages\.limit\((\d+)\)", call.params["fields"])
+        sizes.append(
+            (int(call.params["limit"]), int(nested[1]) if nested else call.params["fields"])
+        )
+    return sizes
+
+
+def inbox(
+    api: ConversationsApi,
+    page: FacebookPage,
+    *,
+    platform: str = "messenger",
+    after: Listing | None = None,
+    details_limited: bool = False,
+) -> Listing:
+    """A listing page of the Page's inbox: the first, or the one `after` an earlier listing."""
+    return api.list_threads(
+        page,
+        platform,
+        "inbox",
+        after=parse_qs(urlsplit(after.next_url).query)["after"][0]
+        if after and after.next_url
+        else None,
+        details_limited=details_limited,
+        upcoming=after.upcoming if after else None,
+    )
+
+
+# -- discovery -------------------------------------------------------------------------------------
+
+
+def test_a_user_token_finds_every_page_it_manages_with_the_pages_token(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    api = conversations_api(emulator, clock)
+
+    assert api.discover_pages() == [
+        cafe(emulator),
+        FacebookPage(
+            id=BIKES,
+            name="Ünicorn Bikes 🚲",
+            token=emulator.page_token(BIKES),
+            instagram_id="17841400000000002",
+            instagram_username="unicorn.bikes",
+        ),
+        FacebookPage(id=RAMEN, name="東京ラーメン Tōkyō", token=emulator.page_token(RAMEN)),
+    ]
+    # Page tokens reach no log line and no exception either.
+    assert api.connection.redact(f"token {emulator.page_token(RAMEN)}") == "token ***"
+
+
+def test_a_page_listed_without_its_token_gets_the_user_token(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.withhold_page_token(BIKES)
+
+    pages = conversations_api(emulator, clock).discover_pages()
+
+    assert [page.token for page in pages] == [
+        emulator.page_token(CAFE),
+        emulator.user_token,
+        emulator.page_token(RAMEN),
+    ]
+
+
+def test_a_page_token_stands_for_its_page(emulator: Emulator, clock: FakeClock) -> None:
+    api = conversations_api(emulator, clock, token=emulator.page_token(CAFE))
+
+    assert api.discover_pages() == [cafe(emulator)]
+    # /me/accounts is refused to a Page token: /me is the Page.
+    assert [(call.path, call.error_code) for call in emulator.calls] == [
+        ("/me/accounts", 100),
+        ("/me", None),
+    ]
+
+
+def test_page_ids_choose_among_the_pages(emulator: Emulator, clock: FakeClock) -> None:
+    pages = conversations_api(emulator, clock).discover_pages([RAMEN, CAFE])
+
+    assert [page.id for page in pages] == [CAFE, RAMEN]
+
+
+def test_page_ids_the_token_cannot_read_are_refused_by_name(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    with pytest.raises(UnknownPages) as raised:
+        conversations_api(emulator, clock).discover_pages([CAFE, "1000000000000004"])
+
+    assert raised.value.missing == ["1000000000000004"]
+    assert str(raised.value) == (
+        "page_ids 1000000000000004 not found among the Pages this token can read "
+        "(1000000000000001, 1000000000000002, 1000000000000003)"
+    )
+
+
+# -- listings too heavy for Graph ------------------------------------------------------------------
+
+
+def cap_at(emulator: Emulator, threads: int, *, spare: int = 0) -> ConversationsApi:
+    """Graph refuses any answer larger than Café Olé's first `threads` inbox threads with 8
+    nested messages (plus `spare` bytes); an API listing 4 threads a page, its calls forgotten."""
+    session = RecordingSession()
+    conversations_api(emulator, FakeClock(), session=session, page_size=threads).list_threads(
+        cafe(emulator), "messenger", "inbox", after=None, details_limited=False
+    )
+    emulator.faults.max_response_bytes = session.sizes[-1] + spare
+    emulator.reset_calls()
+    return conversations_api(emulator, FakeClock())
+
+
+def test_a_listing_too_heavy_is_probed_once_then_asked_with_as_many_threads_as_fit(
+    emulator: Emulator,
+) -> None:
+    api = cap_at(emulator, threads=2)
+
+    first = inbox(api, cafe(emulator))
+
+    # Refused at 4 threads: one light call learns the 3 threads' message counts (28, 39, 11),
+    # and as the folder ends there, its 3 threads are split over the 2 pages the cap needs.
+    assert asked(emulator.calls) == [(4, 8), (4, "id,message_count"), (1, 8)]
+    assert [call.error_code for call in emulator.calls] == [1, None, None]
+    assert (len(first.threads), first.size) == (1, ListingSize(1, 8))
+    assert len(first.threads[0]["messages"]["data"]) == 8
+    assert first.upcoming == Upcoming(counts=(39, 11), to_the_end=True)
+
+    emulator.reset_calls()
+    second = inbox(api, cafe(emulator), after=first)
+
+    # The rest fits: asked at full page size, without a refusal, so that Graph ends the folder.
+    assert asked(emulator.calls) == [(4, 8)]
+    assert [call.error_code for call in emulator.calls] == [None]
+    assert [len(thread["messages"]["data"]) for thread in second.threads] == [8, 8]
+    assert (second.next_url, second.upcoming) == (None, Upcoming(counts=(), to_the_end=True))
+
+
+def test_a_listing_that_fits_is_asked_at_full_size_whatever_was_refused_before(
+    emulator: Emulator,
+) -> None:
+    api = cap_at(emulator, threads=2)
+    inbox(api, cafe(emulator))
+    emulator.reset_calls()
+
+    # A fresh walk of the folder (no counts known): the reduction stays with the listing that
+    # needed it.
+    inbox(api, cafe(emulator))
+
+    assert asked(emulator.calls)[0] == (4, 8)
+
+
+def test_fewer_nested_messages_only_for_a_single_heavy_thread(emulator: Emulator) -> None:
+    api = cap_at(emulator, threads=1, spare=-1)
+
+    listing = inbox(api, cafe(emulator))
+
+    assert asked(emulator.calls) == [(4, 8), (4, "id,message_count"), (1, 8), (1, 5)]
+    assert (len(listing.threads), listing.size) == (1, ListingSize(1, 5))
+    assert len(listing.threads[0]["messages"]["data"]) == 5
+    # Its follow-ups are the reader's, at messages_page_size: the nested `next` goes on.
+    assert "limit=5" in listing.threads[0]["messages"]["paging"]["next"]
+
+
+def test_a_listing_whose_counts_cannot_be_learned_fails_with_graphs_refusal(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.faults.max_response_bytes = 100
+    api = conversations_api(emulator, clock)
+
+    with pytest.raises(GraphError) as raised:
+        inbox(api, cafe(emulator))
+
+    assert raised.value.kind is ErrorKind.TOO_MUCH_DATA
+    assert asked(emulator.calls) == [(4, 8), (4, "id,message_count")]
+
+
+def test_a_thread_too_heavy_even_with_one_message_fails_with_graphs_refusal(
+    emulator: Emulator,
+) -> None:
+    session = RecordingSession()
+    api = conversations_api(emulator, FakeClock(), session=session)
+    api.list_threads(cafe(emulator), "messenger", "inbox", after=None, details_limited=False)
+    emulator.faults.max_response_bytes = 1000
+    emulator.reset_calls()
+
+    with pytest.raises(GraphError) as raised:
+        inbox(api, cafe(emulator))
+
+    assert raised.value.kind is ErrorKind.TOO_MUCH_DATA
+    assert [size for size in asked(emulator.calls) if size[0] == 1][-1] == (1, 1)
+
+
+# -- how many threads fit: the arithmetic --------------------------------------------------------
+
+
+def test_threads_that_go_on_fill_the_budget() -> None:
+    upcoming = Upcoming(counts=(8, 8, 8, 8), to_the_end=False)  # each weighs 8 + THREAD_WEIGHT
+
+    assert upcoming.fitting(ListingSize(100, 8), budget=25, page_size=100) == ListingSize(2, 8)
+    assert upcoming.fitting(ListingSize(100, 8), budget=40, page_size=100) == ListingSize(4, 8)
+
+
+def test_threads_to_the_folders_end_are_split_evenly_and_the_last_page_asked_full() -> None:
+    upcoming = Upcoming(counts=(8, 8, 8, 8, 8), to_the_end=True)
+
+    # 50 in all, 45 at most a page: two pages of 20 and 30, not 40 and 10.
+    assert upcoming.fitting(ListingSize(100, 8), budget=45, page_size=100) == ListingSize(2, 8)
+    assert upcoming.after(2).fitting(ListingSize(100, 8), 45, 100) == ListingSize(100, 8)
+
+
+def test_threads_with_fewer_messages_than_nested_weigh_what_they_hold() -> None:
+    upcoming = Upcoming(counts=(1, None, 3), to_the_end=False)
+
+    # 1 + 2, then 8 (not given: as many as asked) + 2, then 3 + 2.
+    assert ListingSize(3, 8).weight(upcoming.counts) == 18
+    assert upcoming.fitting(ListingSize(100, 8), budget=13, page_size=100) == ListingSize(2, 8)
+
+
+def test_a_single_thread_over_budget_gets_fewer_nested_messages_or_none_fits() -> None:
+    heavy = Upcoming(counts=(50,), to_the_end=False)
+
+    assert heavy.fitting(ListingSize(100, 100), budget=7, page_size=100) == ListingSize(1, 5)
+    assert heavy.fitting(ListingSize(100, 100), budget=2, page_size=100) is None
+
+
+def test_the_budget_narrows_between_what_fitted_and_what_was_refused() -> None:
+    cap = SizeCap()
+    assert cap.budget() is None
+
+    assert cap.refused(40) == 30  # nothing fitted yet: between half the refusal and the refusal
+    cap.fitted(30)
+    assert cap.budget() == 35
+    assert cap.refused(35) == 32
+    cap.fitted(50)  # heavier than a refusal: a lighter answer in bytes, not a larger cap
+    assert cap.budget() == 32
+
+
+def test_instagram_refusing_older_details_is_asked_again_with_20_nested_messages(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.faults.instagram_details_error = True
+    api = conversations_api(emulator, clock, messages_page_size=100)
+
+    listing = inbox(api, cafe(emulator), platform="instagram")
+
+    assert asked(emulator.calls) == [(4, 100), (4, 20)]
+    assert [call.error_code for call in emulator.calls] == [9000001, None]
+    assert (listing.size, listing.details_limited) == (ListingSize(4, 20), True)
+    # Once known, the folder's listings ask for 20 at once.
+    emulator.reset_calls()
+    inbox(api, cafe(emulator), platform="instagram", details_limited=True)
+    assert asked(emulator.calls) == [(4, 20)]
+
+
+# -- older messages --------------------------------------------------------------------------------
+
+
+def nested_next(emulator: Emulator) -> str:
+    """The `next` of the newest inbox thread's nested messages, listed 2 at a time."""
+    nested_two = conversations_api(emulator, FakeClock(), page_size=1, messages_page_size=2)
+    listing = inbox(nested_two, cafe(emulator))
+    following = listing.threads[0]["messages"]["paging"]["next"]
+    assert "limit=2" in following
+    emulator.reset_calls()
+    return following
+
+
+def test_older_messages_are_asked_at_messages_page_size_whatever_the_nested_limit(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    api = conversations_api(emulator, clock, messages_page_size=10)
+    following = nested_next(emulator)
+
+    detailed = api.older_messages(cafe(emulator), following, details=True)
+    bare = api.older_messages(cafe(emulator), following, details=False)
+
+    assert [(call.params["limit"], call.params["fields"]) for call in emulator.calls] == [
+        ("10", message_fields(25)),
+        ("10", "id,created_time"),
+    ]
+    assert (len(detailed["data"]), len(bare["data"])) == (10, 10)
+    assert set(bare["data"][0]) == {"id", "created_time"}
+
+
+def test_older_messages_too_heavy_are_asked_smaller_for_that_call_only(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    session = RecordingSession()
+    api = conversations_api(emulator, clock, session=session, messages_page_size=10)
+    following = nested_next(emulator)
+    half = conversations_api(emulator, clock, session=session, messages_page_size=5)
+    half.older_messages(cafe(emulator), following, details=True)
+    emulator.faults.max_response_bytes = session.sizes[-1]
+    emulator.reset_calls()
+
+    older = api.older_messages(cafe(emulator), following, details=True)
+    api.older_messages(cafe(emulator), following, details=True)
+
+    assert [call.params["limit"] for call in emulator.calls] == ["10", "5", "10", "5"]
+    assert len(older["data"]) == 5
+
+
+# -- attachments -----------------------------------------------------------------------------------
+
+
+def test_a_next_on_a_complete_attachment_list_is_not_followed(clock: FakeClock) -> None:
+    api = ConversationsApi(
+        connect("https://graph.facebook.com", clock),
+        "EAAG-unused",
+        page_size=4,
+        messages_page_size=8,
+        attachments_page_size=25,
+    )
+    group = load("messenger_listing.json")["data"][0]
+    # One image, and a `next` that asks for 25 more: Graph adds one to complete lists.
+    complete = group["messages"]["data"][1]["attachments"]
+    assert len(complete["data"]) == 1
+    assert "limit=25" in complete["paging"]["next"]
+    full = {
+        "data": [{"id": "1"}, {"id": "2"}],
+        "paging": {"next": "https://graph.facebook.com/v25.0/m_1/attachments?limit=2&after=Mg"},
+    }
+    unlimited = {
+        "data": [{"id": str(n)} for n in range(25)],
+        "paging": {"next": "https://graph.facebook.com/v25.0/m_1/attachments?after=MjU"},
+    }
+
+    assert api.attachments_may_go_on(complete) is False
+    assert api.attachments_may_go_on(full) is True
+    # Without a limit in `next`, a page is full at attachments_page_size (25).
+    assert api.attachments_may_go_on(unlimited) is True
+    assert api.attachments_may_go_on({"data": [{"id": "1"}]}) is False

@@ -1,0 +1,374 @@
+"""The Graph client against the emulator over real HTTP, on a clock that only its sleeps move:
+the delays it asks for are asserted exactly, and no test waits for them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from support import FakeClock, RecordingSession, connect
+
+from meta_inbox.emulator import Emulator, Limits
+from meta_inbox.graph_client import (
+    GraphClient,
+    GraphUnavailable,
+    GraphUnreachable,
+    Redactor,
+    ThrottleBudgetExceeded,
+    next_page_url,
+    redact_log_records,
+)
+from meta_inbox.graph_errors import ErrorKind, GraphError
+
+pytest_plugins = ["support"]
+
+CAFE, BIKES = "1000000000000001", "1000000000000002"
+CAFE_ME = {"id": CAFE, "name": "Café Olé"}
+
+
+def page_client(emulator: Emulator, clock: FakeClock, **options: Any) -> GraphClient:
+    """A client with Café Olé's Page token, in its own lane."""
+    connection = connect(emulator.base_url, clock, **options)
+    return connection.client(emulator.page_token(CAFE), lane=CAFE)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+FAULTS = ["server_error_rate", "unknown_error_rate", "drop_rate", "truncate_rate", "non_json_rate"]
+
+
+# -- retries ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("full_backoff")
+@pytest.mark.parametrize("fault", FAULTS)
+def test_transient_faults_are_retried_with_exponential_backoff(
+    emulator: Emulator, clock: FakeClock, fault: str
+) -> None:
+    setattr(emulator.faults, fault, 1.0)
+
+    def heal_after_three_retries() -> None:
+        if len(clock.sleeps) == 3:
+            setattr(emulator.faults, fault, 0.0)
+
+    clock.meanwhile = heal_after_three_retries
+    client = page_client(emulator, clock)
+
+    assert client.get("me") == CAFE_ME
+    assert clock.sleeps == [1.0, 2.0, 4.0]
+    assert len(emulator.calls) == 4
+    assert (client.connection.stats.calls, client.connection.stats.retries) == (4, 3)
+
+
+@pytest.mark.usefixtures("full_backoff")
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("drop_rate", "connection closed by the server"),
+        ("truncate_rate", "invalid or truncated answers"),
+        ("non_json_rate", "invalid or truncated answers"),
+    ],
+)
+def test_a_connection_or_body_failing_every_attempt_makes_graph_unavailable(
+    emulator: Emulator, clock: FakeClock, fault: str, reason: str
+) -> None:
+    client = page_client(emulator, clock, max_attempts=5, max_retry_delay=3.0)
+    client.get("me")  # Graph has answered in this run
+    setattr(emulator.faults, fault, 1.0)
+
+    with pytest.raises(GraphUnavailable) as raised:
+        client.get("me")
+
+    assert str(raised.value) == (
+        f"Graph API at {emulator.base_url} did not answer properly after 5 attempts ({reason})"
+    )
+    assert clock.sleeps == [1.0, 2.0, 3.0, 3.0]  # doubled, then capped at max_retry_delay
+    assert len(emulator.calls) == 1 + 5
+
+
+@pytest.mark.usefixtures("full_backoff")
+@pytest.mark.parametrize("fault", ["server_error_rate", "unknown_error_rate"])
+def test_server_errors_on_every_attempt_make_graph_unavailable(
+    emulator: Emulator, clock: FakeClock, fault: str
+) -> None:
+    """The README: exit 8 when "Graph kept failing (5xx, timeouts, bad bodies) after
+    max_attempts"; only GraphUnavailable gets that exit."""
+    client = page_client(emulator, clock, max_attempts=5, max_retry_delay=3.0)
+    client.get("me")
+    setattr(emulator.faults, fault, 1.0)
+
+    with pytest.raises(GraphUnavailable, match="did not answer properly after 5 attempts"):
+        client.get("me")
+
+    assert clock.sleeps == [1.0, 2.0, 3.0, 3.0]
+    assert len(emulator.calls) == 1 + 5
+
+
+@pytest.mark.usefixtures("full_backoff")
+@pytest.mark.parametrize(
+    ("hangs_up", "reason"),
+    [(False, "connection refused"), (True, "connection closed by the server")],
+    ids=["closed port", "server hanging up"],
+)
+def test_a_graph_that_never_answered_in_this_run_is_unreachable(
+    emulator: Emulator, clock: FakeClock, hangs_up: bool, reason: str
+) -> None:
+    emulator.faults.drop_rate = 1.0
+    base_url = emulator.base_url if hangs_up else f"http://127.0.0.1:{closed_port()}"
+    client = connect(base_url, clock, max_attempts=2).client("EAAG-token", lane=CAFE)
+
+    with pytest.raises(GraphUnreachable) as raised:
+        client.get("me")
+
+    assert str(raised.value) == f"Graph API at {base_url} could not be reached ({reason})"
+    assert clock.sleeps == [1.0]
+
+
+def test_errors_that_are_not_transient_are_not_retried(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.expire_token(emulator.page_token(CAFE))
+    client = page_client(emulator, clock)
+
+    with pytest.raises(GraphError) as raised:
+        client.get("me")
+
+    assert (raised.value.kind, raised.value.subcode) == (ErrorKind.TOKEN, 463)
+    assert (len(emulator.calls), clock.sleeps) == (1, [])
+
+
+# -- throttling ------------------------------------------------------------------------------------
+
+
+def test_a_throttle_is_waited_out_for_the_time_graph_gives(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    # One call an hour: the second is refused with "59 minutes to regain access".
+    emulator.limits = Limits(calls_per_window=1, window_seconds=3600)
+    client = page_client(emulator, clock, max_throttle_wait=3600.0)
+    client.get("me")
+
+    def window_passes() -> None:
+        emulator.limits = Limits()
+
+    clock.meanwhile = window_passes
+    assert client.get("me") == CAFE_ME
+
+    assert clock.sleeps == [59 * 60.0]
+    assert [call.error_code for call in emulator.calls] == [None, 32, None]
+    stats = client.connection.stats
+    assert (stats.throttled, stats.throttle_wait) == (1, 59 * 60.0)
+
+
+@pytest.mark.usefixtures("full_backoff")
+def test_without_a_regain_time_throttle_waits_double_up_to_the_ceiling(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    # One call per 50 s: Graph reports the wait in whole minutes, here 0.
+    emulator.limits = Limits(per_second=0.02)
+    client = page_client(emulator, clock, throttle_backoff=1.0, max_throttle_wait=10.0)
+    client.get("me")
+
+    with pytest.raises(ThrottleBudgetExceeded) as raised:
+        client.get("me")
+
+    assert clock.sleeps == [1.0, 2.0, 4.0]
+    assert str(raised.value) == (
+        "Graph API rate limits would need another 8 s of waiting after 7 s already; "
+        "the ceiling is 10 s"
+    )
+    assert [call.error_code for call in emulator.calls] == [None, 32, 32, 32, 32]
+
+
+def test_usage_headers_push_the_lanes_next_turn_back(emulator: Emulator, clock: FakeClock) -> None:
+    # Four calls an hour: usage reads 25 %, 50 %, 75 % and 100 % after each.
+    emulator.limits = Limits(calls_per_window=4, window_seconds=3600)
+    client = page_client(emulator, clock, slow_down_at_percent=50.0, usage_pause=8.0)
+    pacer = client.connection.pacer
+
+    due = []
+    for _ in range(4):
+        client.get("me")
+        due.append(pacer.due(CAFE))
+
+    # Below the threshold, on time; from it, a share of usage_pause as usage nears 100 %.
+    assert due == [0.0, 0.0, 4.0, 12.0]
+    assert clock.sleeps == [4.0]
+
+
+# -- pacing ----------------------------------------------------------------------------------------
+
+
+def test_turns_are_paced_per_lane_and_lanes_are_independent(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    connection = connect(emulator.base_url, clock, max_calls_per_second=2.0)
+    cafe = connection.client(emulator.page_token(CAFE), lane=CAFE)
+    bikes = connection.client(emulator.page_token(BIKES), lane=BIKES)
+
+    started = []
+    for client in (cafe, cafe, bikes, cafe):
+        client.get("me")
+        started.append(clock.now)
+
+    assert started == [0.0, 0.5, 0.5, 1.0]
+    assert clock.sleeps == [0.5, 0.5]
+
+
+def test_a_call_inside_booked_turn_uses_the_turn_booked_for_it(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    client = page_client(emulator, clock, max_calls_per_second=1.0)
+    pacer = client.connection.pacer
+
+    pacer.book(CAFE)  # as the scheduler does before it runs a task
+    with pacer.booked_turn(CAFE):
+        client.get("me")
+        assert (pacer.due(CAFE), clock.sleeps) == (1.0, [])
+        client.get("me")  # the next call books a turn of its own
+
+    assert (pacer.due(CAFE), clock.sleeps) == (2.0, [1.0])
+
+
+def test_a_turn_booked_for_another_lane_is_not_taken(emulator: Emulator, clock: FakeClock) -> None:
+    client = page_client(emulator, clock, max_calls_per_second=1.0)
+    pacer = client.connection.pacer
+    pacer.book(CAFE)
+
+    with pacer.booked_turn(BIKES):
+        client.get("me")
+
+    assert (pacer.due(CAFE), clock.sleeps) == (2.0, [1.0])
+
+
+# -- what the client leaves to its callers ---------------------------------------------------------
+
+
+def test_too_much_data_goes_to_the_caller_after_one_call(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.faults.max_response_bytes = 100
+    client = page_client(emulator, clock)
+    params = {"platform": "messenger", "folder": "inbox", "limit": 7}
+
+    with pytest.raises(GraphError) as raised:
+        client.get(f"{CAFE}/conversations", params)
+
+    assert raised.value.kind is ErrorKind.TOO_MUCH_DATA
+    assert [(call.path, call.params) for call in emulator.calls] == [
+        (f"/{CAFE}/conversations", {"platform": "messenger", "folder": "inbox", "limit": "7"})
+    ]
+    assert clock.sleeps == []
+
+
+# -- paging ----------------------------------------------------------------------------------------
+
+
+def test_next_urls_are_rebased_on_base_url_and_stripped_of_the_token(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    session = RecordingSession()
+    token = emulator.page_token(CAFE)
+    client = connect(emulator.base_url, clock, session=session).client(token, lane=CAFE)
+    first = client.get(f"{CAFE}/conversations", {"folder": "other", "limit": 2})
+    following = next_page_url(first)
+    assert following is not None
+    assert f"access_token={token}" in following
+    # As Graph writes it: its own host, whatever base_url points at (a proxy, the emulator).
+    as_graph_writes_it = following.replace(emulator.base_url, "https://graph.facebook.com")
+
+    second = client.get_next(as_graph_writes_it)
+
+    sent = urlsplit(session.urls[-1])
+    given = urlsplit(following)
+    assert (f"{sent.scheme}://{sent.netloc}", sent.path) == (emulator.base_url, given.path)
+    without_token = [(k, v) for k, v in parse_qsl(given.query) if k != "access_token"]
+    assert parse_qsl(sent.query) == without_token
+    newest = [key[1] for key in reversed(emulator.inbox.listing(CAFE, "messenger", "other"))]
+    assert [thread["id"] for thread in first["data"] + second["data"]] == newest[:4]
+
+
+def test_walk_follows_next_until_it_is_absent(emulator: Emulator, clock: FakeClock) -> None:
+    client = page_client(emulator, clock)
+    first = client.get(f"{CAFE}/conversations", {"folder": "spam", "limit": 3})
+
+    pages = list(client.walk(first))
+
+    newest = [key[1] for key in reversed(emulator.inbox.listing(CAFE, "messenger", "spam"))]
+    assert [thread["id"] for page in pages for thread in page["data"]] == newest
+    assert next_page_url(pages[-1]) is None
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redactor() -> Iterator[Redactor]:
+    """Every log record redacted as it is made, for this test only."""
+    factory = logging.getLogRecordFactory()
+    redactor = Redactor()
+    redact_log_records(redactor)
+    yield redactor
+    logging.setLogRecordFactory(factory)
+
+
+@pytest.mark.usefixtures("full_backoff")
+def test_no_secret_in_any_log_record_nor_in_exceptions(
+    emulator: Emulator, clock: FakeClock, redactor: Redactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = emulator.page_token(CAFE)
+    secret = "app-s3cret-value"
+    proof = hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+    connection = connect(emulator.base_url, clock, app_secret=secret, redactor=redactor)
+    client = connection.client(token, lane=CAFE)
+    log = logging.getLogger("meta_inbox")
+
+    first = client.get(f"{CAFE}/conversations", {"folder": "spam", "limit": 3})
+    for page in client.walk(first):
+        log.debug("next page: %s", next_page_url(page))  # Graph's URL, token and all
+    try:
+        raise RuntimeError(f"could not follow {next_page_url(first)}")
+    except RuntimeError:
+        log.exception("walk failed")  # the traceback holds the URL too
+    emulator.faults.drop_rate = 1.0
+    with pytest.raises(GraphUnavailable) as dropped:
+        client.get_next(str(next_page_url(first)))
+    gone = connect(f"http://127.0.0.1:{closed_port()}", clock, app_secret=secret, redactor=redactor)
+    with pytest.raises(GraphUnavailable) as refused:
+        gone.client(token, lane=CAFE).get_next(str(next_page_url(first)))
+
+    texts = [record.getMessage() for record in caplog.records]
+    texts += [record.exc_text for record in caplog.records if record.exc_text]
+    texts += [str(dropped.value), str(refused.value)]
+    assert any("next page: " in text and "access_token=***" in text for text in texts)
+    assert any(text.startswith("retrying") for text in texts)
+    leaks = [text for text in texts for value in (token, secret, proof) if value in text]
+    assert leaks == []
+
+
+def test_appsecret_proof_is_sent_and_accepted(clock: FakeClock) -> None:
+    with Emulator(seed=7, app_secret="s3cret") as emulator:
+        token = emulator.page_token(CAFE)
+        session = RecordingSession()
+        connection = connect(emulator.base_url, clock, session=session, app_secret="s3cret")
+
+        assert connection.client(token, lane=CAFE).get("me") == CAFE_ME
+
+        sent = dict(parse_qsl(urlsplit(session.urls[0]).query))
+        proof = hmac.new(b"s3cret", token.encode(), hashlib.sha256).hexdigest()
+        assert sent["appsecret_proof"] == proof
+        without = connect(emulator.base_url, clock).client(token, lane=CAFE)
+        with pytest.raises(GraphError) as raised:
+            without.get("me")
+        assert raised.value.kind is ErrorKind.APP_SECRET_PROOF

@@ -1,0 +1,205 @@
+"""`CallScheduler`: which task runs when, decided by events the tests control. The pacer's clock
+stands still (a `FakeClock` nobody sleeps on), so a lane whose turn is ahead keeps waiting."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from support import FakeClock
+
+from meta_inbox.graph_client import Pacer
+from meta_inbox.scheduler import CallScheduler
+
+pytest_plugins = ["support"]
+
+MakeScheduler = Callable[..., tuple[CallScheduler, Pacer]]
+WAIT = 10.0  # seconds before a test gives up on an event that should come at once
+
+
+class Tasks:
+    """Tasks that say when they run, and gates that hold them while they run."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.finished: list[str] = []
+        self.errors: list[BaseException] = []
+        self._changed = threading.Condition()
+        self._running = 0
+        self.peak = 0
+
+    def task(self, name: str, gate: threading.Event | None = None) -> Callable[[], None]:
+        def run() -> None:
+            with self._changed:
+                self.ran.append(name)
+                self._running += 1
+                self.peak = max(self.peak, self._running)
+                self._changed.notify_all()
+            if gate is not None:
+                assert gate.wait(WAIT), f"{name} was never let go"
+            with self._changed:
+                self._running -= 1
+                self.finished.append(name)
+
+        return run
+
+    def wait_for(self, count: int) -> None:
+        """Until `count` tasks have started."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.ran) >= count, WAIT), self.ran
+
+
+@pytest.fixture
+def tasks() -> Tasks:
+    return Tasks()
+
+
+@pytest.fixture
+def scheduler_for(tasks: Tasks, clock: FakeClock) -> Iterator[MakeScheduler]:
+    """Schedulers on the still clock, each closed after the test."""
+    made: list[CallScheduler] = []
+
+    def make(
+        calls_per_second: float = 0.0, max_concurrency: int = 1
+    ) -> tuple[CallScheduler, Pacer]:
+        pacer = Pacer(calls_per_second, clock=clock, sleep=clock.sleep)
+        scheduler = CallScheduler(
+            pacer, max_concurrency=max_concurrency, clock=clock, on_error=tasks.errors.append
+        )
+        made.append(scheduler)
+        return scheduler, pacer
+
+    yield make
+    for scheduler in made:
+        scheduler.close()
+
+
+def test_never_more_tasks_at_once_than_max_concurrency(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, _ = scheduler_for(max_concurrency=2)
+    gates = {f"task-{number}": threading.Event() for number in range(6)}
+    for number, (name, gate) in enumerate(gates.items()):
+        scheduler.submit(f"lane-{number % 3}", tasks.task(name, gate))
+
+    # Let one task go each time two run, in the order they started.
+    for released in range(len(gates)):
+        tasks.wait_for(min(released + 2, len(gates)))
+        gates[tasks.ran[released]].set()
+
+    assert tasks.peak == 2
+    assert sorted(tasks.ran) == sorted(gates)
+
+
+def test_a_lane_whose_turn_is_far_away_does_not_hold_back_the_others(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, pacer = scheduler_for(calls_per_second=1.0)
+    pacer.push_back("throttled", 60.0)  # as a throttle error does: no turn for a minute
+    for number in range(5):
+        scheduler.submit("throttled", tasks.task(f"throttled-{number}"))
+    scheduler.submit("quiet", tasks.task("quiet"))
+
+    tasks.wait_for(1)
+
+    # The clock stands still: the throttled lane's turn never comes in this test.
+    assert tasks.ran == ["quiet"]
+    assert (pacer.due("throttled"), pacer.due("quiet")) == (60.0, 1.0)
+
+
+def test_the_tasks_of_a_lane_run_in_submission_order_but_first_goes_ahead(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, _ = scheduler_for()
+    gate = threading.Event()
+    scheduler.submit("holder", tasks.task("holder", gate))  # keeps the one worker busy
+    tasks.wait_for(1)
+    for number in (1, 2, 3):
+        scheduler.submit("page", tasks.task(f"page-{number}"))
+    scheduler.submit("page", tasks.task("page-urgent"), first=True)
+
+    gate.set()
+    tasks.wait_for(5)
+
+    assert tasks.ran == ["holder", "page-urgent", "page-1", "page-2", "page-3"]
+
+
+def test_drop_forgets_the_queued_tasks_of_a_lane(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, _ = scheduler_for()
+    gate = threading.Event()
+    scheduler.submit("holder", tasks.task("holder", gate))
+    tasks.wait_for(1)
+    scheduler.submit("failed", tasks.task("failed-1"))
+    scheduler.submit("failed", tasks.task("failed-2"))
+    scheduler.submit("fine", tasks.task("fine"))
+
+    assert scheduler.drop("failed") == 2
+    assert scheduler.drop("unknown") == 0
+    gate.set()
+    tasks.wait_for(2)
+    scheduler.close()
+
+    assert tasks.ran == ["holder", "fine"]
+
+
+def test_a_failing_task_reaches_on_error_and_its_worker_goes_on(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, _ = scheduler_for()
+    failure = ValueError("Graph said no")
+
+    def fail() -> None:
+        raise failure
+
+    scheduler.submit("page", fail)
+    scheduler.submit("page", tasks.task("after"))
+    tasks.wait_for(1)
+
+    assert tasks.errors == [failure]
+    assert tasks.ran == ["after"]
+
+
+def test_a_task_takes_the_turn_its_worker_booked(
+    tasks: Tasks, clock: FakeClock, scheduler_for: MakeScheduler
+) -> None:
+    """The task's call waits for its turn the way `GraphClient` does, and finds it booked."""
+    scheduler, pacer = scheduler_for(calls_per_second=1.0)
+    call = tasks.task("call")
+
+    def paced_call() -> None:
+        pacer.wait_turn("page")
+        call()
+
+    scheduler.submit("page", paced_call)
+    tasks.wait_for(1)
+    scheduler.close()
+
+    assert (pacer.due("page"), clock.sleeps) == (1.0, [])
+
+
+def test_close_lets_running_tasks_end_drops_queued_ones_and_stops_the_workers(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, pacer = scheduler_for(max_concurrency=2)
+    gate = threading.Event()
+    scheduler.submit("a", tasks.task("running", gate))
+    tasks.wait_for(1)
+    pacer.push_back("later", 60.0)  # queued, its turn not come
+    scheduler.submit("later", tasks.task("queued"))
+
+    def close() -> None:
+        scheduler.close()
+        tasks.finished.append("close")
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    gate.set()
+    closer.join(WAIT)
+
+    assert tasks.finished == ["running", "close"]  # close waited for the running task
+    assert tasks.ran == ["running"]
+    assert scheduler.idle()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("graph-call-")] == []
