@@ -6,13 +6,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RUNTIME__DLTHUB_TELEMETRY := false
 
-.PHONY: demo test lint format schema-docs clean
+.PHONY: demo test test-fast lint format schema-docs clean
 
 demo: $(VENV)/.installed
 	$(BIN)/meta-inbox demo
 
+# Both tiers: the fast one first, so that a broken row shape fails in seconds.
 test: $(VENV)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest tests/fast
+	$(BIN)/pytest tests --ignore=tests/fast
+
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest tests/fast
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check pipelines tests benchmarks
@@ -23,7 +28,7 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format pipelines tests benchmarks
 
 schema-docs: $(VENV)/.installed
-	$(BIN)/python -m meta_inbox.tables
+	$(BIN)/meta-inbox schema
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meta-inbox needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -33,4 +38,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache meta_inbox_demo.duckdb
+	rm -rf $(VENV) .venv-airflow .pytest_cache .ruff_cache meta_inbox_demo.duckdb meta_inbox_lake

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
@@ -274,6 +275,17 @@ def _configured(key: str) -> bool:
     return bool(dlt.config.get(key) or dlt.secrets.get(key))
 
 
+def local_lake(pipeline: dlt.Pipeline) -> Path | None:
+    """The folder of a Parquet lake on this machine; None for a bucket or another destination."""
+    if pipeline.destination.destination_name != "filesystem":
+        return None
+    url = str(pipeline.destination_client().config.bucket_url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("", "file"):
+        return None
+    return Path(parts.path if parts.scheme else url)
+
+
 def location(pipeline: dlt.Pipeline) -> str:
     """Where the data of `pipeline` lands, in words: the DuckDB file, the lake folder, or the
     warehouse and its dataset."""
@@ -282,5 +294,7 @@ def location(pipeline: dlt.Pipeline) -> str:
     if name == "duckdb":
         return f"{config.credentials.database} (DuckDB), schema {dataset}"
     if name == "filesystem":
-        return f"{config.bucket_url}/{dataset} (Parquet: read it with `meta-inbox lake-views`)"
+        folder = local_lake(pipeline)
+        views = f"views in {folder / 'lake.duckdb'}" if folder else "`meta-inbox lake-views`"
+        return f"{config.bucket_url}/{dataset} (Parquet; read it through the {views})"
     return f"{name} dataset {dataset}"

@@ -322,8 +322,8 @@ def view_sql(view: MetricView, names: dict[str, str]) -> str:
 def ensure_metric_views(pipeline: dlt.Pipeline) -> list[str]:
     """Create or replace the metric views in the pipeline's dataset; their names, in order.
 
-    Returns [] where views cannot live or run: a lake (its views come from `meta-inbox
-    lake-views`), an engine of another SQL dialect, or a dataset without its tables yet.
+    Returns [] where views cannot live or run: a lake (its views are `lake.write_views`'),
+    an engine of another SQL dialect, or a dataset without its tables yet.
     Several pipelines loading one dataset may run this at once: Postgres serializes them.
     """
     if not speaks_sql(pipeline):

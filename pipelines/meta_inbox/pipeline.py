@@ -33,7 +33,8 @@ from .config import Settings
 from .conversations_api import FacebookPage
 from .errors import BadInput, Busy, Interrupted, innermost
 from .graph_client import redact_log_records
-from .metrics import ensure_metric_views
+from .lake import write_views
+from .metrics import METRIC_VIEWS, ensure_metric_views
 from .outcomes import ExitCode, Failure, explain
 from .reader import Mode
 from .reconcile import ReconcileLedger
@@ -176,7 +177,7 @@ class _Run:
                 break
         if self.ledger:
             self._reconcile()
-        views = ensure_metric_views(pipeline) if self.views else []
+        views = current_views(pipeline) if self.views else []
         code, problems = self.outcome()
         if self.recorded is not None and self.recorded["status"] != _status(code):
             # A signal came while the last slice loaded: the record it carried is replaced.
@@ -396,7 +397,19 @@ def refresh_views(
         pipeline = make_pipeline(
             destination, pipeline_name=pipeline_name, dataset_name=dataset_name
         )
+        return current_views(pipeline)
+
+
+def current_views(pipeline: dlt.Pipeline) -> list[str]:
+    """Create or replace the metric views; on a local lake, its views database (tables,
+    metric views and run records, in `<lake>/lake.duckdb`). Their names."""
+    folder = destinations.local_lake(pipeline)
+    if folder is None:
         return ensure_metric_views(pipeline)
+    if not (folder / pipeline.dataset_name).is_dir():
+        return []
+    write_views(folder, pipeline.dataset_name)
+    return [view.name for view in METRIC_VIEWS]
 
 
 def pages(settings: Settings | None = None) -> list[FacebookPage]:

@@ -1,5 +1,6 @@
-"""The notebooks in notebooks/ run top to bottom on a fresh demo database, in a Jupyter kernel
-of this virtualenv, and are committed without outputs."""
+"""The notebooks in notebooks/ run top to bottom, unchanged, on a fresh demo database and on
+the views of a Parquet lake, in a Jupyter kernel of this virtualenv, and are committed without
+outputs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+from meta_inbox.emulator import Emulator
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 # The first cell run, added to the executed copy only: the kernel must be this interpreter's
 # environment, not another Python that happens to own the `python3` kernelspec.
@@ -41,18 +44,46 @@ def demo_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return database
 
 
+@pytest.fixture(scope="module")
+def lake_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The views database a Parquet export writes beside its lake."""
+    root = tmp_path_factory.mktemp("lake")
+    with Emulator(seed=7, scale=1) as emulator:
+        env = {
+            **os.environ,
+            "RUNTIME__DLTHUB_TELEMETRY": "false",
+            "DLT_DATA_DIR": str(root / "dlt"),
+            "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
+            "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
+            "SOURCES__META_INBOX__MAX_CALLS_PER_SECOND": "0",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "meta_inbox.cli", "run", "--destination", "filesystem"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    database = root / "meta_inbox_lake" / "lake.duckdb"
+    assert database.is_file()
+    return database
+
+
 def test_there_are_notebooks() -> None:
     assert NOTEBOOKS, f"no notebook in {NOTEBOOK_DIR}"
 
 
+@pytest.mark.parametrize("database", ["demo_database", "lake_database"])
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
-def test_notebook_runs_and_plots(path: Path, demo_database: Path) -> None:
+def test_notebook_runs_and_plots(path: Path, database: str, request: pytest.FixtureRequest) -> None:
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.insert(0, nbformat.v4.new_code_cell(PREFIX_CELL))
     env = {
         **os.environ,
         "MPLBACKEND": "Agg",
-        "META_INBOX_DUCKDB": str(demo_database),
+        "META_INBOX_DUCKDB": str(request.getfixturevalue(database)),
         "RUNTIME__DLTHUB_TELEMETRY": "false",
     }
     client = NotebookClient(

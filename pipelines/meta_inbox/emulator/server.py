@@ -256,9 +256,16 @@ class _Bucket:
     rate: float = 0.0
     capacity: int = 1
 
-    @property
-    def used_percent(self) -> int:
-        return min(100, math.ceil(100 * (self.capacity - max(0.0, self.tokens)) / self.capacity))
+    calls: deque[float] = field(default_factory=deque)  # admitted in the last hour
+
+    def used_percent(self, now: float) -> int:
+        """The share of an hour's allowance at this rate used in the last hour. Graph's usage
+        headers count a rolling hour: a client at exactly the per-second rate reads low
+        percents for a long while, not 100 % after every burst of two calls."""
+        while self.calls and self.calls[0] <= now - 3600:
+            self.calls.popleft()
+        allowance = max(self.capacity, self.rate * 3600)
+        return min(100, math.ceil(100 * len(self.calls) / allowance))
 
 
 class _Meter:
@@ -289,7 +296,8 @@ class _Meter:
             percent = 0 if not budget else min(100, 100 * len(window) // budget)
             if bucket is not None:
                 bucket.tokens -= 1
-                percent = max(percent, bucket.used_percent)
+                bucket.calls.append(now)
+                percent = max(percent, bucket.used_percent(now))
             return _Usage(percent, 0, admitted=True)
 
     def _refilled(self, page_id: str, limits: Limits, now: float) -> _Bucket | None:
