@@ -15,12 +15,12 @@ from typing import Any
 import duckdb
 import pytest
 
-# The fast tier's shared helpers are imported by name before pytest would rewrite them.
-pytest.register_assert_rewrite("support")
-
 from meta_inbox import ExportResult, Settings, export
 from meta_inbox.emulator import Emulator
 from model import TABLE_NAMES
+
+# The fast tier's shared helpers are imported by name before pytest would rewrite them.
+pytest.register_assert_rewrite("support")
 
 # Retries and throttle waits shrunk so that faults cost milliseconds; everything else default.
 QUICK = {"max_calls_per_second": 0.0, "retry_backoff": 0.02, "max_retry_delay": 0.1}
@@ -178,9 +178,7 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace(
-    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> Workspace:
+def workspace(tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     return Workspace(tmp_path, emulator)

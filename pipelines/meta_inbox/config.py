@@ -104,8 +104,8 @@ class Settings(BaseConfiguration):
     )
 
     def on_resolved(self) -> None:
-        self.platforms = _chosen("platforms", self.platforms, PLATFORMS)
-        self.folders = _chosen("folders", self.folders, FOLDERS)
+        self.platforms = _chosen("platforms (--platform)", self.platforms, PLATFORMS)
+        self.folders = _chosen("folders (--folder)", self.folders, FOLDERS)
         self.pii = _chosen("pii", [self.pii], PII_MODES)[0]
         if not self.access_token or not str(self.access_token).strip():
             raise missing_token()
@@ -113,9 +113,11 @@ class Settings(BaseConfiguration):
             self.page_ids = [str(page_id) for page_id in self.page_ids]
             bad = [p for p in self.page_ids if not _PAGE_ID.match(p)]
             if bad:
-                raise BadInput(f"page_ids {bad[0]!r} is not a Page id: Page ids are digits only.")
+                raise BadInput(
+                    f"page_ids (--page-id) {bad[0]!r} is not a Page id: Page ids are digits only."
+                )
         if self.start_date:
-            self.start_date = iso_date(self.start_date, "start_date")
+            self.start_date = iso_date(self.start_date, "start_date (--since)")
         if self.pii == "hash" and not (self.pii_salt and str(self.pii_salt).strip()):
             raise BadInput(
                 "pii = hash needs a secret salt: set pii_salt (SOURCES__META_INBOX__PII_SALT or "

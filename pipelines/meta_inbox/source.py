@@ -67,7 +67,7 @@ class _JsonAsText(logging.Filter):
 PROGRESS_EVERY = 30.0  # seconds between progress lines
 # Messages and threads per yield: dlt checks a table's hints on every item, so items are
 # large enough for that to cost little, and small enough to hold little memory.
-BATCH_ROWS = 10_000
+BATCH_ROWS = 2_000
 
 
 @dataclass

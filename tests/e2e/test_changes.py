@@ -10,7 +10,7 @@ import pytest
 
 from conftest import NO_DUPLICATES, Workspace
 from meta_inbox import lake
-from meta_inbox.emulator import Emulator, Faults
+from meta_inbox.emulator import Emulator
 from meta_inbox.emulator.inbox import Conversation, Inbox
 from model import detailed_messages, expected_counts, folder_count, selected
 
@@ -107,9 +107,7 @@ def test_reconcile_marks_exactly_what_graph_no_longer_returns(
     regular = workspace.export()
     # A regular run sees none of it: the thread is idle, nothing moved its `updated_time`.
     assert regular.exit_code == 0
-    assert workspace.query("select count(*) from messages where deleted_at is not null") == [
-        (0,)
-    ]
+    assert workspace.query("select count(*) from messages where deleted_at is not null") == [(0,)]
     emulator.reset_calls()
 
     result = workspace.export(reconcile=True)
@@ -208,9 +206,9 @@ def test_reconcile_leaves_threads_graph_hides_alone(tmp_path: Path, monkeypatch)
 
         assert result.exit_code == 0
         assert result.record["marked_deleted"] == 0
-        assert workspace.query("select count(*) from conversations where deleted_at is not null") == [
-            (0,)
-        ]
+        assert workspace.query(
+            "select count(*) from conversations where deleted_at is not null"
+        ) == [(0,)]
 
 
 def test_history_records_each_observed_state_and_the_resolution(

@@ -160,7 +160,9 @@ def test_instagram_keeps_every_message_beyond_the_newest_twenty(
 ) -> None:
     assert workspace.export().exit_code == 0
     long_threads = [
-        c for c in emulator.inbox.conversations if c.platform == "instagram" and c.message_count > 20
+        c
+        for c in emulator.inbox.conversations
+        if c.platform == "instagram" and c.message_count > 20
     ]
     assert len(long_threads) >= 3
     for conversation in long_threads:

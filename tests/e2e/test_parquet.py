@@ -28,8 +28,9 @@ def test_the_lake_reads_like_the_warehouse(workspace: Workspace, emulator: Emula
     assert workspace.export().exit_code == 0  # the same history into DuckDB, to compare with
     counts = expected_counts(selected(emulator.inbox))
     for table in TABLE_NAMES:
-        assert ds.dataset(lake_folder / "inbox" / table, format="parquet").count_rows() == (
-            counts[table]
+        assert (
+            ds.dataset(lake_folder / "inbox" / table, format="parquet").count_rows()
+            == (counts[table])
         ), table
     detailed = detailed_messages(emulator.inbox.conversations)
     emulator.add_activity(seed=1)

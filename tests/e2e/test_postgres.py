@@ -27,11 +27,14 @@ def test_postgres_load_is_exact_and_incremental(
 
     assert first.code == 0, first.output
     assert counts(postgres_dsn) == expected_counts(selected(emulator.inbox))
-    assert timestamp_types(postgres_dsn) >= {
-        ("conversations", "updated_time"): "timestamp with time zone",
-        ("messages", "created_time"): "timestamp with time zone",
-        ("_meta_inbox_runs", "started_at"): "timestamp with time zone",
-    }.items()
+    assert (
+        timestamp_types(postgres_dsn)
+        >= {
+            ("conversations", "updated_time"): "timestamp with time zone",
+            ("messages", "created_time"): "timestamp with time zone",
+            ("_meta_inbox_runs", "started_at"): "timestamp with time zone",
+        }.items()
+    )
     # Staging tables of their own: per-Page pipelines loading one dataset do not share them.
     assert schemas(postgres_dsn) >= {SCHEMA, f"{SCHEMA}_staging_meta_inbox"}
 

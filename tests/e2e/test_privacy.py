@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import Workspace
-from model import expected_counts, selected
 from meta_inbox.emulator import Emulator
 from meta_inbox.emulator.inbox import Conversation, Person
 from meta_inbox.tables import TABLES
+from model import expected_counts, selected
 
 SALT = "test-salt-4f1c9a"
 OTHER_SALT = "test-salt-7b22e0"

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import NO_DUPLICATES, Workspace
 from meta_inbox.emulator import Emulator, Faults, Limits
-from model import THROTTLE_CODES, expected_counts, selected
+from model import TABLE_NAMES, THROTTLE_CODES, expected_counts, selected
 
 
 def _one_line(stderr: str) -> str:
@@ -172,14 +172,4 @@ def test_tables_exist_only_after_a_load(workspace: Workspace) -> None:
     assert workspace.data_tables() == set()
     assert workspace.state() == {}
     assert workspace.export().exit_code == 0
-    assert workspace.data_tables() == {
-        "pages",
-        "conversations",
-        "conversation_participants",
-        "messages",
-        "message_attachments",
-        "message_reactions",
-        "message_recipients",
-        "message_tags",
-        "message_shares",
-    }
+    assert workspace.data_tables() == set(TABLE_NAMES)

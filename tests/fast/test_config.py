@@ -43,20 +43,23 @@ def settings(**values: Any) -> Settings:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"platforms": ["whatsapp"]}, "platforms 'whatsapp' is unknown: use messenger, instagram."),
+        (
+            {"platforms": ["whatsapp"]},
+            "platforms (--platform) 'whatsapp' is unknown: use messenger, instagram.",
+        ),
         (
             {"folders": ["inbox", "archive"]},
-            "folders 'archive' is unknown: use inbox, other, page_done, spam.",
+            "folders (--folder) 'archive' is unknown: use inbox, other, page_done, spam.",
         ),
         ({"pii": "mask"}, "pii 'mask' is unknown: use keep, hash, drop."),
         ({"access_token": "  "}, MISSING_TOKEN),
         (
             {"page_ids": ["1000000000000001", "cafe-ole"]},
-            "page_ids 'cafe-ole' is not a Page id: Page ids are digits only.",
+            "page_ids (--page-id) 'cafe-ole' is not a Page id: Page ids are digits only.",
         ),
         (
             {"start_date": "yesterday"},
-            "start_date 'yesterday' is not a date: use YYYY-MM-DD or an ISO 8601 time.",
+            "start_date (--since) 'yesterday' is not a date: use YYYY-MM-DD or an ISO 8601 time.",
         ),
         ({"pii": "hash"}, NO_SALT),
         ({"pii": "hash", "pii_salt": " "}, NO_SALT),
