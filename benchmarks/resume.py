@@ -1,104 +1,140 @@
-"""Prints what killing a long backfill costs: the calls repeated when runs are SIGKILLed at three
-points and a last run goes to the end, against one run that is never interrupted.
+"""Prints what killing a long backfill costs: runs SIGKILLed at three points, then a run to the
+end, against one run that is never interrupted.
 
     .venv/bin/python benchmarks/resume.py --scale 20
 
-The real CLI exports the emulator's inbox at zero latency, at Meta's 2 calls a second per Page
-(`--unpaced`: as fast as it can, so that reading runs far ahead of the loads and a kill loses
-more), checkpointing every `--checkpoint-threads` threads. Each kill comes when the emulator
-has answered a share (a quarter, a half, three quarters) of the calls the uninterrupted run
-made, counted from the start of the killed run. Figures only; no threshold is asserted anywhere.
+The real CLI runs unpaced against the emulator at zero latency, into DuckDB files in a temporary
+folder, checkpointing every `--checkpoint-threads` threads. The uninterrupted run goes first, in
+its own workspace, to give U, its calls. Then, in a fresh workspace, run k is killed once it has
+made k/4 of U calls of its own (each picks up at the last checkpoint of the run before it). The
+kill is placed by the emulator's gate, which holds the next call on arrival, so it lands at the
+same call however loaded the machine is. Figures only; no threshold is asserted anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from meta_inbox.emulator import Emulator
 
-KILLS = (0.25, 0.5, 0.75)
+SHARES = (0.25, 0.5, 0.75)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, default=20)
+    parser.add_argument("--scale", type=int, default=20, help="threads per folder ×")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--checkpoint-threads", type=int, default=200)
-    parser.add_argument("--unpaced", action="store_true")
     args = parser.parse_args()
-    pacing = {"SOURCES__META_INBOX__MAX_CALLS_PER_SECOND": "0"} if args.unpaced else {}
-    with Emulator(seed=args.seed, scale=args.scale) as emulator:
-        expected = sum(c.message_count for c in emulator.inbox.conversations)
-        print(f"scale {args.scale}: {expected} messages, a checkpoint every "
-              f"{args.checkpoint_threads} threads")  # fmt: skip
-        with tempfile.TemporaryDirectory() as folder:
-            _run(Path(folder), emulator, args.checkpoint_threads, pacing)
-            whole = len(emulator.calls)
-        print(f"uninterrupted: {whole} calls")
-        total = 0
-        with tempfile.TemporaryDirectory() as folder:
-            root = Path(folder)
-            for share in KILLS:
-                made = _run(root, emulator, args.checkpoint_threads, pacing, int(share * whole))
-                total += made
-                print(f"killed at {share:.0%} of the calls: {made} calls")
-            made = _run(root, emulator, args.checkpoint_threads, pacing)
-            total += made
-            print(f"run to the end: {made} calls")
-            stored, distinct = _messages(root)
-        print(f"all runs: {total} calls, {total / whole:.2f}x the uninterrupted run")
-        print(f"messages {stored} of {expected}, duplicates {stored - distinct}")
+    with (
+        Emulator(seed=args.seed, scale=args.scale) as emulator,
+        tempfile.TemporaryDirectory() as root,
+    ):
+        inbox = emulator.inbox
+        expected = sum(c.message_count for c in inbox.conversations)
+        print(f"scale {args.scale}: {len(inbox.conversations)} threads, {expected} messages")
+
+        whole = Path(root) / "uninterrupted"
+        emulator.reset_calls()
+        record = _run(_start(emulator, whole, args.checkpoint_threads))
+        uninterrupted = len(emulator.calls)
+        print(
+            f"uninterrupted: {uninterrupted} calls, {record['checkpoints']} checkpoints, "
+            f"{_counts(whole)[0]} messages loaded"
+        )
+
+        resumed = Path(root) / "resumed"
+        calls = []
+        for share in SHARES:
+            kill_at = round(share * uninterrupted)
+            emulator.reset_calls()
+            killed = _killed_run(emulator, resumed, args.checkpoint_threads, kill_at)
+            calls.append(len(emulator.calls))
+            outcome = "killed after" if killed else "ended before its kill point,"
+            print(f"run {len(calls)}: {outcome} {kill_at} calls; {calls[-1]} made in all")
+        emulator.reset_calls()
+        record = _run(_start(emulator, resumed, args.checkpoint_threads))
+        calls.append(len(emulator.calls))
+        print(f"run {len(calls)}: to the end; {calls[-1]} calls, {record['status']}")
+
+        loaded, duplicates = _counts(resumed)
+        print(
+            f"all {len(calls)} runs: {sum(calls)} calls, against {uninterrupted} "
+            f"uninterrupted: {sum(calls) / uninterrupted:.2f}x"
+        )
+        print(f"messages loaded {loaded}, expected {expected}; duplicate ids {duplicates}")
 
 
-def _run(
-    root: Path,
-    emulator: Emulator,
-    checkpoint_threads: int,
-    pacing: dict[str, str],
-    kill_after: int = 0,
-) -> int:
-    """One CLI run, SIGKILLed once the emulator has answered `kill_after` of its calls (0: run
-    to the end); the calls it made."""
-    emulator.reset_calls()
+def _start(emulator: Emulator, folder: Path, checkpoint_threads: int) -> subprocess.Popen[bytes]:
+    folder.mkdir(exist_ok=True)
     env = {
         **os.environ,
         "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DLT_DATA_DIR": str(root / "dlt"),
+        "DLT_DATA_DIR": str(folder / "dlt"),
         "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
         "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
+        "SOURCES__META_INBOX__MAX_CALLS_PER_SECOND": "0",
         "SOURCES__META_INBOX__CHECKPOINT_THREADS": str(checkpoint_threads),
-        **pacing,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meta_inbox.cli", "run"],
-        cwd=root,
+    return subprocess.Popen(
+        [sys.executable, "-m", "meta_inbox.cli", "run", "--json"],
+        cwd=folder,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    while kill_after and process.poll() is None and len(emulator.calls) < kill_after:
-        time.sleep(0.01)
-    if kill_after and process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    code = process.wait()
-    if not kill_after and code:
-        sys.exit(f"the export failed with exit {code}")
-    return len(emulator.calls)
 
 
-def _messages(root: Path) -> tuple[int, int]:
-    with duckdb.connect(str(root / "meta_inbox.duckdb"), read_only=True) as connection:
-        sql = "select count(*), count(distinct id) from inbox.messages"
-        return connection.execute(sql).fetchone()
+def _run(process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """Wait for a run to end; its run record."""
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"exit code {process.returncode}: {stderr[-2000:].decode()}")
+    return json.loads(stdout)
+
+
+def _killed_run(emulator: Emulator, folder: Path, checkpoint_threads: int, kill_at: int) -> bool:
+    """A run SIGKILLed as it makes call `kill_at + 1`; False if it ended before that.
+
+    The calls held at the gate when it dies count as its calls: it made them."""
+    # Close the gate before the process starts, so that no call slips past the kill point.
+    emulator.hold_after(kill_at)
+    process = _start(emulator, folder, checkpoint_threads)
+    try:
+        while not emulator.wait_until_held(1, timeout=0.1):
+            if process.poll() is not None:
+                _run(process)  # a failure still stops the benchmark
+                return False
+        process.kill()
+        process.communicate()
+        held = emulator.held()
+    finally:
+        emulator.release()
+    # The held calls are answered now, to a closed socket; they count for this run, so wait
+    # until the emulator has recorded them (it records each call before writing its answer).
+    deadline = time.monotonic() + 10
+    while len(emulator.calls) < kill_at + held and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def _counts(folder: Path) -> tuple[int, int]:
+    """Messages in the table, and how many of them repeat an id."""
+    with duckdb.connect(str(folder / "meta_inbox.duckdb"), read_only=True) as connection:
+        total, duplicates = connection.execute(
+            "select count(*), count(*) - count(distinct id) from inbox.messages"
+        ).fetchone()
+    return int(total), int(duplicates)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,13 @@ def _one_line(stderr: str) -> str:
 @pytest.mark.parametrize(
     ("args", "config", "expected"),
     [
-        (["--platform", "whatsapp"], {}, "platforms 'whatsapp' is unknown"),
-        (["--folder", "archive"], {}, "folders 'archive' is unknown"),
+        (["--platform", "whatsapp"], {}, "platforms (--platform) 'whatsapp' is unknown"),
+        (["--folder", "archive"], {}, "folders (--folder) 'archive' is unknown"),
         (["--page-id", "my-page"], {}, "Page ids are digits only"),
         (["--since", "last tuesday"], {}, "is not a date"),
         (["--destination", "nowhere"], {}, "is not a dlt destination"),
-        ([], {"folders": '["inbox", "archive"]'}, "folders 'archive' is unknown"),
-        ([], {"platforms": '["telegram"]'}, "platforms 'telegram' is unknown"),
+        ([], {"folders": '["inbox", "archive"]'}, "folders (--folder) 'archive' is unknown"),
+        ([], {"platforms": '["telegram"]'}, "platforms (--platform) 'telegram' is unknown"),
         ([], {"page_size": "500"}, "page_size must be between 1 and 100"),
         ([], {"base_url": "graph.facebook.com"}, "is not an http(s) URL"),
         ([], {"access_token": " "}, "No access token"),
