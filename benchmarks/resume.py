@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
+from harness import cli_env, stored_messages
 
 from meta_inbox.emulator import Emulator
 
@@ -50,7 +49,7 @@ def main() -> None:
         uninterrupted = len(emulator.calls)
         print(
             f"uninterrupted: {uninterrupted} calls, {record['checkpoints']} checkpoints, "
-            f"{_counts(whole)[0]} messages loaded"
+            f"{stored_messages(whole)[0]} messages loaded"
         )
 
         resumed = Path(root) / "resumed"
@@ -67,7 +66,7 @@ def main() -> None:
         calls.append(len(emulator.calls))
         print(f"run {len(calls)}: to the end; {calls[-1]} calls, {record['status']}")
 
-        loaded, duplicates = _counts(resumed)
+        loaded, duplicates = stored_messages(resumed)
         print(
             f"all {len(calls)} runs: {sum(calls)} calls, against {uninterrupted} "
             f"uninterrupted: {sum(calls) / uninterrupted:.2f}x"
@@ -77,15 +76,7 @@ def main() -> None:
 
 def _start(emulator: Emulator, folder: Path, checkpoint_threads: int) -> subprocess.Popen[bytes]:
     folder.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DLT_DATA_DIR": str(folder / "dlt"),
-        "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
-        "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
-        "SOURCES__META_INBOX__MAX_CALLS_PER_SECOND": "0",
-        "SOURCES__META_INBOX__CHECKPOINT_THREADS": str(checkpoint_threads),
-    }
+    env = cli_env(emulator, folder, max_calls_per_second=0, checkpoint_threads=checkpoint_threads)
     return subprocess.Popen(
         [sys.executable, "-m", "meta_inbox.cli", "run", "--json"],
         cwd=folder,
@@ -126,15 +117,6 @@ def _killed_run(emulator: Emulator, folder: Path, checkpoint_threads: int, kill_
     while len(emulator.calls) < kill_at + held and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
-
-
-def _counts(folder: Path) -> tuple[int, int]:
-    """Messages in the table, and how many of them repeat an id."""
-    with duckdb.connect(str(folder / "meta_inbox.duckdb"), read_only=True) as connection:
-        total, duplicates = connection.execute(
-            "select count(*), count(*) - count(distinct id) from inbox.messages"
-        ).fetchone()
-    return int(total), int(duplicates)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import requests
+from harness import cli_env, stored_messages
 
 from meta_inbox.emulator import Emulator
 from meta_inbox.emulator.server import Call
@@ -55,14 +55,15 @@ def _measure(scale: int, seed: int) -> None:
             f"(the emulator took {built:.1f} s to build them)"
         )
         folder = Path(root)
-        env = _env(emulator, folder)
+        env = cli_env(emulator, folder, max_calls_per_second=0)
 
         emulator.reset_calls()
         wall, rss, record = _run(folder, env)
         calls = emulator.calls
+        stored, _ = stored_messages(folder)
         print(
             f"  backfill   {wall:7.1f} s  peak RSS {rss:6.0f} MB  {record['api_calls']} calls  "
-            f"{record['checkpoints']} checkpoints  {_messages(folder)} of {expected} messages"
+            f"{record['checkpoints']} checkpoints  {stored} of {expected} messages"
         )
         floor = _replay(emulator, calls)
         print(f"  fetch floor {floor:6.1f} s for the same {len(calls)} calls: {wall / floor:.1f}x")
@@ -76,17 +77,6 @@ def _measure(scale: int, seed: int) -> None:
             f"  no change  {wall:7.1f} s  peak RSS {rss:6.0f} MB  {record['api_calls']} calls  "
             f"{record['new_messages']} new messages"
         )
-
-
-def _env(emulator: Emulator, folder: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DLT_DATA_DIR": str(folder / "dlt"),
-        "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
-        "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
-        "SOURCES__META_INBOX__MAX_CALLS_PER_SECOND": "0",
-    }
 
 
 def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:
@@ -126,11 +116,6 @@ def _replay(emulator: Emulator, calls: list[Call]) -> float:
 def _state(folder: Path) -> Any:
     state = json.loads((folder / "dlt/pipelines/meta_inbox/state.json").read_text())
     return state["sources"]["meta_inbox"]
-
-
-def _messages(folder: Path) -> int:
-    with duckdb.connect(str(folder / "meta_inbox.duckdb"), read_only=True) as connection:
-        return int(connection.execute("select count(*) from inbox.messages").fetchone()[0])
 
 
 if __name__ == "__main__":

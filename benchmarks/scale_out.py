@@ -15,7 +15,6 @@ Figures only; no threshold is asserted anywhere.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import resource
 import subprocess
@@ -28,6 +27,7 @@ from contextlib import closing
 from pathlib import Path
 
 import psycopg2
+from harness import cli_env
 
 from meta_inbox.emulator import Emulator, Limits
 
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from model import THROTTLE_CODES  # noqa: E402
-from postgres_server import PostgresServer, running_postgres  # noqa: E402
+from postgres_server import running_postgres  # noqa: E402
 
 PER_SECOND = 2.0
 
@@ -76,7 +76,7 @@ def main() -> None:
             dsn = server.recreate_database()
             folder = Path(root) / label.replace(" ", "_")
             folder.mkdir()
-            env = _env(emulator, server, folder)
+            env = cli_env(emulator, folder) | {"DESTINATION__POSTGRES__CREDENTIALS": server.dsn}
             if args.usage_pause is not None:
                 env["SOURCES__META_INBOX__USAGE_PAUSE"] = str(args.usage_pause)
             emulator.reset_calls()
@@ -134,17 +134,6 @@ def _together(folder: Path, env: dict[str, str], commands: list[list[str]]) -> l
             raise SystemExit(f"exit code {process.returncode}: {stderr[-2000:]}")
         logs.append(stderr)
     return logs
-
-
-def _env(emulator: Emulator, server: PostgresServer, folder: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DLT_DATA_DIR": str(folder / "dlt"),
-        "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
-        "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
-        "DESTINATION__POSTGRES__CREDENTIALS": server.dsn,
-    }
 
 
 def _children_cpu() -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import duckdb
+from harness import cli_env, stored_messages
 
 from meta_inbox.emulator import Emulator, Limits
 
@@ -80,18 +79,12 @@ def main() -> None:
             f"throttle errors: {throttled} (the CLI counted {record['throttled']}, "
             f"waited {record['throttle_wait_seconds']:.1f} s)"
         )
-        print(f"messages loaded {_messages(Path(root))}, expected {expected}")
+        print(f"messages loaded {stored_messages(Path(root))[0]}, expected {expected}")
 
 
 def _export(folder: Path, emulator: Emulator) -> dict[str, Any]:
     """One `meta-inbox run` at its default pacing; its run record."""
-    env = {
-        **os.environ,
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DLT_DATA_DIR": str(folder / "dlt"),
-        "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
-        "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
-    }
+    env = cli_env(emulator, folder)
     done = subprocess.run(
         [sys.executable, "-m", "meta_inbox.cli", "run", "--json"],
         cwd=folder,
@@ -102,11 +95,6 @@ def _export(folder: Path, emulator: Emulator) -> dict[str, Any]:
     if done.returncode != 0:
         raise SystemExit(f"exit code {done.returncode}: {done.stderr[-2000:]}")
     return json.loads(done.stdout)
-
-
-def _messages(folder: Path) -> int:
-    with duckdb.connect(str(folder / "meta_inbox.duckdb"), read_only=True) as connection:
-        return int(connection.execute("select count(*) from inbox.messages").fetchone()[0])
 
 
 if __name__ == "__main__":

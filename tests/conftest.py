@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,16 +83,20 @@ class Workspace:
 
     def run(self, *args: str, token: str | None = None, **config: str) -> CliResult:
         """`meta-inbox run ARGS` in a subprocess; `config` keys become SOURCES__META_INBOX__*."""
-        done = subprocess.run(
-            self.command("run", *args),
+        done = self.cli("run", *args, env=self.env(token, config))
+        self.outputs.append(done.stdout + done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """`meta-inbox ARGS` in a subprocess, in the working folder (default: `env()`)."""
+        return subprocess.run(
+            self.command(*args),
             cwd=self.root,
-            env=self.env(token, config),
+            env=self.env() if env is None else env,
             capture_output=True,
             text=True,
             timeout=300,
         )
-        self.outputs.append(done.stdout + done.stderr)
-        return CliResult(done.returncode, done.stdout, done.stderr)
 
     def start(
         self, *args: str, token: str | None = None, stderr: Any = subprocess.PIPE, **config: str
@@ -219,3 +225,24 @@ def postgres_dsn(postgres_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     dsn = postgres_server.recreate_database()
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", dsn)
     return dsn
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll until `condition` holds: a precondition of the test, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def sessions_waiting_on_locks(dsn: str) -> int:
+    """Sessions of the test database that wait on a lock (a load held by the test)."""
+    import psycopg2
+
+    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "select count(*) from pg_stat_activity "
+            "where datname = current_database() and wait_event_type = 'Lock'"
+        )
+        return int(cursor.fetchone()[0])

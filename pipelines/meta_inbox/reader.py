@@ -364,6 +364,9 @@ class _FolderWalk:
         self.previous: dict[str, Any] = (
             state.get("pass") or {} if self.plan.mode is Mode.REGULAR else {}
         )
+        # The interrupted pass's span, parsed once: every thread listed is compared with it.
+        self.previous_top = parse_time(self.previous.get("top"))
+        self.previous_down_to = parse_time(self.previous.get("down_to"))
         self.loaded_max = loaded_max
         self.lock = threading.Lock()
         self.details_limited = False
@@ -382,8 +385,8 @@ class _FolderWalk:
         self.then = then or []
         previous = self.previous
         if previous:
-            top = parse_time(previous["top"])
-            down_to = parse_time(previous.get("down_to")) or top
+            top = self.previous_top
+            down_to = self.previous_down_to or top
             self.stop_below = parse_time(previous.get("stop_below"))
             self.recheck_from = parse_time(previous.get("recheck_from"))
             self.planned = True
@@ -420,7 +423,7 @@ class _FolderWalk:
             if self.plan.start and updated < self.plan.start:
                 return _Skip.STOP
             return _ReadHow(floor=None, recheck=False)
-        if chain is self.head and updated <= parse_time(self.previous["top"]):  # type: ignore[operator]
+        if chain is self.head and updated <= self.previous_top:  # type: ignore[operator]
             # Read by the interrupted pass: only a recheck, down to where the tail takes over.
             if chain.stop_at is not None and updated < chain.stop_at:
                 return _Skip.STOP
@@ -568,22 +571,18 @@ class _FolderWalk:
             self.reader.walk_done(self.page, self.platform)
 
     def _state(self, finished: bool) -> dict[str, Any] | None:
-        seen = [page.newest for chain in self.chains for page in chain.pages]
         if finished:
+            seen = [page.newest for chain in self.chains for page in chain.pages]
             newest = max(filter(None, [*seen, self.watermark]), default=None)
             return {"watermark": _iso(newest), "pass": None}
         if self.plan.mode is Mode.RECONCILE:
             return None
         done = self.tail.pages[: self.tail.handed_over]
         previous = self.previous
-        tops = [page.newest for page in done]
-        if previous:
-            tops.append(parse_time(previous["top"]))
+        tops = [*(page.newest for page in done), self.previous_top]
         if self.head is not None and self.head.finished:
             tops += [page.newest for page in self.head.pages]
-        lows = [page.oldest for page in done]
-        if previous:
-            lows.append(parse_time(previous.get("down_to")))
+        lows = [*(page.oldest for page in done), self.previous_down_to]
         top, down_to = max(filter(None, tops), default=None), min(filter(None, lows), default=None)
         if top is None:
             return None
@@ -640,13 +639,12 @@ class _ThreadRead:
             and len(kept) == len(messages)
             and not self.how.recheck
         )
+        unfinished = [m for m in kept if self._attachments_go_on(m)]
+        if unfinished:
+            kept = [m for m in kept if not self._attachments_go_on(m)]
         if self.how.recheck:
             # A message whose attachments go on would lose the rest of them: not merged again.
-            kept = [m for m in kept if not self._attachments_go_on(m)]
-            unfinished: list[dict[str, Any]] = []
-        else:
-            unfinished = [m for m in kept if self._attachments_go_on(m)]
-            kept = [m for m in kept if m not in unfinished]
+            unfinished = []
         listed = messages if self.walk.plan.mode is Mode.RECONCILE else []
         self._settle(kept, listed, new_work=len(unfinished) + wants_more)
         for message in unfinished:

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from conftest import NO_DUPLICATES, Workspace
+from conftest import NO_DUPLICATES, Workspace, sessions_waiting_on_locks, wait_for
 from meta_inbox.emulator import Emulator, Faults
 from model import expected_counts, selected
 
@@ -33,15 +32,6 @@ def _settings() -> dict[str, object]:
     return {key: int(value) for key, value in SMALL.items()}
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    """Poll until `condition` holds: a precondition of the test, not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
 def _postgres_rows(dsn: str, table: str) -> int:
     with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
         cursor.execute(
@@ -55,15 +45,6 @@ def _postgres_rows(dsn: str, table: str) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _waiting_on_a_lock(dsn: str) -> bool:
-    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "select count(*) from pg_stat_activity "
-            "where datname = current_database() and wait_event_type = 'Lock'"
-        )
-        return bool(cursor.fetchone()[0])
-
-
 def _half_read(workspace: Workspace) -> bool:
     return any(folder["pass"] for folder in workspace.state().get("folders", {}).values())
 
@@ -71,7 +52,7 @@ def _half_read(workspace: Workspace) -> bool:
 def _hold_once_half_read(workspace: Workspace, emulator: Emulator) -> None:
     """Once a checkpoint has loaded a half-read folder, hold the run's next call: it is then
     extracting, past that checkpoint."""
-    _wait(lambda: _half_read(workspace), "a checkpoint with a half-read folder")
+    wait_for(lambda: _half_read(workspace), "a checkpoint with a half-read folder")
     emulator.hold_after(0)
     assert emulator.wait_until_held(1, timeout=120)
 
@@ -121,7 +102,7 @@ def test_sigkill_at_three_points_then_a_run_to_the_end(
     with closing(psycopg2.connect(postgres_dsn)) as blocker, blocker.cursor() as cursor:
         cursor.execute("lock table inbox.messages in access exclusive mode")
         process = workspace.start(*run, **SMALL)
-        _wait(lambda: _waiting_on_a_lock(postgres_dsn), "a load waiting on the lock")
+        wait_for(lambda: sessions_waiting_on_locks(postgres_dsn) > 0, "a load waiting on the lock")
         _kill(process)
         blocker.rollback()
 

@@ -17,7 +17,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from conftest import NO_DUPLICATES, Workspace
+from conftest import NO_DUPLICATES, Workspace, sessions_waiting_on_locks, wait_for
 from meta_inbox.emulator import Emulator
 from model import expected_counts, selected
 
@@ -73,9 +73,7 @@ def test_a_pipeline_folder_that_cannot_be_written(workspace: Workspace) -> None:
     result = workspace.run(**{})
     assert result.code == 0
     env = workspace.env() | {"DLT_DATA_DIR": "/sys/kernel/meta-inbox"}
-    done = subprocess.run(
-        workspace.command("run"), cwd=workspace.root, env=env, capture_output=True, text=True
-    )
+    done = workspace.cli("run", env=env)
 
     assert done.returncode == 12, done.stderr
     assert "Cannot write /sys/kernel/meta-inbox" in _one_line(done.stderr)
@@ -83,13 +81,7 @@ def test_a_pipeline_folder_that_cannot_be_written(workspace: Workspace) -> None:
 
 def test_missing_destination_credentials(workspace: Workspace, emulator: Emulator) -> None:
     env = {k: v for k, v in workspace.env().items() if not k.startswith("DESTINATION__")}
-    done = subprocess.run(
-        workspace.command("run", "--destination", "postgres"),
-        cwd=workspace.root,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    done = workspace.cli("run", "--destination", "postgres", env=env)
 
     assert done.returncode == 13, done.stderr
     assert "DESTINATION__POSTGRES__CREDENTIALS" in _one_line(done.stderr)
@@ -100,13 +92,7 @@ def test_missing_destination_package(workspace: Workspace, emulator: Emulator) -
     env = workspace.env() | {
         "DESTINATION__SNOWFLAKE__CREDENTIALS": "snowflake://loader:pw@account/db?warehouse=w"
     }
-    done = subprocess.run(
-        workspace.command("run", "--destination", "snowflake"),
-        cwd=workspace.root,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    done = workspace.cli("run", "--destination", "snowflake", env=env)
 
     assert done.returncode == 14, done.stderr
     assert 'pip install "dlt[snowflake]"' in _one_line(done.stderr)
@@ -154,7 +140,7 @@ def test_a_signal_while_loading_lets_the_load_finish(
     with closing(psycopg2.connect(postgres_dsn)) as blocker, blocker.cursor() as cursor:
         cursor.execute("lock table inbox.messages in access exclusive mode")
         process = workspace.start("run", "--destination", "postgres")
-        _wait_for_lock_wait(postgres_dsn)
+        wait_for(lambda: sessions_waiting_on_locks(postgres_dsn) > 0, "a load waiting")
         process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         blocker.rollback()
@@ -167,20 +153,6 @@ def test_a_signal_while_loading_lets_the_load_finish(
         cursor.execute("select count(*) from information_schema.views where table_schema = 'inbox'")
         assert cursor.fetchone() == (4,)
     assert workspace.export(destination="postgres").exit_code == 0
-
-
-def _wait_for_lock_wait(dsn: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
-            cursor.execute(
-                "select count(*) from pg_stat_activity "
-                "where datname = current_database() and wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.05)
-    raise AssertionError("the load never waited on the lock")
 
 
 def test_text_no_destination_stores_is_repaired(workspace: Workspace, emulator: Emulator) -> None:
@@ -294,13 +266,7 @@ def test_help_lists_every_option_and_exit_code(workspace: Workspace) -> None:
 
 
 def test_pages_lists_what_the_token_reads(workspace: Workspace, emulator: Emulator) -> None:
-    done = subprocess.run(
-        workspace.command("pages", "--json"),
-        cwd=workspace.root,
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-    )
+    done = workspace.cli("pages", "--json")
 
     assert done.returncode == 0, done.stderr
     assert [json.loads(line) for line in done.stdout.splitlines()] == [

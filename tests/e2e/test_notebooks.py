@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import Workspace
 from meta_inbox.emulator import Emulator
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -49,22 +50,7 @@ def lake_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The views database a Parquet export writes beside its lake."""
     root = tmp_path_factory.mktemp("lake")
     with Emulator(seed=7, scale=1) as emulator:
-        env = {
-            **os.environ,
-            "RUNTIME__DLTHUB_TELEMETRY": "false",
-            "DLT_DATA_DIR": str(root / "dlt"),
-            "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
-            "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
-            "SOURCES__META_INBOX__MAX_CALLS_PER_SECOND": "0",
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "meta_inbox.cli", "run", "--destination", "filesystem"],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = Workspace(root, emulator).cli("run", "--destination", "filesystem")
     assert done.returncode == 0, done.stdout + done.stderr
     database = root / "meta_inbox_lake" / "lake.duckdb"
     assert database.is_file()

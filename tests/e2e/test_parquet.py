@@ -4,7 +4,6 @@ warehouse is read: the same schema, tables, metric views and run records."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -37,13 +36,7 @@ def test_the_lake_reads_like_the_warehouse(workspace: Workspace, emulator: Emula
     assert workspace.export(**LAKE).exit_code == 0
     assert workspace.export().exit_code == 0
 
-    views = subprocess.run(
-        workspace.command("lake-views", "meta_inbox_lake"),
-        cwd=workspace.root,
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-    )
+    views = workspace.cli("lake-views", "meta_inbox_lake")
 
     assert views.returncode == 0, views.stderr
     assert "lake.duckdb" in views.stdout
@@ -115,13 +108,7 @@ def test_a_page_refreshed_on_the_lake_keeps_only_its_new_rows(
 
 
 def test_lake_views_refuse_a_folder_that_is_no_lake(workspace: Workspace) -> None:
-    done = subprocess.run(
-        workspace.command("lake-views", str(Path(workspace.root) / "nothing")),
-        cwd=workspace.root,
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-    )
+    done = workspace.cli("lake-views", str(Path(workspace.root) / "nothing"))
 
     assert done.returncode == 2
     assert "is not a folder" in done.stderr

@@ -21,7 +21,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from conftest import CliResult, Workspace
+from conftest import CliResult, Workspace, sessions_waiting_on_locks, wait_for
 from meta_inbox.emulator import Emulator
 from meta_inbox.metrics import METRIC_VIEWS
 from meta_inbox.outcomes import ExitCode
@@ -249,22 +249,6 @@ def test_page_pipelines_backfill_read_updates_and_refresh_one_page(
     ) == [(refreshed, pipeline_of(refreshed), True)]
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    """Poll until `condition` holds: a precondition of the test, not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
-def sessions_waiting_on_locks(query: Query) -> int:
-    return query(
-        "select count(*) from pg_stat_activity "
-        "where datname = current_database() and wait_event_type = 'Lock'"
-    )[0][0]
-
-
 @pytest.mark.parametrize(
     ("before", "held"),
     [
@@ -293,7 +277,9 @@ def test_first_loads_meeting_at_the_same_ddl_all_succeed(
         cursor.execute(held)
         into = ("--destination", "postgres")
         started = {page: workspace.start("run", *page_run(page, *into)) for page in pages}
-        wait_for(lambda: sessions_waiting_on_locks(query) == PAGES, "every first load waiting")
+        wait_for(
+            lambda: sessions_waiting_on_locks(postgres_dsn) == PAGES, "every first load waiting"
+        )
         blocker.rollback()
         results = {page: finished(process) for page, process in started.items()}
 

@@ -1,0 +1,35 @@
+"""What the benchmarks share: the environment of a `meta-inbox` process pointed at the emulator,
+and what a DuckDB export holds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from meta_inbox.emulator import Emulator
+
+# The run's own data: CLI processes write <folder>/meta_inbox.duckdb and <folder>/dlt.
+DATABASE = "meta_inbox.duckdb"
+
+
+def cli_env(emulator: Emulator, folder: Path, **settings: object) -> dict[str, str]:
+    """The environment of a `meta-inbox` process reading the emulator, its dlt folder inside
+    `folder`; `settings` become SOURCES__META_INBOX__<KEY>."""
+    return {
+        **os.environ,
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+        "DLT_DATA_DIR": str(folder / "dlt"),
+        "SOURCES__META_INBOX__ACCESS_TOKEN": emulator.user_token,
+        "SOURCES__META_INBOX__BASE_URL": emulator.base_url,
+    } | {f"SOURCES__META_INBOX__{key.upper()}": str(value) for key, value in settings.items()}
+
+
+def stored_messages(folder: Path) -> tuple[int, int]:
+    """Messages in the DuckDB export in `folder`, and how many of them repeat an id."""
+    with duckdb.connect(str(folder / DATABASE), read_only=True) as connection:
+        total, duplicates = connection.execute(
+            "select count(*), count(*) - count(distinct id) from inbox.messages"
+        ).fetchone()
+    return int(total), int(duplicates)
