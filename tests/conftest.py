@@ -246,3 +246,19 @@ def sessions_waiting_on_locks(dsn: str) -> int:
             "where datname = current_database() and wait_event_type = 'Lock'"
         )
         return int(cursor.fetchone()[0])
+
+
+def postgres_rows(dsn: str, table: str) -> int:
+    """Rows of `inbox.<table>` in the test database; 0 before the table exists."""
+    import psycopg2
+
+    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'inbox' and table_name = %s",
+            (table,),
+        )
+        if not cursor.fetchone()[0]:
+            return 0
+        cursor.execute(f"select count(*) from inbox.{table}")
+        return int(cursor.fetchone()[0])

@@ -14,7 +14,13 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import NO_DUPLICATES, Workspace, sessions_waiting_on_locks, wait_for
+from conftest import (
+    NO_DUPLICATES,
+    Workspace,
+    postgres_rows,
+    sessions_waiting_on_locks,
+    wait_for,
+)
 from meta_inbox.emulator import Emulator, Faults
 from model import expected_counts, selected
 
@@ -30,19 +36,6 @@ SMALL = {
 
 def _settings() -> dict[str, object]:
     return {key: int(value) for key, value in SMALL.items()}
-
-
-def _postgres_rows(dsn: str, table: str) -> int:
-    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'inbox' and table_name = %s",
-            (table,),
-        )
-        if not cursor.fetchone()[0]:
-            return 0
-        cursor.execute(f"select count(*) from inbox.{table}")
-        return int(cursor.fetchone()[0])
 
 
 def _half_read(workspace: Workspace) -> bool:
@@ -87,14 +80,14 @@ def test_sigkill_at_three_points_then_a_run_to_the_end(
     emulator.hold_after(1)
     process = workspace.start(*run, **SMALL)
     assert emulator.wait_until_held(1, timeout=120)
-    assert _postgres_rows(postgres_dsn, "messages") == 0  # nothing loaded yet
+    assert postgres_rows(postgres_dsn, "messages") == 0  # nothing loaded yet
     _kill(process)
     emulator.release()
 
     # 2. Extracting, after checkpoints were loaded with a folder half read.
     process = workspace.start(*run, **SMALL)
     _hold_once_half_read(workspace, emulator)
-    assert _postgres_rows(postgres_dsn, "messages") > 0
+    assert postgres_rows(postgres_dsn, "messages") > 0
     _kill(process)
     emulator.release()
 
@@ -109,7 +102,7 @@ def test_sigkill_at_three_points_then_a_run_to_the_end(
     finished = workspace.run("--destination", "postgres", **SMALL)
 
     assert finished.code == 0, finished.output
-    counts = {table: _postgres_rows(postgres_dsn, table) for table in expected_counts([])}
+    counts = {table: postgres_rows(postgres_dsn, table) for table in expected_counts([])}
     assert counts == expected_counts(selected(emulator.inbox))
     with closing(psycopg2.connect(postgres_dsn)) as connection, connection.cursor() as cursor:
         cursor.execute("select count(*) - count(distinct id) from inbox.messages")

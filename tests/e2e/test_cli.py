@@ -9,7 +9,6 @@ import pty
 import re
 import signal
 import subprocess
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -17,9 +16,15 @@ import duckdb
 import psycopg2
 import pytest
 
-from conftest import NO_DUPLICATES, Workspace, sessions_waiting_on_locks, wait_for
+from conftest import (
+    NO_DUPLICATES,
+    Workspace,
+    postgres_rows,
+    sessions_waiting_on_locks,
+    wait_for,
+)
 from meta_inbox.emulator import Emulator
-from model import expected_counts, selected
+from model import detailed_messages, expected_counts, selected
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -115,10 +120,9 @@ def test_a_signal_while_extracting_loads_what_was_read(
     emulator.hold_after(15)
     process = workspace.start("run", checkpoint_threads="5")
     assert emulator.wait_until_held(1, timeout=120)
-    process.send_signal(number)
-    time.sleep(0.5)  # let the handler run before the held call is answered
+    before = _signalled(process, number)  # the handler ran before the held call is answered
     emulator.release()
-    _, stderr = process.communicate(timeout=300)
+    stderr = _finished(process, before)
 
     assert process.returncode == code, stderr
     assert "interrupted by" in _one_line(stderr)
@@ -132,27 +136,50 @@ def test_a_signal_while_extracting_loads_what_was_read(
     assert workspace.duplicate_ids() == NO_DUPLICATES
 
 
+@pytest.mark.parametrize(("number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_while_loading_lets_the_load_finish(
-    workspace: Workspace, emulator: Emulator, postgres_dsn: str
+    workspace: Workspace, emulator: Emulator, postgres_dsn: str, number: int, code: int
 ) -> None:
     assert workspace.export(destination="postgres").exit_code == 0
+    detailed = detailed_messages(emulator.inbox.conversations)
     emulator.add_activity(seed=1)
     with closing(psycopg2.connect(postgres_dsn)) as blocker, blocker.cursor() as cursor:
         cursor.execute("lock table inbox.messages in access exclusive mode")
         process = workspace.start("run", "--destination", "postgres")
         wait_for(lambda: sessions_waiting_on_locks(postgres_dsn) > 0, "a load waiting")
-        process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        before = _signalled(process, number)
         blocker.rollback()
-    _, stderr = process.communicate(timeout=300)
+    stderr = _finished(process, before)
 
-    assert process.returncode == 143, stderr
+    assert process.returncode == code, stderr
     with closing(psycopg2.connect(postgres_dsn)) as connection, connection.cursor() as cursor:
         cursor.execute("select status, exit_code from inbox._meta_inbox_runs order by started_at")
-        assert cursor.fetchall()[-1] == ("interrupted", 143)
+        assert cursor.fetchall()[-1] == ("interrupted", code)
         cursor.execute("select count(*) from information_schema.views where table_schema = 'inbox'")
         assert cursor.fetchone() == (4,)
     assert workspace.export(destination="postgres").exit_code == 0
+    expected = expected_counts(selected(emulator.inbox), detailed)
+    assert {table: postgres_rows(postgres_dsn, table) for table in expected} == expected
+
+
+def _signalled(process: subprocess.Popen[str], number: int) -> str:
+    """Send the signal and read stderr until the run says it is stopping: its handler ran."""
+    process.send_signal(number)
+    assert process.stderr is not None
+    seen = []
+    while line := process.stderr.readline():
+        seen.append(line)
+        if "stopping; loading what was read" in line:
+            return "".join(seen)
+    raise AssertionError(f"the run ended without taking the signal:\n{''.join(seen)}")
+
+
+def _finished(process: subprocess.Popen[str], before: str) -> str:
+    """The rest of a signalled run: its whole stderr, once it ended."""
+    assert process.stderr is not None
+    stderr = before + process.stderr.read()
+    process.wait(timeout=300)
+    return stderr
 
 
 def test_text_no_destination_stores_is_repaired(workspace: Workspace, emulator: Emulator) -> None:
