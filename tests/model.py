@@ -79,7 +79,14 @@ def hidden_messages(conversations: Iterable[Conversation]) -> set[str]:
     }
 
 
+def probe_calls(inbox: Inbox) -> int:
+    """Light listings before a Page's Instagram folders are walked: two folders' ids (does Graph
+    honour `folder`?), and, where both are refused, the listing that tells "no Instagram
+    account" from a refused folder."""
+    return sum(2 + (len(page.platforms) == 1) for page in inbox.pages)
+
+
 def folder_count(inbox: Inbox) -> int:
-    """(Page, platform, folder) listings a run makes when nothing changed, probe included:
-    a Page without Instagram is asked once for it, and refuses."""
-    return sum(4 * len(page.platforms) + (len(page.platforms) == 1) for page in inbox.pages)
+    """Listing calls a run makes when nothing changed: one per (Page, platform, folder), and the
+    Instagram probes."""
+    return sum(4 * len(page.platforms) for page in inbox.pages) + probe_calls(inbox)

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import UnknownPages
-from .graph_client import GraphClient, GraphConnection, next_page_url
+from .graph_client import GraphClient, GraphConnection, GraphUnavailable, next_page_url
 from .graph_errors import ErrorKind, GraphError
 
 log = logging.getLogger("meta_inbox")
@@ -209,40 +209,37 @@ class ConversationsApi:
         platform: str,
         folder: str,
         *,
-        after: str | None,
+        next_url: str | None,
         details_limited: bool,
         upcoming: Upcoming | None = None,
     ) -> Listing:
         """One page of a folder's threads, newest `updated_time` first, each with its newest
-        messages; `after` is Graph's cursor past the previous page (kept from an earlier run too).
+        messages: the folder's first page, or the page Graph's `next_url` points at (followed as
+        given, kept from an earlier run too; only `limit` and `fields` are ours to set).
 
         When Graph finds the page too heavy, one light call learns how many messages its threads
         hold, and the page is asked again with as many threads as fit (see `SizeCap`); those
-        counts, passed back as `upcoming`, size the next page without a refusal. Instagram may
-        refuse, rather than leave out, details of messages older than a thread's newest 20: the
-        page is then asked again with 20 nested messages, all of them readable.
+        counts, passed back as `upcoming`, size the next page without a refusal. Code 1 without
+        the English "reduce the amount of data" is retried as transient first; when it keeps
+        coming, the page is taken as too heavy all the same. Instagram may refuse, rather than
+        leave out, details of messages older than a thread's newest 20: the page is then asked
+        again with 20 nested messages, all of them readable.
         """
         client = self.client(page)
-        path = f"{page.id}/conversations"
         nested = INSTAGRAM_DETAILS if details_limited else self.messages_page_size
         size = ListingSize(self.page_size, nested)
         cap = self._caps[page.id, platform]
         if upcoming and upcoming.counts and (budget := cap.budget()) is not None:
             size = upcoming.fitting(size, budget, self.page_size) or size
+        first = {"platform": platform, "folder": folder}
+        ask = _Asker(client, f"{page.id}/conversations", first, next_url)
         while True:
-            params = {
-                "platform": platform,
-                "folder": folder,
-                "limit": str(size.threads),
-                "fields": self._listing_fields(size.messages),
-                "after": after,
-            }
             try:
-                answer = client.get(path, params)
-            except GraphError as error:
-                if error.kind is ErrorKind.TOO_MUCH_DATA:
+                answer = ask(limit=size.threads, fields=self._listing_fields(size.messages))
+            except (GraphError, GraphUnavailable) as failure:
+                if _too_heavy(failure):
                     if not (upcoming and upcoming.counts):
-                        upcoming = self._upcoming(client, path, params)
+                        upcoming = self._upcoming(ask, size.threads)
                     if not upcoming.counts:
                         raise
                     budget = cap.refused(size.weight(upcoming.counts))
@@ -251,7 +248,9 @@ class ConversationsApi:
                     log.info("Graph asked for less data on %s/%s: %s", page.id, folder, smaller)
                     size = smaller
                     continue
-                refused_details = error.kind is ErrorKind.MESSAGE_DELETED
+                refused_details = (
+                    isinstance(failure, GraphError) and failure.kind is ErrorKind.MESSAGE_DELETED
+                )
                 if refused_details and platform == "instagram" and not details_limited:
                     details_limited = True
                     size = ListingSize(size.threads, min(size.messages, INSTAGRAM_DETAILS))
@@ -262,14 +261,23 @@ class ConversationsApi:
             rest = upcoming.after(len(threads)) if upcoming else None
             return Listing(threads, next_page_url(answer), size, details_limited, rest)
 
+    def thread_ids(
+        self, page: FacebookPage, platform: str, folder: str | None, limit: int
+    ) -> list[str]:
+        """The ids of a folder's newest threads (no `folder`: Graph's default listing), asked
+        without their fields: a light call that can fail only for the listing itself."""
+        params = {"platform": platform, "folder": folder, "limit": str(limit), "fields": "id"}
+        answer = self.client(page).get(f"{page.id}/conversations", params)
+        return [str(thread.get("id")) for thread in answer.get("data", [])]
+
     @staticmethod
-    def _upcoming(client: GraphClient, path: str, listing: dict[str, Any]) -> Upcoming:
+    def _upcoming(ask: _Asker, limit: int) -> Upcoming:
         """How many messages each thread of a listing holds, asked without the messages."""
-        answer = client.get(path, listing | {"fields": "id,message_count"})
+        answer = ask(limit=limit, fields="id,message_count")
         threads = answer.get("data", [])
         return Upcoming(
             tuple(thread.get("message_count") for thread in threads),
-            to_the_end=next_page_url(answer) is None or len(threads) < int(listing["limit"]),
+            to_the_end=next_page_url(answer) is None or len(threads) < limit,
         )
 
     def older_messages(self, page: FacebookPage, next_url: str, *, details: bool) -> dict[str, Any]:
@@ -293,20 +301,50 @@ class ConversationsApi:
     def more_attachments(self, page: FacebookPage, next_url: str) -> dict[str, Any]:
         return self.client(page).get_next(next_url)
 
-    def attachments_may_go_on(self, attachments: dict[str, Any]) -> bool:
-        """Graph adds a `next` even to complete attachment lists, so a `next` alone proves
-        nothing: only a full page (as many as asked for) does."""
-        next_url = next_page_url(attachments)
-        if not next_url:
-            return False
-        asked = parse_qs(urlsplit(next_url).query).get("limit", [self.attachments_page_size])[0]
-        return len(attachments.get("data", [])) >= int(asked)
-
     def _listing_fields(self, messages: int) -> str:
         return (
             f"{CONVERSATION_FIELDS},messages.limit({messages})"
             f"{{{message_fields(self.attachments_page_size)}}}"
         )
+
+
+class _Asker:
+    """Asks a listing's page: the first, from our parameters, or the one a `next` points at,
+    followed as given but for the `limit` and `fields` of this one call."""
+
+    def __init__(
+        self, client: GraphClient, path: str, first: dict[str, str], next_url: str | None
+    ) -> None:
+        self.client = client
+        self.path = path
+        self.first = first
+        self.next_url = next_url
+
+    def __call__(self, *, limit: int, fields: str) -> dict[str, Any]:
+        if self.next_url is None:
+            return self.client.get(self.path, self.first | {"limit": limit, "fields": fields})
+        return self.client.get_next(_with_params(self.next_url, limit=str(limit), fields=fields))
+
+
+def _too_heavy(failure: GraphError | GraphUnavailable) -> bool:
+    """Graph refusing an answer's size: said in English, or as code 1 again and again."""
+    if isinstance(failure, GraphError):
+        return failure.kind is ErrorKind.TOO_MUCH_DATA
+    cause = failure.__cause__
+    return isinstance(cause, GraphError) and cause.code == 1
+
+
+def attachments_go_on(attachments: dict[str, Any]) -> str | None:
+    """The `next` of an attachment list that is not complete yet, else None.
+
+    Graph's recorded answers put a `next` on complete attachment lists too, with equal `before`
+    and `after` cursors: that shape, and only that one, ends a list that has a `next`."""
+    following = next_page_url(attachments)
+    if not following or not attachments.get("data"):
+        return None
+    cursors = attachments["paging"].get("cursors") or {}
+    before = cursors.get("before")
+    return None if before is not None and before == cursors.get("after") else following
 
 
 def _nested_count(thread: dict[str, Any]) -> int:

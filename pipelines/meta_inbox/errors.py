@@ -43,6 +43,20 @@ class PageFailed(MetaInboxError):
         self.error = error
 
 
+class FolderFailed(MetaInboxError):
+    """Graph refused the listing of one folder of a Page; the other folders and Pages go on."""
+
+    def __init__(self, page_id: str, page_name: str, platform: str, folder: str, error: GraphError):
+        super().__init__(
+            f"Page {page_id} ({page_name}): Graph refused the {platform} folder {folder} "
+            f"({error.first_line})"
+        )
+        self.page_id = page_id
+        self.platform = platform
+        self.folder = folder
+        self.error = error
+
+
 class DestinationLocked(MetaInboxError):
     """The destination is held by another process (a DuckDB file open elsewhere)."""
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import requests
@@ -460,9 +460,9 @@ def _graph_error(
         except (TypeError, ValueError):
             return None
 
-    message = body.get("error_user_msg") or body.get("message") or "unknown error"
+    user_words = [str(body[key]) for key in ("error_user_title", "error_user_msg") if body.get(key)]
     return GraphError(
-        connection.redact(str(message)),
+        connection.redact(str(body.get("message") or "unknown error")),
         code=as_int(body.get("code")),
         subcode=as_int(body.get("error_subcode")),
         http_status=status,
@@ -470,7 +470,21 @@ def _graph_error(
         fbtrace_id=body.get("fbtrace_id"),
         path=path,
         usage=usage,
+        error_type=body.get("type"),
+        user_message=connection.redact(": ".join(user_words)) if user_words else None,
     )
+
+
+def without_secrets(url: str) -> str:
+    """A `next` URL fit to keep across runs: its path and query, without the token or any other
+    secret (`get_next` puts it back on the base URL)."""
+    parts = urlsplit(url)
+    query = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key.lower() not in _SECRET_PARAMS
+    ]
+    return urlunsplit(("", "", parts.path, urlencode(query), ""))
 
 
 def next_page_url(listing: dict[str, Any]) -> str | None:

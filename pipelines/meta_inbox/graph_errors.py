@@ -1,8 +1,10 @@
 """What Graph API error answers mean. The one module that reads Graph's error codes.
 
 Graph answers errors as `{"error": {"message", "code", "error_subcode", "is_transient",
-"fbtrace_id", ...}}`, mostly with HTTP 400 whatever the cause, so the code, not the status, says
-what happened. Everything else in meta-inbox asks a `GraphError` for its `kind`.
+"fbtrace_id", "error_user_title", "error_user_msg"}}`, mostly with HTTP 400 whatever the cause,
+so the code, not the status, says what happened. `error_user_title` / `error_user_msg` are
+written for a person in the token owner's language: they are shown, never classified.
+Everything else in meta-inbox asks a `GraphError` for its `kind`.
 """
 
 from __future__ import annotations
@@ -60,7 +62,12 @@ _PERMISSION_NAME = re.compile("|".join(PERMISSIONS))
 
 def classify(code: int | None, subcode: int | None, message: str, *, status: int | None,
              transient: bool, path: str) -> ErrorKind:  # fmt: skip
-    """The meaning of one error answer."""
+    """The meaning of one error answer, from its code, subcode and transience, and only then from
+    the developer `message` (English whatever the token owner's language).
+
+    Code 1 is both "unknown error" and "reduce the amount of data": without the English text it
+    reads as transient, and the listing that keeps failing with it is asked smaller all the same
+    (`ConversationsApi.list_threads`)."""
     text = message.lower()
     if code in _THROTTLE_CODES:
         return ErrorKind.THROTTLED
@@ -113,9 +120,13 @@ class GraphError(Exception):
         fbtrace_id: str | None = None,
         path: str = "",
         usage: Usage | None = None,
+        error_type: str | None = None,
+        user_message: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # the developer message: what `kind` reads
+        self.user_message = user_message  # for a person, maybe in another language: shown only
+        self.error_type = error_type
         self.code = code
         self.subcode = subcode
         self.http_status = http_status
@@ -130,7 +141,19 @@ class GraphError(Exception):
     def __str__(self) -> str:
         code = f"{self.code}/{self.subcode}" if self.subcode else f"{self.code}"
         trace = f" (fbtrace_id {self.fbtrace_id})" if self.fbtrace_id else ""
-        return f"Graph API error {code} on {self.path}: {self.message}{trace}"
+        return f"Graph API error {code} on {self.path}: {self.text}{trace}"
+
+    @property
+    def text(self) -> str:
+        """What Graph said, for a person: its developer message, and its words for the user."""
+        if self.user_message and self.user_message != self.message:
+            return f"{self.message} ({self.user_message})"
+        return self.message
+
+    @property
+    def first_line(self) -> str:
+        """The error in one line, for the run record."""
+        return str(self).splitlines()[0]
 
     @property
     def is_retryable(self) -> bool:

@@ -15,6 +15,7 @@ from .errors import (
     DestinationCredentialsMissing,
     DestinationLocked,
     DestinationUnwritable,
+    FolderFailed,
     Interrupted,
     MissingExtra,
     PageFailed,
@@ -87,6 +88,12 @@ def explain(error: BaseException) -> Failure | None:
         if isinstance(cause, Interrupted):
             code = ExitCode.TERMINATED if cause.signal_number == 15 else ExitCode.INTERRUPTED
             return Failure(code, str(cause))
+        if isinstance(cause, FolderFailed):
+            return Failure(
+                ExitCode.PARTIAL,
+                f"{cause}: the other folders and Pages are loaded. Drop the folder from "
+                "`folders` (--folder) if Graph does not have it for this platform.",
+            )
         if isinstance(cause, PageFailed):
             inner = _graph(cause.error)
             if inner is None:
@@ -106,7 +113,7 @@ def _graph(error: GraphError) -> Failure | None:
         case ErrorKind.TOKEN:
             return Failure(
                 ExitCode.TOKEN,
-                f"The access token was refused ({error.token_problem}: {error.message}){trace}. "
+                f"The access token was refused ({error.token_problem}: {error.text}){trace}. "
                 "Renew it: generate a new Page token (Graph API Explorer or /me/accounts with a "
                 "long-lived user token) and set SOURCES__META_INBOX__ACCESS_TOKEN or "
                 ".dlt/secrets.toml.",
@@ -124,7 +131,7 @@ def _graph(error: GraphError) -> Failure | None:
             )
             return Failure(
                 ExitCode.PERMISSION,
-                f"The token lacks a permission ({error.message}){trace}. Grant {needed} to the "
+                f"The token lacks a permission ({error.text}){trace}. Grant {needed} to the "
                 "app (and instagram_basic, instagram_manage_messages for Instagram), then renew "
                 "the token.",
             )
@@ -143,7 +150,7 @@ def _graph(error: GraphError) -> Failure | None:
         case ErrorKind.BAD_FIELDS:
             return Failure(
                 ExitCode.UNEXPECTED,
-                f"Graph could not parse the fields meta-inbox asked for ({error.message}){trace}: "
+                f"Graph could not parse the fields meta-inbox asked for ({error.text}){trace}: "
                 "this is a bug in meta-inbox, please report it with the api_version you use.",
             )
     return None

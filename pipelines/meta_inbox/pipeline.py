@@ -45,6 +45,7 @@ log = logging.getLogger("meta_inbox")
 
 DEFAULT_PIPELINE_NAME = "meta_inbox"
 DEFAULT_DATASET_NAME = "inbox"
+MAX_SKIPS_KEPT = 100  # skips listed in a run record: enough to look into, never a flood
 
 
 @dataclass
@@ -175,6 +176,7 @@ class _Run:
                 destinations.apply_refreshes(pipeline)
             if session.finished:
                 break
+        self._warn_of_skips()
         if self.ledger:
             self._reconcile()
         views = current_views(pipeline) if self.views else []
@@ -192,6 +194,16 @@ class _Run:
             views=views,
         )
 
+    def _warn_of_skips(self) -> None:
+        report = self.session.report
+        if report.skipped:
+            report.warn(
+                f"{report.skipped_threads} thread(s) and {report.skipped_messages} message(s) "
+                "were not read whole: Graph stopped answering for them during the run (deleted "
+                "meanwhile, or an error meta-inbox does not know); what was read is loaded, and "
+                "`skipped` in _meta_inbox_runs says which"
+            )
+
     def _last_slice_record(self) -> dict[str, Any]:
         self.recorded = self.record(*self.outcome())
         return self.recorded
@@ -199,7 +211,7 @@ class _Run:
     def outcome(self) -> tuple[ExitCode, list[str]]:
         """Exit code, and a line per problem, for a run that loaded (maybe not everything)."""
         report = self.session.report
-        problems: list[BaseException] = [*report.page_failures]
+        problems: list[BaseException] = [*report.page_failures, *report.folder_failures]
         if report.stopped_by is not None:
             problems.append(report.stopped_by)
         code, lines = ExitCode.OK, []
@@ -210,7 +222,7 @@ class _Run:
             lines.append(self.session.redactor(failure.line))
             if problem is report.stopped_by or code == ExitCode.OK:
                 code = failure.code
-        if report.page_failures and report.stopped_by is None:
+        if (report.page_failures or report.folder_failures) and report.stopped_by is None:
             code = ExitCode.PARTIAL
         return code, lines
 
@@ -239,6 +251,9 @@ class _Run:
             "messages_without_details": counts.messages_without_details,
             "repaired_values": counts.repaired_values,
             "marked_deleted": counts.marked_deleted,
+            "skipped_threads": session.report.skipped_threads,
+            "skipped_messages": session.report.skipped_messages,
+            "skipped": _json([vars(skip) for skip in session.report.skipped[:MAX_SKIPS_KEPT]]),
             "rows": _json({table.name: counts.rows[table.name] for table in TABLES}),
             "meta_inbox_version": meta_inbox_version(),
         }

@@ -9,10 +9,12 @@ State is a few values per (Page, platform, folder), never per thread:
   `updated_time` past it). A thread listed as updated after `watermark - lookback` is read for
   its messages from `watermark - lookback` on: an overlap that the merge keys make harmless.
 - `pass`: a listing pass in progress, so that a run killed half way resumes where its last
-  checkpoint left it: threads updated between `down_to` and `top` are done, and Graph's cursor
-  `after` continues the listing below them. A new run lists the head of the folder (threads
-  that moved above `top` since) and continues the tail from the cursor; if Graph refuses the
-  cursor, the tail starts from the top again and skips what is done.
+  checkpoint left it: threads updated between `down_to` and `top` are done, and `next` (Graph's
+  own `next` URL past them, without the token) continues the listing below them. A new run lists
+  the head of the folder (threads that moved above `top` since) and continues the tail from
+  `next`. A kept position is distrusted: when Graph refuses it or answers it with an empty page
+  (an expired cursor may do either), the tail starts from the head again and skips what is done.
+  `folder_plan.py` says what each listed thread gets, and why nothing is lost.
 - `loaded_max` (per Page and platform, kept by the source): the newest message time ever
   loaded. An Instagram message whose details Graph withholds is loaded only when newer than
   that, or when its folder is read for the first time: a copy loaded earlier with its details is
@@ -35,15 +37,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from .conversations_api import ConversationsApi, FacebookPage, Upcoming
-from .errors import PageFailed
-from .graph_client import GraphUnavailable, ThrottleBudgetExceeded, next_page_url
+from .conversations_api import ConversationsApi, FacebookPage, Upcoming, attachments_go_on
+from .errors import FolderFailed, PageFailed
+from .folder_plan import NEW, Chain, FolderPlan, ReadHow, Skip
+from .graph_client import (
+    GraphUnavailable,
+    ThrottleBudgetExceeded,
+    next_page_url,
+    without_secrets,
+)
 from .graph_errors import ErrorKind, GraphError
 from .rows import has_details, parse_time
 from .scheduler import CallScheduler
@@ -105,6 +112,17 @@ class PageRead:
     platforms: tuple[str, ...]  # those Graph did not refuse
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A thread (or one message of it) Graph stopped answering for while a run read it."""
+
+    page_id: str
+    platform: str
+    thread_id: str
+    message_id: str | None
+    error: str  # the first line of Graph's answer
+
+
 @dataclass
 class ReadReport:
     """What reading found, for the summary and the run record."""
@@ -112,6 +130,8 @@ class ReadReport:
     pages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     page_failures: list[PageFailed] = field(default_factory=list)
+    folder_failures: list[FolderFailed] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     stopped_by: BaseException | None = None
     reconciled: set[tuple[str, str]] = field(default_factory=set)  # (Page, platform) read whole
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -122,6 +142,25 @@ class ReadReport:
                 return
             self.warnings.append(message)
         log.warning(message)
+
+    def skip(self, skipped: Skipped) -> None:
+        with self.lock:
+            self.skipped.append(skipped)
+        what = f"message {skipped.message_id} of " if skipped.message_id else ""
+        log.warning("skipped %sthread %s: %s", what, skipped.thread_id, skipped.error)
+
+    def folder_failed(self, failure: FolderFailed) -> None:
+        with self.lock:
+            self.folder_failures.append(failure)
+        log.warning("%s", failure)
+
+    @property
+    def skipped_threads(self) -> int:
+        return len({s.thread_id for s in self.skipped if s.message_id is None})
+
+    @property
+    def skipped_messages(self) -> int:
+        return sum(s.message_id is not None for s in self.skipped)
 
 
 class InboxReader:
@@ -149,6 +188,9 @@ class InboxReader:
         self._failed: set[str] = set()
         self._refused: dict[str, set[str]] = {}  # Page → platforms Graph refused
         self._reconciled: dict[tuple[str, str], int] = {}  # (Page, platform) → folders read
+        # (Page, platform) → folders whose reading covers the platform (one, where Graph
+        # ignores `folder`); by default every folder of the plan.
+        self._covering: dict[tuple[str, str], int] = {}
         self._first_folder: dict[tuple[str, str, str], str] = {}  # thread → folder this run
         self._scheduler = CallScheduler(
             api.connection.pacer,
@@ -177,9 +219,7 @@ class InboxReader:
                     for folder in self.plan.folders
                 ]
                 if platform == "instagram":
-                    # Graph's answer is the sure test of a linked Instagram account: one
-                    # folder first, the others once it answered.
-                    walks[0].begin(then=walks[1:])
+                    _InstagramProbe(self, page, walks).begin()
                 else:
                     for walk in walks:
                         walk.begin()
@@ -245,8 +285,13 @@ class InboxReader:
         with self._lock:
             scope = (page.id, platform)
             self._reconciled[scope] = self._reconciled.get(scope, 0) + 1
-            if self._reconciled[scope] == len(self.plan.folders):
+            if self._reconciled[scope] == self._covering.get(scope, len(self.plan.folders)):
                 self.report.reconciled.add(scope)
+
+    def one_folder_lists_all(self, page: FacebookPage, platform: str) -> None:
+        """Graph ignores `folder` on this platform: one folder's walk reads every thread."""
+        with self._lock:
+            self._covering[page.id, platform] = 1
 
     def refused(self, page: FacebookPage, platform: str) -> None:
         with self._lock:
@@ -286,7 +331,7 @@ class InboxReader:
 
     def _task_failed(self, error: BaseException) -> None:
         if isinstance(error, GraphError) and error.kind is ErrorKind.BLOCKED:
-            error = GraphUnavailable(f"Graph blocks these calls for now ({error.message})")
+            error = GraphUnavailable(f"Graph blocks these calls for now ({error.text})")
         if isinstance(error, ThrottleBudgetExceeded | GraphUnavailable):
             log.warning("stopping early, keeping what was read: %s", error)
             self._stop_for(error, fatal=False)
@@ -304,15 +349,15 @@ def folder_key(page_id: str, platform: str, folder: str) -> str:
     return f"{page_id}/{platform}/{folder}"
 
 
-class _Skip(Enum):
-    SKIP = "skip"  # not read now; the listing goes on
-    STOP = "stop"  # older than what this pass reads: the listing ends after this page
+# Errors that end one thread, or one listing, and nothing else: the object is gone ("does not
+# exist", a message deleted), or Graph answers in a way meta-inbox does not know.
+_LOCAL = frozenset(
+    {ErrorKind.NOT_FOUND, ErrorKind.MESSAGE_DELETED, ErrorKind.INVALID_PARAMETER, ErrorKind.OTHER}
+)
 
 
-@dataclass(frozen=True)
-class _ReadHow:
-    floor: datetime | None  # messages sent before this are not looked for (None: all)
-    recheck: bool  # the nested page only: no older pages, no attachment follow-ups
+def _local(error: GraphError) -> bool:
+    return error.kind in _LOCAL
 
 
 @dataclass
@@ -320,25 +365,99 @@ class _ListingPage:
     pending: int = 1  # threads not handed over whole, plus one while the page is sorted
     newest: datetime | None = None
     oldest: datetime | None = None
-    after: str | None = None  # Graph's cursor past this page
+    next_url: str | None = None  # Graph's `next` past this page, without its secrets
 
 
 class _Chain:
     """One sequence of listing calls down a folder, and how far it was handed over."""
 
-    def __init__(self, after: str | None, *, skip_from: datetime | None, stop_at: datetime | None):
-        self.first_after = after
-        self.skip_from = skip_from  # tail of a resumed pass: threads from here up are done
-        self.stop_at = stop_at  # head of a resumed pass: ends below this
+    def __init__(self, first_url: str | None, role: Chain) -> None:
+        self.first_url = first_url  # a position kept from an earlier run, or None: the head
+        self.role = role
         self.pages: list[_ListingPage] = []
         self.handed_over = 0  # leading pages whose every thread is on the queue
         self.ended = False
-        self.paused_at: str | None = None  # the cursor to go on from, once the frontier moves
+        self.paused_at: str | None = None  # the `next` to go on from, once the frontier moves
         self.upcoming: Upcoming | None = None  # see `Listing.upcoming`
 
     @property
     def finished(self) -> bool:
         return self.ended and self.handed_over == len(self.pages)
+
+
+class _InstagramProbe:
+    """Before an Instagram account's folders are walked: whether the Page has one, and whether
+    Graph honours `folder` there (UNCERTAIN in the notes).
+
+    Two light listings (ids only) of two folders: a thread lives in one folder, so the same
+    threads in both mean Graph ignores `folder`, and one walk then reads them all, once. A
+    refused folder listing is told apart from "no Instagram account" by the one call that can
+    only fail for that: a listing with neither `folder` nor fields."""
+
+    def __init__(self, reader: InboxReader, page: FacebookPage, walks: list[_FolderWalk]) -> None:
+        self.reader = reader
+        self.page = page
+        self.walks = walks
+        self.probed = walks[:2]
+        self.lock = threading.Lock()
+        self.answers: dict[str, list[str] | GraphError] = {}
+
+    def begin(self) -> None:
+        for walk in self.probed:
+            self.reader.submit(self.page, lambda walk=walk: self._probe(walk), first=True)
+
+    def _probe(self, walk: _FolderWalk) -> None:
+        api = self.reader.api
+        try:
+            answer: list[str] | GraphError = api.thread_ids(
+                self.page, "instagram", walk.folder, api.page_size
+            )
+        except GraphError as error:
+            if not _local(error):
+                raise
+            answer = error
+        with self.lock:
+            self.answers[walk.folder] = answer
+            if len(self.answers) < len(self.probed):
+                return
+        if any(isinstance(answer, GraphError) for answer in self.answers.values()):
+            self.reader.submit(self.page, self._account, first=True)
+        else:
+            self._walk()
+
+    def _account(self) -> None:
+        try:
+            self.reader.api.thread_ids(self.page, "instagram", None, 1)
+        except GraphError as error:
+            if not _local(error):
+                raise
+            self.reader.report.warn(
+                f"Page {self.page.id} ({self.page.name}): Graph refuses Instagram "
+                f"({error.text}): skipped"
+            )
+            self.reader.refused(self.page, "instagram")
+            return
+        self._walk()
+
+    def _walk(self) -> None:
+        lists = [answer for answer in self.answers.values() if isinstance(answer, list)]
+        if len(self.probed) == 2 and len(lists) == 2 and lists[0] and lists[0] == lists[1]:
+            first = self.walks[0]
+            log.info(
+                "Page %s: Graph ignores `folder` for Instagram: its threads are listed once, "
+                "as folder %s",
+                self.page.id,
+                first.folder,
+            )
+            self.reader.one_folder_lists_all(self.page, "instagram")
+            first.begin()
+            return
+        for walk in self.walks:
+            answer = self.answers.get(walk.folder)
+            if isinstance(answer, GraphError):
+                walk.fail(answer)
+            else:
+                walk.begin()
 
 
 class _FolderWalk:
@@ -358,127 +477,94 @@ class _FolderWalk:
         self.platform = platform
         self.folder = folder
         self.key = folder_key(page.id, platform, folder)
-        self.plan = reader.plan
+        self.read_plan = reader.plan
         state = folder_states.get(self.key) or {}
-        self.watermark = parse_time(state.get("watermark"))
-        self.previous: dict[str, Any] = (
-            state.get("pass") or {} if self.plan.mode is Mode.REGULAR else {}
-        )
-        # The interrupted pass's span, parsed once: every thread listed is compared with it.
-        self.previous_top = parse_time(self.previous.get("top"))
+        reconcile = self.read_plan.mode is Mode.RECONCILE
+        self.previous: dict[str, Any] = {} if reconcile else state.get("pass") or {}
         self.previous_down_to = parse_time(self.previous.get("down_to"))
+        self.plan = FolderPlan(
+            reconcile=reconcile,
+            start=self.read_plan.start,
+            watermark=parse_time(state.get("watermark")),
+            lookback=self.read_plan.lookback,
+            previous_top=parse_time(self.previous.get("top")),
+        )
         self.loaded_max = loaded_max
         self.lock = threading.Lock()
         self.details_limited = False
-        self.stop_below: datetime | None = None
-        self.recheck_from: datetime | None = None
         self.planned = False
         self.chains: list[_Chain] = []
         self.head: _Chain | None = None
-        self.tail = _Chain(None, skip_from=None, stop_at=None)
-        self.then: list[_FolderWalk] = []
+        self.tail = _Chain(None, NEW)
         self.over = False  # finished or given up
+
+    @property
+    def watermark(self) -> datetime | None:
+        return self.plan.watermark
 
     # -- planning -------------------------------------------------------------------------
 
-    def begin(self, then: list[_FolderWalk] | None = None) -> None:
-        self.then = then or []
-        previous = self.previous
-        if previous:
-            top = self.previous_top
-            down_to = self.previous_down_to or top
-            self.stop_below = parse_time(previous.get("stop_below"))
-            self.recheck_from = parse_time(previous.get("recheck_from"))
+    def begin(self) -> None:
+        top = self.plan.previous_top
+        if top is not None:
+            self.plan = replace(
+                self.plan,
+                stop_below=parse_time(self.previous.get("stop_below")),
+                recheck_from=parse_time(self.previous.get("recheck_from")),
+            )
             self.planned = True
-            assert top is not None
-            assert down_to is not None
-            head_end = top - self.plan.lookback
-            if self.recheck_from is not None:
-                head_end = min(head_end, self.recheck_from)
-            self.head = _Chain(None, skip_from=None, stop_at=max(down_to, head_end))
-            self.tail = _Chain(previous.get("after"), skip_from=down_to, stop_at=None)
+            head, tail = self.plan.resumed_chains(self.previous_down_to or top)
+            self.head = _Chain(None, head)
+            # A position kept by a meta-inbox that kept cursors (`after`) is not followed:
+            # the tail starts from the head and skips what was done.
+            self.tail = _Chain(self.previous.get("next"), tail)
             self.chains = [self.head, self.tail]
         else:
             self.chains = [self.tail]
         for chain in self.chains:
             self.reader.submit(
-                self.page, lambda chain=chain: self._list(chain, chain.first_after), first=True
+                self.page, lambda chain=chain: self._list(chain, chain.first_url), first=True
             )
-
-    def _plan_pass(self, newest: datetime | None) -> None:
-        """Where a new pass ends, once the folder's newest thread is known."""
-        self.planned = True
-        if self.plan.mode is Mode.RECONCILE or self.watermark is None:
-            self.stop_below = self.plan.start
-            return
-        self.stop_below = self.watermark - self.plan.lookback
-        if self.plan.recheck_window and newest is not None:
-            self.recheck_from = newest - self.plan.recheck_window
-            self.stop_below = min(self.stop_below, self.recheck_from)
-
-    def _how(self, chain: _Chain, updated: datetime | None) -> _ReadHow | _Skip:
-        if updated is None:
-            return _ReadHow(floor=self._floor(), recheck=False)
-        if self.plan.mode is Mode.RECONCILE:
-            if self.plan.start and updated < self.plan.start:
-                return _Skip.STOP
-            return _ReadHow(floor=None, recheck=False)
-        if chain is self.head and updated <= self.previous_top:  # type: ignore[operator]
-            # Read by the interrupted pass: only a recheck, down to where the tail takes over.
-            if chain.stop_at is not None and updated < chain.stop_at:
-                return _Skip.STOP
-            return self._recheck_or(updated, _Skip.SKIP)
-        if chain.skip_from is not None and updated >= chain.skip_from:
-            return _Skip.SKIP  # done by the interrupted pass, rechecked by the head
-        if self.stop_below is not None and updated < self.stop_below:
-            return _Skip.STOP
-        if self.watermark is None or updated >= self.watermark - self.plan.lookback:
-            return _ReadHow(floor=self._floor(), recheck=False)
-        return self._recheck_or(updated, _Skip.STOP)
-
-    def _recheck_or(self, updated: datetime, otherwise: _Skip) -> _ReadHow | _Skip:
-        if self.recheck_from is not None and updated >= self.recheck_from:
-            return _ReadHow(floor=None, recheck=True)
-        return otherwise
-
-    def _floor(self) -> datetime | None:
-        if self.watermark is None:
-            return self.plan.start
-        return self.watermark - self.plan.lookback
 
     def first_time(self, chain: _Chain) -> bool:
         """Threads this folder never read: a backfill's, below what an interrupted pass did."""
-        return self.plan.mode is Mode.REGULAR and self.watermark is None and chain is self.tail
+        return not self.plan.reconcile and self.watermark is None and chain is self.tail
 
     # -- listing calls --------------------------------------------------------------------
 
-    def _list(self, chain: _Chain, after: str | None) -> None:
+    def _list(self, chain: _Chain, next_url: str | None) -> None:
+        kept = next_url is not None and next_url == chain.first_url and not chain.pages
         try:
             listing = self.reader.api.list_threads(
                 self.page,
                 self.platform,
                 self.folder,
-                after=after,
+                next_url=next_url,
                 details_limited=self.details_limited,
                 upcoming=chain.upcoming,
             )
         except GraphError as error:
-            # A kept cursor refused is not a folder refused: look at the cursor first.
-            if self._refused_cursor(chain, after, error):
-                return
-            if after is None and self._refused_folder(error):
-                return
-            raise
-        entry = _ListingPage(after=_cursor(listing.next_url))
+            if not _local(error):
+                raise
+            if kept:
+                self._distrusted(chain, error.first_line)
+            else:
+                self.fail(error)
+            return
+        if kept and not listing.threads:
+            self._distrusted(chain, "an empty page")
+            return
+        entry = _ListingPage(
+            next_url=without_secrets(listing.next_url) if listing.next_url else None
+        )
         with self.lock:
             self.details_limited = listing.details_limited
             chain.upcoming = listing.upcoming
             if not self.planned:
-                self._plan_pass(max(filter(None, map(_updated, listing.threads)), default=None))
+                self.planned = True
+                newest = max(filter(None, map(_updated, listing.threads)), default=None)
+                self.plan = self.plan.planned(newest, self.read_plan.recheck_window)
             chain.pages.append(entry)
-            dependents, self.then = self.then, []
-        for walk in dependents:
-            walk.begin()
         stop = False
         threads, listing.threads = listing.threads[::-1], []
         while threads:
@@ -488,60 +574,44 @@ class _FolderWalk:
             if updated is not None:
                 entry.newest = max(entry.newest or updated, updated)
                 entry.oldest = min(entry.oldest or updated, updated)
-            how = self._how(chain, updated)
-            if how is _Skip.STOP:
+            how = self.plan.decide(updated, chain.role)
+            if how is Skip.STOP:
                 stop = True
-            elif isinstance(how, _ReadHow) and self.reader.first_sighting(
+            elif isinstance(how, ReadHow) and self.reader.first_sighting(
                 self.page, self.platform, str(raw["id"]), self.folder
             ):
                 with self.lock:
                     entry.pending += 1
                 _ThreadRead(self, chain, entry, raw, how).begin()
-        goes_on = listing.next_url is not None and not stop
+        goes_on = entry.next_url is not None and entry.next_url != next_url and not stop
         with self.lock:
             if not goes_on:
                 chain.ended = True
             elif len(chain.pages) - chain.handed_over >= LOOKAHEAD:
-                chain.paused_at = entry.after
+                chain.paused_at = entry.next_url
             else:
-                self._list_next(chain, entry.after)
+                self._list_next(chain, entry.next_url)
         self.handed_over(chain, entry)
 
-    def _list_next(self, chain: _Chain, after: str | None) -> None:
-        self.reader.submit(self.page, lambda: self._list(chain, after), first=True)
+    def _list_next(self, chain: _Chain, next_url: str | None) -> None:
+        self.reader.submit(self.page, lambda: self._list(chain, next_url), first=True)
 
-    def _refused_folder(self, error: GraphError) -> bool:
-        """Graph refusing Instagram on a Page (none linked), or one of its folders: skipped,
-        with a warning; the other Pages and platforms go on."""
-        if self.platform != "instagram" or error.kind is not ErrorKind.INVALID_PARAMETER:
-            return False
+    def _distrusted(self, chain: _Chain, answer: str) -> None:
+        """A position kept from an earlier run that Graph refused or answered with nothing: the
+        pass goes on from the head of the folder, skipping what it had done."""
+        log.info("%s: the listing position kept from the last run got %s", self.key, answer)
+        chain.first_url = None
+        self._list_next(chain, None)
+
+    def fail(self, error: GraphError) -> None:
+        """Graph refuses this folder's listing: the folder is not read this run (its state
+        stays), the others go on."""
         with self.lock:
             if self.over:
-                return True
+                return
             self.over = True
-            dependents, self.then = self.then, []
-        probing = bool(dependents) or len(self.plan.folders) == 1
-        what = "Instagram" if probing else f"the Instagram folder {self.folder}"
-        self.reader.report.warn(
-            f"Page {self.page.id} ({self.page.name}): Graph refuses {what} "
-            f"({error.message}): skipped"
-        )
-        if probing:
-            self.reader.refused(self.page, self.platform)
-        for walk in dependents:
-            walk.over = True
-        return True
-
-    def _refused_cursor(self, chain: _Chain, after: str | None, error: GraphError) -> bool:
-        """A cursor kept from an earlier run that Graph no longer takes: list from the top."""
-        if after is None or after != chain.first_after or chain.pages:
-            return False
-        if error.kind is not ErrorKind.INVALID_PARAMETER:
-            return False
-        log.info("%s: Graph refused the listing cursor kept from the last run", self.key)
-        chain.first_after = None
-        self.reader.submit(self.page, lambda: self._list(chain, None), first=True)
-        return True
+        failure = FolderFailed(self.page.id, self.page.name, self.platform, self.folder, error)
+        self.reader.report.folder_failed(failure)
 
     # -- handing over ---------------------------------------------------------------------
 
@@ -575,11 +645,11 @@ class _FolderWalk:
             seen = [page.newest for chain in self.chains for page in chain.pages]
             newest = max(filter(None, [*seen, self.watermark]), default=None)
             return {"watermark": _iso(newest), "pass": None}
-        if self.plan.mode is Mode.RECONCILE:
+        if self.plan.reconcile:
             return None
         done = self.tail.pages[: self.tail.handed_over]
         previous = self.previous
-        tops = [*(page.newest for page in done), self.previous_top]
+        tops = [*(page.newest for page in done), self.plan.previous_top]
         if self.head is not None and self.head.finished:
             tops += [page.newest for page in self.head.pages]
         lows = [*(page.oldest for page in done), self.previous_down_to]
@@ -591,16 +661,19 @@ class _FolderWalk:
             "pass": {
                 "top": _iso(top),
                 "down_to": _iso(down_to),
-                "after": done[-1].after if done else previous.get("after"),
-                "stop_below": _iso(self.stop_below),
-                "recheck_from": _iso(self.recheck_from),
+                "next": done[-1].next_url if done else previous.get("next"),
+                "stop_below": _iso(self.plan.stop_below),
+                "recheck_from": _iso(self.plan.recheck_from),
             },
         }
 
 
 class _ThreadRead:
     """One thread: its nested messages, older pages while needed, the rest of long attachment
-    lists. Handed over in parts, one per page of messages, so no thread is held whole."""
+    lists. Handed over in parts, one per page of messages, so no thread is held whole.
+
+    Each call is a task of its own, and a call comes first in its task: a task put back in
+    its lane (a throttle) runs again from its start without doing anything twice."""
 
     def __init__(
         self,
@@ -608,7 +681,7 @@ class _ThreadRead:
         chain: _Chain,
         entry: _ListingPage,
         raw: dict[str, Any],
-        how: _ReadHow,
+        how: ReadHow,
     ) -> None:
         self.walk = walk
         self.reader = walk.reader
@@ -624,6 +697,7 @@ class _ThreadRead:
         self.details = not walk.details_limited
         self.lock = threading.Lock()
         self.pending = 1  # units of work not done: pages of messages, attachment lists
+        self.skipped = False  # Graph stopped answering for it: what was read is loaded
 
     def begin(self) -> None:
         self._take(self.nested)
@@ -631,53 +705,89 @@ class _ThreadRead:
     def _take(self, listing: dict[str, Any]) -> None:
         """Hand over a page of messages (nested or older) and ask for what is still needed."""
         messages = listing.get("data") or []
-        kept = [m for m in messages if _sent_at_or_after(m, self.how.floor)]
-        following = next_page_url(listing)
-        wants_more = (
-            following is not None
-            and bool(messages)
-            and len(kept) == len(messages)
-            and not self.how.recheck
-        )
-        unfinished = [m for m in kept if self._attachments_go_on(m)]
-        if unfinished:
-            kept = [m for m in kept if not self._attachments_go_on(m)]
-        if self.how.recheck:
-            # A message whose attachments go on would lose the rest of them: not merged again.
-            unfinished = []
-        listed = messages if self.walk.plan.mode is Mode.RECONCILE else []
+        kept: list[dict[str, Any]] = []
+        unfinished: list[tuple[dict[str, Any], str]] = []
+        below_floor = False
+        for message in messages:
+            if not _sent_at_or_after(message, self.how.floor):
+                below_floor = True
+                continue
+            attachments = message.get("attachments")
+            following = attachments_go_on(attachments) if isinstance(attachments, dict) else None
+            if following is None:
+                kept.append(message)
+            elif not self.how.recheck:
+                unfinished.append((message, following))
+            # A rechecked message whose attachments go on would lose the rest: not merged again.
+        older = next_page_url(listing)
+        wants_more = older is not None and bool(messages) and not below_floor
+        wants_more = wants_more and not self.how.recheck
+        listed = messages if self.walk.read_plan.mode is Mode.RECONCILE else []
         self._settle(kept, listed, new_work=len(unfinished) + wants_more)
-        for message in unfinished:
-            self.reader.submit(self.walk.page, lambda m=message: self._more_attachments(m))
+        for message, following in unfinished:
+            self.reader.submit(
+                self.walk.page,
+                lambda m=message, f=following: self._more_attachments(m, m["attachments"], f),
+            )
         if wants_more:
-            assert following is not None
-            self.reader.submit(self.walk.page, lambda: self._older(following))
+            assert older is not None
+            self.reader.submit(self.walk.page, lambda: self._older(older))
 
     def _older(self, url: str) -> None:
+        api, page = self.reader.api, self.walk.page
         try:
-            listing = self.reader.api.older_messages(self.walk.page, url, details=self.details)
+            try:
+                listing = api.older_messages(page, url, details=self.details)
+            except GraphError as error:
+                instagram = self.walk.platform == "instagram"
+                if error.kind is not ErrorKind.MESSAGE_DELETED or not (self.details and instagram):
+                    raise
+                # Instagram withholds details of its older messages: keep what Graph lists of
+                # them, ids and times, here and further back.
+                self.details = False
+                listing = api.older_messages(page, url, details=False)
         except GraphError as error:
-            if error.kind is not ErrorKind.MESSAGE_DELETED or not self.details:
+            if not _local(error):
                 raise
-            # Details refused for some message of this page (Instagram's older ones): keep what
-            # Graph lists of them, ids and times, here and further back.
-            self.details = False
-            listing = self.reader.api.older_messages(self.walk.page, url, details=False)
+            self._skip(error, None)
+            self._settle([], [], new_work=0)
+            return
         self._take(listing)
 
-    def _attachments_go_on(self, message: dict[str, Any]) -> bool:
-        attachments = message.get("attachments")
-        return isinstance(attachments, dict) and self.reader.api.attachments_may_go_on(attachments)
+    def _more_attachments(
+        self, message: dict[str, Any], attachments: dict[str, Any], url: str
+    ) -> None:
+        """One more page of a message's attachments; the message is handed over with all of
+        them once its list is complete."""
+        try:
+            more = self.reader.api.more_attachments(self.walk.page, url)
+        except GraphError as error:
+            if not _local(error):
+                raise
+            self._skip(error, str(message.get("id")))
+            more = {}
+        items = [*attachments.get("data", []), *more.get("data", [])]
+        so_far = {"data": items}
+        following = attachments_go_on(more) if more else None
+        if following is not None and following != url:
+            self.reader.submit(
+                self.walk.page, lambda: self._more_attachments(message, so_far, following)
+            )
+            return
+        self._settle([{**message, "attachments": so_far}], [], new_work=0)
 
-    def _more_attachments(self, message: dict[str, Any]) -> None:
-        attachments = message["attachments"]
-        items = list(attachments.get("data", []))
-        while self.reader.api.attachments_may_go_on(attachments):
-            following = next_page_url(attachments)
-            assert following is not None
-            attachments = self.reader.api.more_attachments(self.walk.page, following)
-            items += attachments.get("data", [])
-        self._settle([{**message, "attachments": {"data": items}}], [], new_work=0)
+    def _skip(self, error: GraphError, message_id: str | None) -> None:
+        self.skipped = self.skipped or message_id is None
+        walk = self.walk
+        self.reader.report.skip(
+            Skipped(
+                walk.page.id,
+                walk.platform,
+                str(self.conversation.get("id")),
+                message_id,
+                error.first_line,
+            )
+        )
 
     def _settle(
         self, messages: list[dict[str, Any]], listed: list[dict[str, Any]], *, new_work: int
@@ -697,7 +807,7 @@ class _ThreadRead:
             rechecked=self.how.recheck,
             new_after=walk.watermark,
             final=last,
-            complete=last and self.how.floor is None and not self.how.recheck,
+            complete=last and self.how.floor is None and not self.how.recheck and not self.skipped,
             listed=[(str(m["id"]), t) for m in listed if (t := parse_time(m.get("created_time")))],
         )
         if part.messages or part.listed or last:
@@ -723,12 +833,6 @@ def _sent_at_or_after(message: dict[str, Any], floor: datetime | None) -> bool:
         return True
     created = parse_time(message.get("created_time"))
     return created is None or created >= floor
-
-
-def _cursor(next_url: str | None) -> str | None:
-    if not next_url:
-        return None
-    return parse_qs(urlsplit(next_url).query).get("after", [None])[0]
 
 
 def _iso(value: datetime | None) -> str | None:

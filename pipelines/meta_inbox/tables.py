@@ -437,6 +437,22 @@ RUNS = Table(
             "with U+FFFD.",
         ),
         Column("marked_deleted", "bigint", "Rows `--reconcile` marked with `deleted_at`."),
+        Column(
+            "skipped_threads",
+            "bigint",
+            "Threads Graph stopped answering for while the run read them (deleted meanwhile, or "
+            "an error meta-inbox does not know): what was read of them is loaded.",
+        ),
+        Column(
+            "skipped_messages",
+            "bigint",
+            "Messages whose attachments Graph stopped answering for: loaded with those read.",
+        ),
+        Column(
+            "skipped",
+            "json",
+            "Each skip (at most 100): Page, platform, thread, message and Graph's answer.",
+        ),
         Column("rows", "json", "Rows written per table."),
         Column("meta_inbox_version", "text", "The meta-inbox version that ran."),
     ),

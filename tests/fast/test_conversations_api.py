@@ -4,7 +4,6 @@ how much per listing call when Graph finds an answer too heavy. Call counts are 
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from support import FakeClock, RecordingSession, connect, load
@@ -16,6 +15,7 @@ from meta_inbox.conversations_api import (
     ListingSize,
     SizeCap,
     Upcoming,
+    attachments_go_on,
     message_fields,
 )
 from meta_inbox.emulator import Emulator
@@ -81,9 +81,7 @@ def inbox(
         page,
         platform,
         "inbox",
-        after=parse_qs(urlsplit(after.next_url).query)["after"][0]
-        if after and after.next_url
-        else None,
+        next_url=after.next_url if after else None,
         details_limited=details_limited,
         upcoming=after.upcoming if after else None,
     )
@@ -164,7 +162,7 @@ def cap_at(emulator: Emulator, threads: int, *, spare: int = 0) -> Conversations
     nested messages (plus `spare` bytes); an API listing 4 threads a page, its calls forgotten."""
     session = RecordingSession()
     conversations_api(emulator, FakeClock(), session=session, page_size=threads).list_threads(
-        cafe(emulator), "messenger", "inbox", after=None, details_limited=False
+        cafe(emulator), "messenger", "inbox", next_url=None, details_limited=False
     )
     emulator.faults.max_response_bytes = session.sizes[-1] + spare
     emulator.reset_calls()
@@ -240,7 +238,7 @@ def test_a_thread_too_heavy_even_with_one_message_fails_with_graphs_refusal(
 ) -> None:
     session = RecordingSession()
     api = conversations_api(emulator, FakeClock(), session=session)
-    api.list_threads(cafe(emulator), "messenger", "inbox", after=None, details_limited=False)
+    api.list_threads(cafe(emulator), "messenger", "inbox", next_url=None, details_limited=False)
     emulator.faults.max_response_bytes = 1000
     emulator.reset_calls()
 
@@ -364,30 +362,22 @@ def test_older_messages_too_heavy_are_asked_smaller_for_that_call_only(
 # -- attachments -----------------------------------------------------------------------------------
 
 
-def test_a_next_on_a_complete_attachment_list_is_not_followed(clock: FakeClock) -> None:
-    api = ConversationsApi(
-        connect("https://graph.facebook.com", clock),
-        "EAAG-unused",
-        page_size=4,
-        messages_page_size=8,
-        attachments_page_size=25,
-    )
+def test_an_attachment_list_goes_on_unless_its_next_comes_with_equal_cursors() -> None:
     group = load("messenger_listing.json")["data"][0]
-    # One image, and a `next` that asks for 25 more: Graph adds one to complete lists.
+    # The recorded shape of a complete list: one image, a `next`, and equal cursors.
     complete = group["messages"]["data"][1]["attachments"]
     assert len(complete["data"]) == 1
-    assert "limit=25" in complete["paging"]["next"]
-    full = {
+    assert complete["paging"]["cursors"]["before"] == complete["paging"]["cursors"]["after"]
+    following = "https://graph.facebook.com/v25.0/m_1/attachments?limit=25&after=Mg"
+    # Two of three shown, whatever was asked: distinct cursors and a `next`.
+    short = {
         "data": [{"id": "1"}, {"id": "2"}],
-        "paging": {"next": "https://graph.facebook.com/v25.0/m_1/attachments?limit=2&after=Mg"},
+        "paging": {"cursors": {"before": "MQ", "after": "Mg"}, "next": following},
     }
-    unlimited = {
-        "data": [{"id": str(n)} for n in range(25)],
-        "paging": {"next": "https://graph.facebook.com/v25.0/m_1/attachments?after=MjU"},
-    }
+    without_cursors = {"data": [{"id": "1"}], "paging": {"next": following}}
 
-    assert api.attachments_may_go_on(complete) is False
-    assert api.attachments_may_go_on(full) is True
-    # Without a limit in `next`, a page is full at attachments_page_size (25).
-    assert api.attachments_may_go_on(unlimited) is True
-    assert api.attachments_may_go_on({"data": [{"id": "1"}]}) is False
+    assert attachments_go_on(complete) is None
+    assert attachments_go_on(short) == following
+    assert attachments_go_on(without_cursors) == following
+    assert attachments_go_on({"data": [{"id": "1"}]}) is None
+    assert attachments_go_on({"data": [], "paging": {"next": following}}) is None
