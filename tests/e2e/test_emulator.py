@@ -1211,3 +1211,509 @@ def test_calls_are_recorded(fresh: Emulator) -> None:
     assert [call.page_id for call in fresh.calls] == [page.id, page.id, None, None]
     fresh.reset_calls()
     assert fresh.calls == []
+
+
+# -- scripted faults: texts for people, changes mid-run, failures, throttles -----------------
+
+
+class FakeClock:
+    """Time for call budgets and the app throttle that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _provoke_every_error(emulator: Emulator) -> dict[str, requests.Response]:
+    """One call for each kind of error the emulator sends, in the same order on every run."""
+    inbox = emulator.inbox
+    page, throttled_page, other_page = inbox.pages
+    token, listing = page.access_token, f"/{page.id}/conversations"
+    thread, instagram = biggest(inbox, "messenger"), biggest(inbox, "instagram")
+    old, old_token = instagram.newest_first()[20], token_of(emulator, instagram)
+    calls = {
+        "104": lambda: get(emulator, "/me", None),
+        "190": lambda: get(emulator, "/me", "EAAGnope"),
+        "210": lambda: get(emulator, listing, emulator.user_token),
+        "100/33": lambda: get(emulator, "/t_999", token),
+        "cursor": lambda: get(emulator, listing, token, after="not-a-cursor!"),
+        "100": lambda: get(emulator, listing, token, folder="archive"),
+        "2500": lambda: get(emulator, listing, token, fields="messages{id"),
+        "9000001": lambda: get(emulator, f"/{old.id}", old_token),
+    }
+    responses = {name: call() for name, call in calls.items()}
+    for name, fault, value in (
+        ("reduce", "max_response_bytes", 10),
+        ("1", "unknown_error_rate", 1.0),
+        ("2", "server_error_rate", 1.0),
+    ):
+        before = getattr(emulator.faults, fault)
+        setattr(emulator.faults, fault, value)
+        responses[name] = get(emulator, "/me", emulator.user_token)
+        setattr(emulator.faults, fault, before)
+    for code in (17, 613, 80001, 12345):
+        emulator.fail_follow_ups(thread.id, code)
+        responses[str(code)] = get(emulator, f"/{thread.id}", token_of(emulator, thread))
+    emulator.revoke_permission(page.id, "instagram_manage_messages")
+    responses["200"] = get(emulator, listing, token, platform="instagram")
+    emulator.limits.calls_per_window = 1  # the second Page has made no call yet
+    throttled = (throttled_page.access_token, f"/{throttled_page.id}")
+    responses["first"] = get(emulator, throttled[1], throttled[0])
+    responses["80006"] = get(emulator, f"{throttled[1]}/conversations", throttled[0])
+    params = {"platform": "instagram"}
+    responses["80002"] = get(emulator, f"{throttled[1]}/conversations", throttled[0], **params)
+    responses["32"] = get(emulator, throttled[1], throttled[0])
+    emulator.throttle_app(other_page.id, 0)
+    responses["4"] = get(emulator, "/me", other_page.access_token)
+    del responses["first"]
+    return responses
+
+
+SPANISH_TITLES = {
+    "104": "Falta el token de acceso",
+    "190": "Sesión no válida",
+    "210": "Se necesita un token de página",
+    "100/33": "El objeto no existe",
+    "cursor": "Cursor no válido",
+    "100": "Parámetro no válido",
+    "2500": "Consulta no válida",
+    "9000001": "Mensaje eliminado",
+    "reduce": "Demasiados datos",
+    "1": "Error desconocido",
+    "2": "Error temporal del servicio",
+    "17": "Límite de solicitudes del usuario",
+    "613": "Límite de frecuencia superado",
+    "80001": "Demasiadas llamadas a la página",
+    "12345": "Error",
+    "200": "Falta un permiso",
+    "80006": "Demasiadas llamadas a Messenger",
+    "80002": "Demasiadas llamadas a Instagram",
+    "32": "Límite de solicitudes de la página",
+    "4": "Límite de solicitudes de la aplicación",
+}
+
+
+def test_error_texts_for_people_in_the_owners_language(launch: Callable[..., Emulator]) -> None:
+    english = _provoke_every_error(launch())
+    spanish = _provoke_every_error(launch(faults=Faults(error_language="es")))
+    assert list(spanish) == list(SPANISH_TITLES)
+    titles, codes = {}, {}
+    for name, response in spanish.items():
+        plain = english[name]
+        assert response.status_code == plain.status_code, name
+        for header in ("X-Business-Use-Case-Usage", "X-App-Usage"):
+            assert response.headers.get(header) == plain.headers.get(header), name
+        error = error_of(response)
+        titles[name] = error.pop("error_user_title")
+        assert error.pop("error_user_msg")
+        # The same calls in the same order: even the trace ids match.
+        assert error == error_of(plain), name
+        assert not {"error_user_title", "error_user_msg"} & set(error_of(plain))
+        codes[name] = (error["code"], error.get("error_subcode"))
+    assert titles == SPANISH_TITLES
+    assert codes == {
+        name: (int(name.split("/")[0]), 33 if name == "100/33" else None)
+        if name[0].isdigit()
+        else (100 if name == "cursor" else 1, None)
+        for name in SPANISH_TITLES
+    }
+    deleted = error_of(spanish["9000001"])
+    assert list(deleted) == [
+        "message",
+        "type",
+        "code",
+        "is_transient",
+        "error_user_title",
+        "error_user_msg",
+        "fbtrace_id",
+    ]
+    assert deleted["message"] == "This Message has been deleted by the user or the business."
+    assert deleted["error_user_msg"] == "El usuario o la empresa ha eliminado este mensaje."
+    missing = error_of(spanish["100/33"])
+    assert list(missing)[3:6] == ["error_subcode", "is_transient", "error_user_title"]
+    assert error_of(spanish["12345"])["error_user_msg"] == (
+        "Se ha producido un error. Espera un poco y vuelve a intentarlo."
+    )
+    with pytest.raises(ValueError, match="error_language"):
+        Faults(error_language="fr")
+
+
+def _gone(response: requests.Response) -> tuple[int, int, int, str]:
+    error = error_of(response)
+    return response.status_code, error["code"], error["error_subcode"], error["type"]
+
+
+GONE = (400, 100, 33, "GraphMethodException")
+
+
+def test_a_thread_deleted_right_after_its_listing(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "messenger")
+    page = fresh.inbox.page(thread.page_id)
+    assert page is not None
+    folder = fresh.inbox.conversations_of(page.id, "messenger", thread.folder)
+    position = folder.index(thread)
+    with_attachments = next(m for m in thread.newest_first() if m.attachments)
+    path, params = f"/{page.id}/conversations", {"folder": thread.folder}
+    fresh.delete_after_listing(thread.id)
+    # A page of the listing that does not show the thread leaves it alone.
+    before = get(fresh, path, page.access_token, limit=position, **params).json()
+    assert [c["id"] for c in before["data"]] == [c.id for c in folder[:position]]
+    assert fresh.inbox.conversation(thread.id) is thread
+    fields = "id,messages.limit(3){id}"
+    shown = requests.get(before["paging"]["next"], params={"fields": fields}, timeout=10).json()
+    assert shown["data"][0] == {
+        "id": thread.id,
+        "messages": {
+            "data": [{"id": m.id} for m in thread.newest_first()[:3]],
+            "paging": shown["data"][0]["messages"]["paging"],
+        },
+    }
+    assert fresh.inbox.conversation(thread.id) is None
+    nested_next = shown["data"][0]["messages"]["paging"]["next"]
+    token = page.access_token
+    for response in (
+        get(fresh, f"/{thread.id}", token),
+        get(fresh, f"/{thread.id}/messages", token),
+        requests.get(nested_next, timeout=10),
+        get(fresh, f"/{with_attachments.id}", token),
+        get(fresh, f"/{with_attachments.id}/attachments", token),
+    ):
+        assert _gone(response) == GONE
+    assert listed(fresh, page.id, "messenger", thread.folder) == [
+        c.id for c in folder if c is not thread
+    ]
+    assert [c.error_code for c in fresh.calls] == [None, None, 100, 100, 100, 100, 100] + [
+        None
+    ] * math.ceil(len(folder) / 3)
+    with pytest.raises(KeyError):
+        fresh.delete_after_listing(thread.id)
+
+
+def test_messages_unsent_right_after_a_page_shows_them(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "messenger")
+    token, newest = token_of(fresh, thread), thread.newest_first()
+    target = next(m for m in newest[1:] if m.attachments)
+    position = newest.index(target)
+    fresh.unsend_after_listing(target.id)
+    fresh.unsend_after_listing(newest[0].id)
+    first = get(fresh, f"/{thread.id}/messages", token, limit=position, fields="id").json()
+    assert [m["id"] for m in first["data"]] == [m.id for m in newest[:position]]
+    # The newest message was on that page: unsent; the target was not.
+    assert (fresh.inbox.message(newest[0].id), fresh.inbox.message(target.id)) == (None, target)
+    second = requests.get(first["paging"]["next"], timeout=10).json()
+    assert [m["id"] for m in second["data"]] == [m.id for m in newest[position : 2 * position]]
+    assert fresh.inbox.message(target.id) is None
+    for path in (f"/{target.id}", f"/{target.id}/attachments", f"/{newest[0].id}"):
+        assert _gone(get(fresh, path, token)) == GONE
+    again = get(fresh, f"/{thread.id}/messages", token, limit=100, fields="id").json()
+    remaining = [m.id for m in newest if m not in (newest[0], target)]
+    assert [m["id"] for m in follow(again)] == remaining
+    # In a listing, the nested messages count: the thread's newest one goes.
+    fresh.unsend_after_listing(remaining[0])
+    params = {"folder": thread.folder, "limit": 100, "fields": "id,messages.limit(1){id}"}
+    listing = get(fresh, f"/{thread.page_id}/conversations", token, **params).json()
+    (shown,) = [c for c in listing["data"] if c["id"] == thread.id]
+    assert shown["messages"]["data"] == [{"id": remaining[0]}]
+    assert fresh.inbox.message(remaining[0]) is None
+    assert thread.message_count == len(newest) - 3
+
+
+def test_follow_ups_of_a_thread_fail_with_the_given_error(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "messenger")
+    page, token = thread.page_id, token_of(fresh, thread)
+    others = [c for c in fresh.inbox.conversations if c.page_id == page and c is not thread]
+    with_attachments = next(m for m in thread.newest_first() if m.attachments)
+    fresh.fail_follow_ups(thread.id, 9000001)
+    fresh.fail_follow_ups(others[0].id, 12345, subcode=7, error_type="GraphMethodException")
+    fresh.fail_follow_ups(others[1].id, 2, message="Service unavailable", status=503)
+    paths = (
+        f"/{thread.id}",
+        f"/{thread.id}/messages",
+        f"/{with_attachments.id}",
+        f"/{with_attachments.id}/attachments",
+    )
+    for path in paths:
+        response = get(fresh, path, token, fields="id")
+        error = error_of(response)
+        del error["fbtrace_id"]
+        assert (response.status_code, error) == (
+            400,
+            {
+                "message": "This Message has been deleted by the user or the business.",
+                "type": "OAuthException",
+                "code": 9000001,
+                "is_transient": False,
+            },
+        )
+    unknown = get(fresh, f"/{others[0].id}/messages", token)
+    assert (unknown.status_code, error_of(unknown)["message"]) == (
+        400,
+        "(#12345) An unknown error has occurred.",
+    )
+    assert (error_of(unknown)["error_subcode"], error_of(unknown)["type"]) == (
+        7,
+        "GraphMethodException",
+    )
+    unavailable = get(fresh, f"/{others[1].id}", token)
+    assert (unavailable.status_code, error_of(unavailable)["message"]) == (
+        503,
+        "Service unavailable",
+    )
+    # Listings still list them, nested messages included.
+    assert listed(fresh, page, "messenger", thread.folder).count(thread.id) == 1
+    assert get(fresh, f"/{others[2].id}/messages", token).status_code == 200
+    assert [c.error_code for c in fresh.calls[:6]] == [9000001] * 4 + [12345, 2]
+    assert {c.error_code for c in fresh.calls[6:]} == {None}
+    with pytest.raises(KeyError):
+        fresh.fail_follow_ups("t_999", 2)
+
+
+def test_a_listing_fails_with_the_given_error(fresh: Emulator) -> None:
+    page = page_with_instagram(fresh.inbox)
+    token, path = fresh.page_token(page), f"/{page}/conversations"
+    fresh.fail_listing(page, "messenger", "spam", 80006, message="Too many", status=400)
+    fresh.fail_listing(page, "instagram", "inbox", 1, message="An unknown error occurred")
+    spam = get(fresh, path, token, folder="spam")
+    error = error_of(spam)
+    del error["fbtrace_id"]
+    assert (spam.status_code, error) == (
+        400,
+        {"message": "Too many", "type": "OAuthException", "code": 80006, "is_transient": False},
+    )
+    # Without `folder`, the inbox: the failing Instagram listing.
+    assert error_of(get(fresh, path, token, platform="instagram"))["code"] == 1
+    assert get(fresh, path, token, folder="inbox").status_code == 200
+    assert get(fresh, path, token, platform="instagram", folder="spam").status_code == 200
+    assert [c.error_code for c in fresh.calls] == [80006, 1, None, None]
+
+
+def _paging_of(attachments: dict[str, Any]) -> tuple[str, str, str | None]:
+    paging = attachments["paging"]
+    return paging["cursors"]["before"], paging["cursors"]["after"], paging.get("next")
+
+
+def test_complete_attachment_lists_have_equal_cursors_and_next(fresh: Emulator) -> None:
+    thread = biggest(fresh.inbox, "messenger")
+    token = token_of(fresh, thread)
+    album = next(m for m in thread.newest_first() if len(m.attachments) == 3)
+    single = next(m for m in thread.newest_first() if len(m.attachments) == 1)
+    for message in (album, single):
+        ids = [{"id": a["id"]} for a in message.attachments]
+        nested = get(fresh, f"/{message.id}", token, fields="attachments{id}").json()
+        edge = get(fresh, f"/{message.id}/attachments", token, fields="id").json()
+        for attachments in (nested["attachments"], edge):
+            assert attachments["data"] == ids
+            before, after, next_url = _paging_of(attachments)
+            assert before == after
+            assert next_url is not None
+            assert f"/{message.id}/attachments?" in next_url
+            assert requests.get(next_url, timeout=10).json()["data"] == []
+    # A page that leaves attachments out has distinct cursors; the last one, equal ones.
+    first = get(fresh, f"/{album.id}/attachments", token, fields="id", limit=2).json()
+    assert [a["id"] for a in first["data"]] == [a["id"] for a in album.attachments[:2]]
+    before, after, next_url = _paging_of(first)
+    assert before != after
+    assert next_url is not None
+    last = requests.get(next_url, timeout=10).json()
+    assert [a["id"] for a in last["data"]] == [album.attachments[2]["id"]]
+    assert len(set(_paging_of(last)[:2])) == 1
+    assert len(fresh.calls) == 10
+
+
+def test_attachment_pages_capped_below_the_limit_asked(launch: Callable[..., Emulator]) -> None:
+    fresh = launch(faults=Faults(attachments_page_cap=2))
+    thread = biggest(fresh.inbox, "messenger")
+    token = token_of(fresh, thread)
+    album = next(m for m in thread.newest_first() if len(m.attachments) == 3)
+    ids = [a["id"] for a in album.attachments]
+    fields = "messages.limit(100){id,attachments.limit(25){id}}"
+    messages = get(fresh, f"/{thread.id}", token, fields=fields).json()["messages"]["data"]
+    (nested,) = [m["attachments"] for m in messages if m["id"] == album.id]
+    edge = get(fresh, f"/{album.id}/attachments", token, fields="id", limit=25).json()
+    for attachments in (nested, edge):
+        assert [a["id"] for a in attachments["data"]] == ids[:2]
+        before, after, next_url = _paging_of(attachments)
+        assert before != after
+        assert next_url is not None
+        assert f"/{album.id}/attachments?" in next_url
+        assert "limit=25" in next_url
+        rest = requests.get(next_url, timeout=10).json()
+        assert [a["id"] for a in rest["data"]] == ids[2:]
+        assert len(set(_paging_of(rest)[:2])) == 1
+    for cap in (0, 1):
+        with pytest.raises(ValueError, match="attachments_page_cap"):
+            Faults(attachments_page_cap=cap)
+
+
+def test_short_attachment_pages_keep_two(launch: Callable[..., Emulator]) -> None:
+    fresh = launch(faults=Faults(short_page_rate=1.0))
+    thread = biggest(fresh.inbox, "messenger")
+    album = next(m for m in thread.newest_first() if len(m.attachments) == 3)
+    page = get(fresh, f"/{album.id}/attachments", token_of(fresh, thread), limit=3).json()
+    assert [a["id"] for a in page["data"]] == [a["id"] for a in album.attachments[:2]]
+    assert len(set(_paging_of(page)[:2])) == 2
+
+
+def test_expired_cursors_can_answer_an_empty_page(launch: Callable[..., Emulator]) -> None:
+    fresh = launch(faults=Faults(cursor_expiry="empty"))
+    page, thread = fresh.inbox.pages[0], biggest(fresh.inbox, "messenger")
+    token = token_of(fresh, thread)
+    listing = get(fresh, f"/{page.id}/conversations", page.access_token, limit=2).json()
+    messages = get(fresh, f"/{thread.id}/messages", token, limit=5).json()
+    cursor = messages["paging"]["cursors"]["after"]
+    fresh.expire_cursors()
+    for stale in (listing["paging"]["next"], messages["paging"]["next"]):
+        response = requests.get(stale, timeout=10)
+        assert (response.status_code, response.json()) == (200, {"data": []})
+    before = get(fresh, f"/{thread.id}/messages", token, before=cursor)
+    assert before.json() == {"data": []}
+    fields = f"id,messages.limit(5).after({cursor}){{id}}"
+    assert get(fresh, f"/{thread.id}", token, fields=fields).json() == {
+        "id": thread.id,
+        "messages": {"data": []},
+    }
+    assert [c.status for c in fresh.calls] == [200] * 6
+
+
+def test_instagram_can_ignore_the_folder(launch: Callable[..., Emulator]) -> None:
+    fresh = launch(faults=Faults(instagram_ignores_folder=True))
+    inbox = fresh.inbox
+    page = page_with_instagram(inbox)
+    token, path = fresh.page_token(page), f"/{page}/conversations"
+    every = sorted(
+        (c for c in inbox.conversations if (c.page_id, c.platform) == (page, "instagram")),
+        key=lambda c: (c.updated_time, c.id),
+        reverse=True,
+    )
+    assert len(every) == sum(len(inbox.conversations_of(page, "instagram", f)) for f in FOLDERS)
+    for folder in FOLDERS:
+        assert listed(fresh, page, "instagram", folder) == [c.id for c in every]
+    for params in ({}, {"folder": "archive"}):
+        first = get(fresh, path, token, platform="instagram", limit=3, **params).json()
+        assert [c["id"] for c in follow(first)] == [c.id for c in every]
+    # The same threads, so the same cursors whatever the folder asked.
+    inbox_page = get(fresh, path, token, platform="instagram", folder="inbox", limit=3).json()
+    spam_page = get(fresh, path, token, platform="instagram", folder="spam", limit=3).json()
+    assert inbox_page["paging"]["cursors"] == spam_page["paging"]["cursors"]
+    after = inbox_page["paging"]["cursors"]["after"]
+    params = {"platform": "instagram", "folder": "spam", "limit": 3, "after": after}
+    assert [c["id"] for c in get(fresh, path, token, **params).json()["data"]] == [
+        c.id for c in every[3:6]
+    ]
+    customer = every[4].customers[0].id
+    found = get(fresh, path, token, platform="instagram", folder="spam", user_id=customer).json()
+    assert every[4].id in [c["id"] for c in found["data"]]
+    # Messenger still honours it.
+    messenger = inbox.conversations_of(page, "messenger", "other")
+    assert listed(fresh, page, "messenger", "other") == [c.id for c in messenger]
+
+
+def test_listing_without_folder_and_instagram_without_an_account(emu: Emulator) -> None:
+    page = page_with_instagram(emu.inbox)
+    token, path = emu.page_token(page), f"/{page}/conversations"
+    for platform in ("messenger", "instagram"):
+        # Graph's default is not documented: the emulator lists the inbox.
+        first = get(emu, path, token, platform=platform, limit=3).json()
+        inbox = emu.inbox.conversations_of(page, platform, "inbox")
+        assert [c["id"] for c in follow(first)] == [c.id for c in inbox]
+    bare = next(p for p in emu.inbox.pages if not p.instagram)
+    expected = (
+        400,
+        100,
+        f"(#100) The Page {bare.id} has no linked Instagram professional account",
+    )
+    for params in (
+        {},
+        {"folder": "archive"},
+        {"folder": "spam", "limit": "-1"},
+        {"user_id": "123", "fields": "id,mood"},
+        {"after": "not-a-cursor!"},
+    ):
+        response = get(
+            emu, f"/{bare.id}/conversations", bare.access_token, platform="instagram", **params
+        )
+        assert (
+            response.status_code,
+            error_of(response)["code"],
+            error_of(response)["message"],
+        ) == expected
+
+
+def test_a_strict_sliding_window_per_page(launch: Callable[..., Emulator]) -> None:
+    clock = FakeClock()
+    fresh = launch(limits=Limits(calls_per_window=2, window_seconds=1.0), clock=clock)
+    page, other = fresh.inbox.pages[0], fresh.inbox.pages[1]
+    answers = []
+    for offset in (0.0, 0.5, 0.9, 0.999, 1.0, 1.2, 1.5):
+        clock.now = 1000.0 + offset
+        response = get(fresh, "/me", page.access_token)
+        usage = json.loads(response.headers["X-Business-Use-Case-Usage"])[page.id][0]
+        answers.append(
+            (response.status_code, usage["call_count"], usage["estimated_time_to_regain_access"])
+        )
+    # Admitted calls of the last second count, each leaving it one second after it was made.
+    assert answers == [
+        (200, 50, 0),
+        (200, 100, 0),
+        (400, 100, 0),
+        (400, 100, 0),
+        (200, 100, 0),
+        (400, 100, 0),
+        (200, 100, 0),
+    ]
+    assert get(fresh, "/me", other.access_token).status_code == 200
+    assert fresh.throttle_errors == {page.id: 3}
+
+
+def test_refused_calls_can_count_in_the_window(launch: Callable[..., Emulator]) -> None:
+    clock = FakeClock()
+    limits = Limits(calls_per_window=2, window_seconds=1.0, count_refused=True)
+    fresh = launch(limits=limits, clock=clock)
+    page = fresh.inbox.pages[0]
+    statuses = []
+    for offset in (0.0, 0.5, 0.9, 1.0, 1.5, 1.9, 2.0, 2.95):
+        clock.now = 1000.0 + offset
+        statuses.append(get(fresh, "/me", page.access_token).status_code)
+    # Refused at 0.9, 1.0 and 1.5, those calls keep the window full until 2.5.
+    assert statuses == [200, 200, 400, 400, 400, 400, 400, 200]
+    assert fresh.throttle_errors == {page.id: 5}
+
+
+def test_the_app_request_limit_stops_every_token(launch: Callable[..., Emulator]) -> None:
+    clock = FakeClock()
+    fresh = launch(clock=clock)
+    first, second, third = fresh.inbox.pages
+    fresh.throttle_app(first.id, 10)
+    assert get(fresh, "/me", second.access_token).status_code == 200
+    reached = get(fresh, f"/{first.id}/conversations", first.access_token)
+    error = error_of(reached)
+    del error["fbtrace_id"]
+    assert (reached.status_code, error) == (
+        400,
+        {
+            "message": "(#4) Application request limit reached",
+            "type": "OAuthException",
+            "code": 4,
+            "is_transient": False,
+        },
+    )
+    assert json.loads(reached.headers["X-App-Usage"]) == {
+        "call_count": 100,
+        "total_cputime": 50,
+        "total_time": 75,
+    }
+    assert "X-Business-Use-Case-Usage" not in reached.headers
+    clock.now += 9.999
+    for response in (
+        get(fresh, f"/{second.id}/conversations", second.access_token),
+        get(fresh, "/me/accounts", fresh.user_token),
+        get(fresh, "/me", third.access_token),
+    ):
+        assert (response.status_code, error_of(response)["code"]) == (400, 4)
+    assert error_of(get(fresh, "/me", "EAAGnope"))["code"] == 190
+    clock.now += 0.001
+    assert get(fresh, "/me", first.access_token).status_code == 200
+    assert [c.error_code for c in fresh.calls] == [None, 4, 4, 4, 4, 190, None]
+    assert fresh.throttle_errors == {first.id: 1, second.id: 1, third.id: 1, None: 1}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import heapq
 import hmac
 import itertools
 import json
@@ -51,6 +52,7 @@ from .inbox import (
     iso,
     message_key,
 )
+from .user_texts import USER_TEXTS, user_text
 
 DEFAULT_VERSION = "v25.0"
 DEFAULT_LIMIT = 25
@@ -98,6 +100,10 @@ EXPIRED_TOKENS = {
     467: "Error validating access token: The session is invalid because the user logged out.",
 }
 DELETED_MESSAGE = "This Message has been deleted by the user or the business."
+THROTTLE_CODES = frozenset({4, 17, 32, 613, 80001, 80002, 80006})
+APP_LIMIT_REACHED = "(#4) Application request limit reached"
+# What a scripted failure (`fail_follow_ups`, `fail_listing`) says when the test gives no text.
+SCRIPTED_MESSAGES = {9000001: DELETED_MESSAGE}
 
 Key = tuple[Any, ...]
 Target = User | Page | Conversation | Message | None
@@ -121,10 +127,28 @@ class Faults:
     # of leaving the details out.
     instagram_details_error: bool = False
     # What an expired cursor (see `Emulator.expire_cursors`) gets: error 100, or, as Graph may
-    # also do (the notes leave it open), the list again from its start.
-    cursor_expiry: Literal["error", "restart"] = "error"
+    # also do (the notes leave it open), the list again from its start, or an empty page with
+    # nothing to follow.
+    cursor_expiry: Literal["error", "restart", "empty"] = "error"
     # Instagram does not list Requests-folder threads inactive for 30 days.
     instagram_hides_stale_requests: bool = False
+    # Error envelopes also carry `error_user_title` and `error_user_msg` in this language, as
+    # Graph writes them for the token's owner (see `user_texts`); None: neither is sent.
+    error_language: str | None = None
+    # Attachment lists show at most this many attachments a page, whatever the limit asked:
+    # a client can then not tell a complete list from its count. At least 2, so that a page
+    # that leaves attachments out always has distinct cursors.
+    attachments_page_cap: int | None = None
+    # Instagram listings ignore `folder` (the notes leave open whether Graph honours it there):
+    # every folder, and no folder, lists all of the account's threads.
+    instagram_ignores_folder: bool = False
+
+    def __post_init__(self) -> None:
+        if self.error_language is not None and self.error_language not in USER_TEXTS:
+            languages = ", ".join(USER_TEXTS)
+            raise ValueError(f"error_language must be one of {languages}: {self.error_language}")
+        if self.attachments_page_cap is not None and self.attachments_page_cap < 2:
+            raise ValueError(f"attachments_page_cap must be 2 or more: {self.attachments_page_cap}")
 
 
 @dataclass
@@ -136,6 +160,9 @@ class Limits:
     # calls a second that holds `burst` calls (by default the calls of one second).
     per_second: float | None = None
     burst: int | None = None
+    # Whether a call the rolling window refuses still takes a place in it: a client that keeps
+    # calling while throttled then stays throttled.
+    count_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +187,7 @@ class GraphError(Exception):
         status: int = 400,
         transient: bool = False,
         error_type: str = "OAuthException",
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -168,8 +196,9 @@ class GraphError(Exception):
         self.status = status
         self.transient = transient
         self.error_type = error_type
+        self.kind = kind  # what the code does not tell apart, for the texts written for people
 
-    def envelope(self, trace_id: str) -> dict[str, Any]:
+    def envelope(self, trace_id: str, language: str | None = None) -> dict[str, Any]:
         error: dict[str, Any] = {
             "message": self.message,
             "type": self.error_type,
@@ -177,8 +206,16 @@ class GraphError(Exception):
         }
         if self.subcode is not None:
             error["error_subcode"] = self.subcode
-        error |= {"is_transient": self.transient, "fbtrace_id": trace_id}
+        error["is_transient"] = self.transient
+        if language is not None:
+            title, text = user_text(language, self.code, self.subcode, self.kind)
+            error |= {"error_user_title": title, "error_user_msg": text}
+        error["fbtrace_id"] = trace_id
         return {"error": error}
+
+
+class _ExpiredCursor(Exception):
+    """A cursor from before `Emulator.expire_cursors`, when such cursors get an empty page."""
 
 
 def _missing(object_id: str) -> GraphError:
@@ -197,7 +234,32 @@ def _page_token_required() -> GraphError:
 
 
 def _bad_cursor() -> GraphError:
-    return GraphError(100, "(#100) Invalid cursor")
+    return GraphError(100, "(#100) Invalid cursor", kind="invalid_cursor")
+
+
+def _too_much_data() -> GraphError:
+    message = "Please reduce the amount of data you're asking for, then retry your request"
+    return GraphError(1, message, status=500, kind="reduce_data")
+
+
+def _scripted(
+    code: int, subcode: int | None, message: str | None, error_type: str, status: int
+) -> Callable[[], GraphError]:
+    """A failure a test asked for; a new exception each time, as calls may raise it at once."""
+    text = SCRIPTED_MESSAGES.get(code, f"(#{code}) An unknown error has occurred.")
+    return functools.partial(
+        GraphError,
+        code,
+        text if message is None else message,
+        subcode=subcode,
+        status=status,
+        error_type=error_type,
+    )
+
+
+def _load(percent: int) -> dict[str, int]:
+    """The usage figures of `X-App-Usage` (and of each Page's business use case)."""
+    return {"call_count": percent, "total_cputime": percent // 2, "total_time": percent * 3 // 4}
 
 
 @dataclass
@@ -216,6 +278,10 @@ class _Request:
     short_page: float | None = None  # share of a page kept when the short-page fault fires
     headers: dict[str, str] = field(default_factory=dict)
     nested_queries: dict[int, str] = field(default_factory=dict)  # by id() of the selection
+    # What the answer shows, for the changes due once it has been built (`delete_after_listing`,
+    # `unsend_after_listing`): listed threads, and messages of message lists.
+    shown_threads: list[Conversation] = field(default_factory=list)
+    shown_messages: list[Message] = field(default_factory=list)
 
     @property
     def params(self) -> dict[str, str]:
@@ -272,14 +338,15 @@ class _Meter:
     """Call budgets per Page, the source of usage headers and throttling errors: a token bucket
     (`Limits.per_second`, `Limits.burst`) and a rolling window (`Limits.calls_per_window`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._lock = threading.Lock()
-        self._calls: dict[str, deque[float]] = {}
+        self._clock = clock
+        self._calls: dict[str, deque[float]] = {}  # admitted (and counted refused) calls
         self._buckets: dict[str, _Bucket] = {}
 
     def admit(self, page_id: str, limits: Limits) -> _Usage:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             window = self._calls.setdefault(page_id, deque())
             while window and window[0] <= now - limits.window_seconds:
                 window.popleft()
@@ -290,6 +357,8 @@ class _Meter:
                 wait = (1 - bucket.tokens) / bucket.rate
                 return _Usage(100, int(wait // 60), admitted=False)
             if budget is not None and len(window) >= budget:
+                if limits.count_refused:
+                    window.append(now)
                 wait = window[0] + limits.window_seconds - now
                 return _Usage(100, int(wait // 60), admitted=False)
             window.append(now)
@@ -417,9 +486,11 @@ def _window(
     value: Callable[[Any], T] = _same,
     lowest: int = 0,
     keep: float | None = None,
+    narrowest: int = 1,
 ) -> _Window[T]:
     """The page of `items` (sorted by ascending `key`, listed in reverse) that follows `after`
-    or precedes `before`, found by bisection; `items[:lowest]` are not listed.
+    or precedes `before`, found by bisection; `items[:lowest]` are not listed. A short page
+    (`keep`, the share kept) still holds `narrowest` items when it can.
 
     Cursors hold the key of the item they name, so a page resumes just past that item even when
     newer items were added at the head in between.
@@ -436,8 +507,8 @@ def _window(
             low = max(lowest, high - limit)
     except TypeError as err:  # a cursor whose key does not compare with this list's keys
         raise _bad_cursor() from err
-    if keep is not None and high - low > 1:
-        low = high - max(1, int((high - low) * keep))
+    if keep is not None and high - low > narrowest:
+        low = high - max(narrowest, int((high - low) * keep))
     entries = [(key(item), value(item)) for item in reversed(items[low:high])]
     return _Window(entries, limit, more_before=high < len(items), more_after=low > lowest)
 
@@ -512,7 +583,9 @@ class Emulator:
         app_secret: str | None = None,
         pages: int = 3,
         latency_jitter: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` times call budgets and the app throttle: a test may pass its own."""
         self.inbox = generate_inbox(seed, scale, pages)
         self.faults = faults or Faults()
         self.limits = limits or Limits()
@@ -524,12 +597,19 @@ class Emulator:
         self._lock = threading.RLock()
         self._rng = random.Random(f"faults:{seed}")
         self._rng_lock = threading.Lock()
-        self._meter = _Meter()
+        self._clock = clock
+        self._meter = _Meter(clock)
         self._traffic = _Traffic()
         self._calls: list[Call] = []
         self._expired: dict[str, int] = {}
         self._revoked: dict[str, set[str]] = {}
         self._withheld: set[str] = set()
+        self._delete_after_listing: set[str] = set()
+        self._unsend_after_listing: set[str] = set()
+        self._failing_threads: dict[str, Callable[[], GraphError]] = {}
+        self._failing_listings: dict[tuple[str, str, str], Callable[[], GraphError]] = {}
+        self._app_throttles: dict[str, float] = {}  # Page id → seconds, from its next call
+        self._app_throttled_until: float | None = None
         self._cursor_epoch = 0
         self._page_tokens = {
             p.access_token: p for p in [*self.inbox.pages, self.inbox.unmanaged_page]
@@ -599,6 +679,12 @@ class Emulator:
         """The most calls in flight at once: made with `page_id`'s token, or all of them."""
         return self._traffic.peak(page_id)
 
+    @property
+    def throttle_errors(self) -> Counter[str | None]:
+        """Calls answered with a throttling code (4, 17, 32, 613, 800xx), by the Page whose token
+        made them (None for other tokens)."""
+        return Counter(call.page_id for call in self.calls if call.error_code in THROTTLE_CODES)
+
     def peak_pages_in_flight(self) -> int:
         """The most Pages with at least one call (made with their token) in flight at once."""
         return self._traffic.peak_pages()
@@ -654,6 +740,66 @@ class Emulator:
     def delete_thread(self, conversation_id: str) -> None:
         with self._lock:
             self.inbox.delete_thread(conversation_id)
+
+    def delete_after_listing(self, conversation_id: str) -> None:
+        """Delete the thread once the first `/{page}/conversations` answer that lists it has been
+        built: that answer still shows it and its nested messages, later calls on it (or its
+        messages) answer 100 / subcode 33, as for a thread deleted between listing and
+        follow-up."""
+        with self._lock:
+            if self.inbox.conversation(conversation_id) is None:
+                raise KeyError(conversation_id)
+            self._delete_after_listing.add(conversation_id)
+
+    def unsend_after_listing(self, message_id: str) -> None:
+        """Unsend the message once the first list of messages that shows it has been built (a
+        listing's or a thread's nested messages, or a `/messages` page)."""
+        with self._lock:
+            if self.inbox.message(message_id) is None:
+                raise KeyError(message_id)
+            self._unsend_after_listing.add(message_id)
+
+    def fail_follow_ups(
+        self,
+        conversation_id: str,
+        code: int,
+        *,
+        subcode: int | None = None,
+        message: str | None = None,
+        error_type: str = "OAuthException",
+        status: int = 400,
+    ) -> None:
+        """Every later call on the thread or its messages (`/{conversation}`, `/messages`,
+        `/{message}`, `/attachments`) answers this error; listings still list the thread."""
+        failure = _scripted(code, subcode, message, error_type, status)
+        with self._lock:
+            if self.inbox.conversation(conversation_id) is None:
+                raise KeyError(conversation_id)
+            self._failing_threads[conversation_id] = failure
+
+    def fail_listing(
+        self,
+        page_id: str,
+        platform: str,
+        folder: str,
+        code: int,
+        *,
+        subcode: int | None = None,
+        message: str | None = None,
+        error_type: str = "OAuthException",
+        status: int = 400,
+    ) -> None:
+        """Every `/{page}/conversations` call for this platform and folder (as asked) answers
+        this error, after the checks of the token, the parameters and the permissions."""
+        failure = _scripted(code, subcode, message, error_type, status)
+        with self._lock:
+            self._failing_listings[(page_id, platform, folder)] = failure
+
+    def throttle_app(self, page_id: str, seconds: float) -> None:
+        """The next call made with the Page's token reaches the app's request limit: it, and
+        every call with any of the app's tokens for `seconds` from then, answers code 4."""
+        with self._lock:
+            self._app_throttles[page_id] = seconds
 
     def inject_surrogates(self) -> dict[str, str]:
         """Lone UTF-16 surrogates in a message text, a snippet, a participant's name and an
@@ -788,15 +934,34 @@ class Emulator:
             body = _json_bytes(self._dispatch(request))
         except GraphError as err:
             return self._error_reply(err, request.headers)
+        except _ExpiredCursor:
+            body = _json_bytes({"data": []})
         limit = self.faults.max_response_bytes
         if limit is not None and len(body) > limit:
-            message = "Please reduce the amount of data you're asking for, then retry your request"
-            return self._error_reply(GraphError(1, message, status=500), request.headers)
+            return self._error_reply(_too_much_data(), request.headers)
+        self._after_answer(request)
         return _Reply(200, body, {"Content-Type": JSON_TYPE, **request.headers})
+
+    def _after_answer(self, request: _Request) -> None:
+        """The deletions and unsent messages due now that an answer showing them is built."""
+        with self._lock:
+            if not (self._delete_after_listing or self._unsend_after_listing):
+                return
+            for conversation in request.shown_threads:
+                if conversation.id in self._delete_after_listing:
+                    self._delete_after_listing.discard(conversation.id)
+                    if self.inbox.conversation(conversation.id) is conversation:
+                        self.inbox.delete_thread(conversation.id)
+            for message in request.shown_messages:
+                if message.id in self._unsend_after_listing:
+                    self._unsend_after_listing.discard(message.id)
+                    # Gone already if its thread was deleted by this same answer.
+                    if self.inbox.message(message.id) is message:
+                        self.inbox.unsend(message.id)
 
     def _error_reply(self, error: GraphError, headers: dict[str, str] | None = None) -> _Reply:
         trace_id = "A" + digest(self._seed, "trace", next(self._traces), length=22)
-        body = _json_bytes(error.envelope(trace_id))
+        body = _json_bytes(error.envelope(trace_id, self.faults.error_language))
         reply_headers = {"Content-Type": JSON_TYPE, **(headers or {})}
         return _Reply(error.status, body, reply_headers, error_code=error.code)
 
@@ -804,10 +969,12 @@ class Emulator:
 
     def _dispatch(self, request: _Request) -> Any:
         self._authenticate(request)
+        self._check_app_throttle(request)
         if request.method != "GET":
             raise GraphError(100, f"(#100) Unsupported {request.method.lower()} request.")
         self._charge(request)
         self._check_access(request)
+        self._check_scripted_failure(request)
         target, rest = request.target, request.rest
         match target, rest:
             case User(), []:
@@ -858,6 +1025,29 @@ class Emulator:
         if not hmac.compare_digest(proof, expected):
             raise GraphError(100, "Invalid appsecret_proof provided in the API argument")
 
+    def _check_app_throttle(self, request: _Request) -> None:
+        """The app's own limit (`throttle_app`), reached before any Page's budget is charged."""
+        with self._lock:
+            now = self._clock()
+            seconds = self._app_throttles.pop(request.page.id, None) if request.page else None
+            if seconds is not None:
+                self._app_throttled_until = max(self._app_throttled_until or now, now + seconds)
+            until = self._app_throttled_until
+            throttled = seconds is not None or (until is not None and now < until)
+        if throttled:
+            request.headers = {"X-App-Usage": json.dumps(_load(100))}
+            raise GraphError(4, APP_LIMIT_REACHED)
+
+    def _check_scripted_failure(self, request: _Request) -> None:
+        target = request.target
+        if not isinstance(target, Conversation | Message):
+            return
+        conversation_id = target.id if isinstance(target, Conversation) else target.conversation_id
+        with self._lock:
+            failure = self._failing_threads.get(conversation_id)
+        if failure is not None:
+            raise failure()
+
     def _usage_type(self, request: _Request) -> str:
         match request.target, request.rest:
             case (Conversation() | Message()) as target, _:
@@ -874,11 +1064,7 @@ class Emulator:
             return
         usage_type = self._usage_type(request)
         usage = self._meter.admit(request.page.id, self.limits)
-        load = {
-            "call_count": usage.percent,
-            "total_cputime": usage.percent // 2,
-            "total_time": usage.percent * 3 // 4,
-        }
+        load = _load(usage.percent)
         business = {"type": usage_type, **load}
         business["estimated_time_to_regain_access"] = usage.regain_minutes
         request.headers = {
@@ -964,6 +1150,8 @@ class Emulator:
             return key
         if self.faults.cursor_expiry == "restart":
             return None
+        if self.faults.cursor_expiry == "empty":
+            raise _ExpiredCursor()
         raise _bad_cursor()
 
     # -- lists -----------------------------------------------------------------------------
@@ -976,9 +1164,10 @@ class Emulator:
         key: Callable[[Any], Key] = _same,
         value: Callable[[Any], T] = _same,
         lowest: int = 0,
+        attachments: bool = False,
     ) -> _Window[T]:
         """The page a top-level edge request asks for; call it holding the lock."""
-        limit = min(self._limit(request.query.get("limit")), self.limits.max_page_size)
+        limit = self._page_size(self._limit(request.query.get("limit")), attachments)
         after = self._position(request.query.get("after"))
         before = self._position(request.query.get("before"))
         return _window(
@@ -990,7 +1179,13 @@ class Emulator:
             value=value,
             lowest=lowest,
             keep=request.short_page,
+            # A short page of one attachment would look complete (equal cursors).
+            narrowest=2 if attachments else 1,
         )
+
+    def _page_size(self, asked: int, attachments: bool) -> int:
+        cap = self.faults.attachments_page_cap if attachments else None
+        return min(asked, self.limits.max_page_size, cap or asked)
 
     def _accounts(self, request: _Request) -> dict[str, Any]:
         fields = self._fields(request, "Page", ACCOUNT_DEFAULT)
@@ -1005,6 +1200,8 @@ class Emulator:
         return self._listing(request, window, account)
 
     def _conversations(self, request: _Request, page: Page) -> dict[str, Any]:
+        """A Page's threads of one platform and folder. Without `folder`, the inbox: what
+        Graph lists then is not documented, and the inbox is what a person sees first."""
         if request.token_kind != "page":
             raise _page_token_required()
         raw_platform = request.query.get("platform", "messenger")
@@ -1016,39 +1213,57 @@ class Emulator:
                 100, f"(#100) The Page {page.id} has no linked Instagram professional account"
             )
         folder = request.query.get("folder", "inbox").lower()
-        if folder not in FOLDERS:
+        ignores_folder = platform == "instagram" and self.faults.instagram_ignores_folder
+        if folder not in FOLDERS and not ignores_folder:
             raise GraphError(100, f"(#100) Param folder must be one of {', '.join(FOLDERS)}")
         self._check_permissions(page.id, platform)
+        with self._lock:
+            failure = self._failing_listings.get((page.id, platform, folder))
+        if failure is not None:
+            raise failure()
         fields = self._fields(request, "Conversation", CONVERSATION_DEFAULT)
         user_id = request.query.get("user_id")
         with self._lock:
-            if user_id:
-                keys = sorted(
-                    (c.updated_time, c.id)
-                    for c in self.inbox.threads_with(user_id)
-                    if (c.page_id, c.platform, c.folder) == (page.id, platform, folder)
-                )
+            if ignores_folder:
+                lists = (self._folder_keys(page, platform, f, user_id) for f in FOLDERS)
+                keys, lowest = list(heapq.merge(*(k[low:] for k, low in lists))), 0
             else:
-                keys = self.inbox.listing(page.id, platform, folder)
-            # Oldest first: the hidden stale requests are the start of the keys.
-            hides = self.faults.instagram_hides_stale_requests and platform == "instagram"
-            lowest = 0
-            if hides and folder == "other":
-                lowest = bisect_left(keys, (self.inbox.now - STALE_REQUEST_AGE,))
+                keys, lowest = self._folder_keys(page, platform, folder, user_id)
             window = self._edge_window(
                 request, keys, value=lambda key: self.inbox.conversation(key[1]), lowest=lowest
             )
+            request.shown_threads = [conversation for _, conversation in window.entries]
         return self._listing(
             request,
             window,
             lambda conversation: self._conversation_json(request, conversation, fields),
         )
 
+    def _folder_keys(
+        self, page: Page, platform: str, folder: str, user_id: str | None
+    ) -> tuple[Sequence[tuple[int, str]], int]:
+        """The (updated_time, id) keys of a folder's threads (of one person's, with `user_id`),
+        ascending, and how many of the first are hidden; call it holding the lock."""
+        if user_id:
+            keys: Sequence[tuple[int, str]] = sorted(
+                (c.updated_time, c.id)
+                for c in self.inbox.threads_with(user_id)
+                if (c.page_id, c.platform, c.folder) == (page.id, platform, folder)
+            )
+        else:
+            keys = self.inbox.listing(page.id, platform, folder)
+        # Oldest first: the hidden stale requests are the start of the keys.
+        hides = self.faults.instagram_hides_stale_requests and platform == "instagram"
+        if hides and folder == "other":
+            return keys, bisect_left(keys, (self.inbox.now - STALE_REQUEST_AGE,))
+        return keys, 0
+
     def _messages(self, request: _Request, conversation: Conversation) -> dict[str, Any]:
         fields = self._fields(request, "Message", MESSAGE_DEFAULT)
         with self._lock:
             window = self._edge_window(request, conversation.messages, key=message_key)
             detailed = {id(m) for _, m in window.entries if conversation.is_detailed(m)}
+        request.shown_messages += [message for _, message in window.entries]
         return self._listing(
             request,
             window,
@@ -1059,12 +1274,19 @@ class Emulator:
         self._check_detailed(message)
         fields = self._fields(request, "MessageAttachment", ATTACHMENT_DEFAULT)
         window = self._edge_window(
-            request, _positional(message.attachments), key=_rank, value=_ranked
+            request, _positional(message.attachments), key=_rank, value=_ranked, attachments=True
         )
-        return self._listing(request, window, lambda attachment: render(attachment, fields))
+        return self._listing(
+            request, window, lambda attachment: render(attachment, fields), marks_end=True
+        )
 
     def _listing(
-        self, request: _Request, window: _Window[T], item: Callable[[T], Any]
+        self,
+        request: _Request,
+        window: _Window[T],
+        item: Callable[[T], Any],
+        *,
+        marks_end: bool = False,
     ) -> dict[str, Any]:
         """A top-level edge page; its `next` repeats the request with the token and a cursor."""
 
@@ -1082,7 +1304,7 @@ class Emulator:
                 else {"data": []}
             )
         data = [item(value) for _, value in window.entries]
-        return {"data": data, "paging": self._paging(window, link)}
+        return {"data": data, "paging": self._paging(window, link, marks_end=marks_end)}
 
     def _nested(
         self,
@@ -1093,7 +1315,7 @@ class Emulator:
         window: _Window[T],
         item: Callable[[T], Any],
         *,
-        always_next: bool = False,
+        marks_end: bool = False,
     ) -> dict[str, Any]:
         """A list inside a node; its `next` points at the standalone edge, token included."""
         if not window.entries:
@@ -1107,7 +1329,7 @@ class Emulator:
             return f"{self.base_url}/{request.version}/{owner_id}/{edge}?{query}&{name}={cursor}"
 
         data = [item(value) for _, value in window.entries]
-        return {"data": data, "paging": self._paging(window, link, always_next=always_next)}
+        return {"data": data, "paging": self._paging(window, link, marks_end=marks_end)}
 
     def _nested_window(
         self,
@@ -1116,20 +1338,27 @@ class Emulator:
         *,
         key: Callable[[Any], Key] = _same,
         value: Callable[[Any], T] = _same,
+        attachments: bool = False,
     ) -> _Window[T]:
         """The page a nested list's selection asks for; call it holding the lock."""
-        limit = min(selection.limit or DEFAULT_LIMIT, self.limits.max_page_size)
-        after, before = self._position(selection.after), self._position(selection.before)
+        limit = self._page_size(selection.limit or DEFAULT_LIMIT, attachments)
+        try:
+            after, before = self._position(selection.after), self._position(selection.before)
+        except _ExpiredCursor:
+            return _Window([], limit, more_before=False, more_after=False)
         return _window(items, limit, after, before, key=key, value=value)
 
     def _paging(
-        self, window: _Window[Any], link: Callable[[str, str], str], *, always_next: bool = False
+        self, window: _Window[Any], link: Callable[[str, str], str], *, marks_end: bool = False
     ) -> dict[str, Any]:
+        """Cursors naming the first and last item shown. With `marks_end` (attachment lists,
+        as recorded), a page that ends its list has both cursors naming its end, and a `next`."""
         epoch = self._cursor_epoch
         first, last = _cursor(epoch, window.entries[0][0]), _cursor(epoch, window.entries[-1][0])
-        paging: dict[str, Any] = {"cursors": {"before": first, "after": last}}
+        ends = marks_end and not window.more_after
+        paging: dict[str, Any] = {"cursors": {"before": last if ends else first, "after": last}}
         trailing = self.faults.trailing_empty_page and len(window.entries) >= window.limit
-        if window.more_after or always_next or trailing:
+        if window.more_after or ends or trailing:
             paging["next"] = link("after", last)
         if window.more_before:
             paging["previous"] = link("before", first)
@@ -1149,6 +1378,7 @@ class Emulator:
                     return None
                 window = self._nested_window(conversation.messages, selection, key=message_key)
                 detailed = {id(m) for _, m in window.entries if conversation.is_detailed(m)}
+            request.shown_messages += [message for _, message in window.entries]
             children = selection.children or MESSAGE_DEFAULT
             return self._nested(
                 request,
@@ -1175,9 +1405,8 @@ class Emulator:
             if not attachments:
                 return None
             window = self._nested_window(
-                _positional(attachments), selection, key=_rank, value=_ranked
+                _positional(attachments), selection, key=_rank, value=_ranked, attachments=True
             )
-            # Recorded responses show `next` even on a complete attachments list.
             return self._nested(
                 request,
                 message.id,
@@ -1185,7 +1414,7 @@ class Emulator:
                 selection,
                 window,
                 lambda attachment: render(attachment, selection.children or ATTACHMENT_DEFAULT),
-                always_next=True,
+                marks_end=True,
             )
 
         return render(message.graph_values(), fields, {"attachments": attachments_edge})
