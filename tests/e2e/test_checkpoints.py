@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg2
 import pytest
@@ -112,7 +113,7 @@ def test_sigkill_at_three_points_then_a_run_to_the_end(
     assert len(emulator.calls) <= 1.3 * uninterrupted, (len(emulator.calls), uninterrupted)
 
 
-def test_a_half_read_folder_resumes_from_graphs_cursor(
+def test_a_half_read_folder_resumes_from_graphs_next(
     workspace: Workspace, emulator: Emulator
 ) -> None:
     process = workspace.start("run", **SMALL)
@@ -120,9 +121,11 @@ def test_a_half_read_folder_resumes_from_graphs_cursor(
     _kill(process)
     emulator.release()
     folders = workspace.state()["folders"]
-    resumed = {key: s["pass"]["after"] for key, s in folders.items() if s["pass"] and
-               s["pass"]["after"]}  # fmt: skip
-    assert resumed
+    kept = {key: s["pass"]["next"] for key, s in folders.items() if s["pass"] and s["pass"]["next"]}
+    assert kept
+    # Graph's own `next`, kept without its token.
+    assert not any("access_token" in url or emulator.user_token in url for url in kept.values())
+    resumed = {key: dict(parse_qsl(urlsplit(url).query))["after"] for key, url in kept.items()}
     emulator.reset_calls()
 
     result = workspace.export(**_settings())
@@ -145,12 +148,12 @@ def test_a_half_read_folder_resumes_from_graphs_cursor(
         assert sum("after" not in c.params for c in here) == 1, key
 
 
-@pytest.mark.parametrize("expiry", ["error", "restart"])
+@pytest.mark.parametrize("expiry", ["error", "restart", "empty"])
 def test_an_expired_cursor_falls_back_to_the_top(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expiry: str
 ) -> None:
-    """Graph's cursors may expire between runs: refused (error 100) or silently restarting
-    the list; either way the folder is read to its end, exactly."""
+    """Graph's cursors may expire between runs: refused (error 100), silently restarting the
+    list, or answered with an empty page; either way the folder is read to its end, exactly."""
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     with Emulator(seed=7, scale=1, faults=Faults(cursor_expiry=expiry)) as emulator:
         workspace = Workspace(tmp_path, emulator)
@@ -167,6 +170,7 @@ def test_an_expired_cursor_falls_back_to_the_top(
         assert workspace.duplicate_ids() == NO_DUPLICATES
         refused = [c for c in emulator.calls if c.error_code == 100 and "after" in c.params]
         assert bool(refused) == (expiry == "error")
+        assert result.record["skipped_threads"] == 0
 
 
 def test_checkpoints_are_counted_and_state_stays_small(

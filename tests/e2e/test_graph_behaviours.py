@@ -1,0 +1,208 @@
+"""Graph answering in the other ways it documents (or may): error texts in the owner's language,
+threads and messages gone mid-run, unknown codes, short attachment pages, Instagram ignoring
+`folder`, refused folders. Exact rows for everything Graph still returns; calls counted."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conftest import NO_DUPLICATES, Workspace
+from meta_inbox.emulator import Emulator, Faults
+from meta_inbox.emulator.inbox import Conversation
+from model import FOLDERS, expected_counts, selected
+
+PAGE_SIZE = 100  # nested messages per listed thread, by default
+CAP = 150_000  # bytes: a response-size cap that refuses the heaviest listings
+
+
+@pytest.fixture
+def workspaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+
+    def make(name: str, emulator: Emulator) -> Workspace:
+        workspace = Workspace(tmp_path / name, emulator)
+        workspace.root.mkdir()
+        workspace.data_dir = workspace.root / "dlt"
+        return workspace
+
+    return make
+
+
+def _long_messenger_threads(emulator: Emulator, count: int) -> list[Conversation]:
+    threads = [
+        c
+        for c in emulator.inbox.conversations
+        if c.platform == "messenger" and c.message_count > PAGE_SIZE
+    ]
+    assert len(threads) >= count
+    return sorted(threads, key=lambda c: c.id)[:count]
+
+
+def _stored_ids(workspace: Workspace, conversation_id: str) -> set[str]:
+    rows = workspace.query(f"select id from messages where conversation_id = '{conversation_id}'")
+    return {row[0] for row in rows}
+
+
+def test_texts_in_the_owners_language_change_no_call(workspaces) -> None:
+    """Graph writes `error_user_msg` in the token owner's language: under a size cap, a backfill
+    with Spanish texts makes exactly the calls it makes with English ones."""
+    calls = {}
+    for language in (None, "es"):
+        faults = Faults(max_response_bytes=CAP, error_language=language)
+        with Emulator(seed=7, scale=1, faults=faults) as emulator:
+            workspace = workspaces(f"texts-{language}", emulator)
+            # One call at a time: the same calls in the same order, whatever the language.
+            result = workspace.export(max_concurrency=1)
+            assert result.exit_code == 0, result.problems
+            assert workspace.counts() == expected_counts(selected(emulator.inbox))
+            calls[language] = [(c.path, c.params, c.error_code) for c in emulator.calls]
+    refused = [call for call in calls["es"] if call[2] == 1]
+    assert refused
+    assert calls["es"] == calls[None]
+
+
+def test_threads_gone_or_failing_mid_run_are_skipped_and_the_rest_is_exact(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    gone, deleted, unknown = _long_messenger_threads(emulator, 3)
+    # What the listing shows of each: its newest nested page.
+    partial = {c.id: replace(c, messages=c.messages[-PAGE_SIZE:]) for c in (gone, deleted, unknown)}
+    emulator.delete_after_listing(gone.id)
+    emulator.fail_follow_ups(deleted.id, 9000001)
+    emulator.fail_follow_ups(unknown.id, 12345)
+
+    result = workspace.export()
+
+    assert result.exit_code == 0, result.problems
+    others = [c for c in selected(emulator.inbox) if c.id not in partial]
+    assert workspace.counts() == expected_counts([*others, *partial.values()])
+    assert workspace.duplicate_ids() == NO_DUPLICATES
+    for conversation in partial.values():
+        assert _stored_ids(workspace, conversation.id) == {m.id for m in conversation.messages}
+    for conversation in others:
+        assert len(_stored_ids(workspace, conversation.id)) == conversation.message_count
+    record = result.record
+    assert (record["skipped_threads"], record["skipped_messages"]) == (3, 0)
+    errors = {skip["thread_id"]: skip["error"] for skip in json.loads(record["skipped"])}
+    assert set(errors) == set(partial)
+    assert "error 100/33" in errors[gone.id]
+    assert "error 9000001" in errors[deleted.id]
+    assert "error 12345" in errors[unknown.id]
+    assert any(warning.startswith("3 thread(s) and 0 message(s)") for warning in result.warnings)
+    # Each failing follow-up was asked once: no retry of what Graph says is gone.
+    follow_ups = [c for c in emulator.calls if c.path.endswith("/messages")]
+    assert sum(c.error_code is not None for c in follow_ups) == 3
+
+
+def test_attachment_pages_shorter_than_asked_are_followed_to_the_end(workspaces) -> None:
+    with Emulator(seed=7, scale=1, faults=Faults(attachments_page_cap=2)) as emulator:
+        workspace = workspaces("capped", emulator)
+        detailed = [
+            (c, m) for c in selected(emulator.inbox) for m in c.messages if c.is_detailed(m)
+        ]
+        longest = max(len(m.attachments) for _, m in detailed)
+        assert longest >= 3
+        # One message Graph unsends once a listing showed it: its follow-up answers 100/33.
+        conversation, unsent = next(
+            (c, m)
+            for c, m in detailed
+            if len(m.attachments) >= 3 and c.platform == "messenger" and c.message_count < 90
+        )
+        emulator.unsend_after_listing(unsent.id)
+
+        result = workspace.export()
+
+        assert result.exit_code == 0, result.problems
+        stored = set(workspace.query("select message_id, position from message_attachments"))
+        expected = {
+            (m.id, position)
+            for c in selected(emulator.inbox)
+            for m in c.messages
+            if c.is_detailed(m)
+            for position in range(len(m.attachments))
+        }
+        assert stored == expected | {(unsent.id, 0), (unsent.id, 1)}
+        assert (result.record["skipped_threads"], result.record["skipped_messages"]) == (0, 1)
+        # A call per further page of two: none for lists Graph marks complete.
+        follow_ups = [c for c in emulator.calls if c.path.endswith("/attachments")]
+        needed = sum(max(0, math.ceil(len(m.attachments) / 2) - 1) for _, m in detailed)
+        # The unsent message's one follow-up was asked, and refused.
+        assert len(follow_ups) == needed
+        assert sum(c.error_code == 100 for c in follow_ups) == 1
+        assert workspace.query(f"select id from messages where id = '{unsent.id}'") == [
+            (unsent.id,)
+        ]
+        assert len(_stored_ids(workspace, conversation.id)) == conversation.message_count + 1
+
+
+def test_complete_attachment_lists_with_next_cost_no_call(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    several = [m for c in selected(emulator.inbox) for m in c.messages if len(m.attachments) >= 2]
+    assert several
+
+    assert workspace.export().exit_code == 0
+
+    assert [c for c in emulator.calls if c.path.endswith("/attachments")] == []
+    assert workspace.counts() == expected_counts(selected(emulator.inbox))
+
+
+def test_instagram_ignoring_folder_lists_each_thread_once_in_a_stable_folder(workspaces) -> None:
+    with Emulator(seed=7, scale=1, faults=Faults(instagram_ignores_folder=True)) as emulator:
+        workspace = workspaces("ignored", emulator)
+
+        first = workspace.export()
+
+        assert first.exit_code == 0, first.problems
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        assert workspace.duplicate_ids() == NO_DUPLICATES
+        walked = {
+            c.params.get("folder")
+            for c in emulator.calls
+            if c.path.endswith("/conversations")
+            and c.params["platform"] == "instagram"
+            and c.params["fields"] != "id"
+        }
+        assert walked == {"inbox"}
+        instagram = "select id, folder from conversations where platform = 'instagram' order by id"
+        folders = workspace.query(instagram)
+        assert {folder for _, folder in folders} == {"inbox"}
+        history = workspace.query("select count(*) from conversation_history")
+
+        second = workspace.export()
+
+        assert second.exit_code == 0, second.problems
+        assert workspace.query(instagram) == folders
+        assert workspace.query("select count(*) from conversation_history") == history
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+
+
+def test_a_refused_folder_is_reported_and_the_rest_is_exact(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    page = next(p for p in emulator.inbox.pages if p.instagram)
+    emulator.fail_listing(page.id, "instagram", "spam", 100, message="(#100) Invalid folder")
+    emulator.fail_listing(page.id, "messenger", "other", 12345)
+
+    result = workspace.run()
+
+    assert result.code == 9, result.output
+    refused = {(page.id, "instagram", "spam"), (page.id, "messenger", "other")}
+    kept = [c for c in selected(emulator.inbox) if (c.page_id, c.platform, c.folder) not in refused]
+    assert workspace.counts() == expected_counts(kept)
+    for platform, folder in (("instagram", "spam"), ("messenger", "other")):
+        assert f"Graph refused the {platform} folder {folder}" in result.stderr
+    folders = workspace.state()["folders"]
+    assert f"{page.id}/instagram/spam" not in folders
+    assert f"{page.id}/messenger/other" not in folders
+    assert f"{page.id}/instagram/inbox" in folders
+    assert "Traceback" not in result.output
+    # Instagram itself was not taken for missing: its other folders are all there.
+    assert {row[0] for row in workspace.query(
+        f"select distinct folder from conversations where page_id = '{page.id}' "
+        "and platform = 'instagram'")} == set(FOLDERS) - {"spam"}  # fmt: skip
