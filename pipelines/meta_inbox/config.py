@@ -77,7 +77,9 @@ class Settings(BaseConfiguration):
     messages_page_size: int = _setting(100, "messages per thread per call (nested and follow-up)")
     attachments_page_size: int = _setting(25, "attachments per message per call")
     max_calls_per_second: float = _setting(
-        2.0, "per Page token: Meta's documented Conversations API limit (0: no limit)"
+        2.0,
+        "per Page token: Meta's documented Conversations API limit; calls are paced at 90 % of "
+        "it, and slower for a while after a throttle (0: no limit)",
     )
     max_concurrency: int = _setting(16, "Graph calls in flight at once, all Pages together")
     slow_down_at_percent: float = _setting(
@@ -85,7 +87,9 @@ class Settings(BaseConfiguration):
     )
     usage_pause: float = _setting(60.0, "pause at 100 % usage, in seconds; scaled down below")
     throttle_backoff: float = _setting(
-        30.0, "first wait on a throttle error without a regain time, doubled after"
+        1.0,
+        "wait on a throttle error without a regain time (jittered), doubled each time the "
+        "same call is refused again",
     )
     max_throttle_wait: float = _setting(
         3600.0, "seconds of throttle waiting before the run stops cleanly"

@@ -167,7 +167,8 @@ class CallStats:
     answered: int = 0  # calls that got any HTTP answer
     retries: int = 0
     throttled: int = 0
-    throttle_wait: float = 0.0
+    throttle_wait: float = 0.0  # wall time during which some call waited for a throttle
+    throttled_until: float = 0.0  # on the pacer's clock: the end of the waits counted so far
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: float) -> None:
@@ -175,13 +176,61 @@ class CallStats:
             for name, amount in amounts.items():
                 setattr(self, name, getattr(self, name) + amount)
 
+    def throttle(self, now: float, until: float, ceiling: float) -> None:
+        """Count a throttle wait from `now` to `until`, or raise `ThrottleBudgetExceeded` when
+        it would take the run's waiting past `ceiling`. Waits that overlap count once: two
+        calls throttled together hold the run up no longer than one."""
+        with self.lock:
+            added = max(0.0, until - max(now, self.throttled_until))
+            if self.throttle_wait + added > ceiling:
+                raise ThrottleBudgetExceeded(self.throttle_wait, ceiling, added)
+            self.throttled += 1
+            self.throttle_wait += added
+            self.throttled_until = max(self.throttled_until, until)
+
+
+# Calls are paced this far under the limit: Graph counts a call when it arrives, and network and
+# thread-scheduling jitter bring some calls in early. At 2 calls a second, a 10 % margin leaves
+# 55 ms either side of each call before a strict one-second window sees three, for 10 % of
+# the throughput.
+PACE_MARGIN = 0.9
+# After a throttle without a regain time, a lane's pace is halved, down to this share of its
+# full pace; each call answered then gives back this share, so the full pace returns after
+# some twenty calls without a throttle.
+SLOWEST_SHARE = 1 / 16
+RECOVERY_SHARE = 1 / 20
+
+
+@dataclass
+class TaskTries:
+    """What one scheduler task has been through, kept across its runs: a task run again after
+    `RetryLater` goes on counting, so that its retries end."""
+
+    attempts: int = 0  # transient failures so far
+    throttled: int = 0
+
+
+class RetryLater(Exception):
+    """A call inside a scheduler task must wait: its task is queued again at the head of its
+    lane, to run `delay` seconds from now at the earliest, and its worker serves others
+    meanwhile. The lane's turns (`Pacer`) may hold it longer."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"retry in {delay:.1f} s")
+        self.delay = delay
+
 
 class Pacer:
-    """Gives each lane (one token: one Page's budget) turns at most `1 / calls_per_second` apart,
-    pushed back while Graph reports high usage or throttles.
+    """Gives each lane (one token: one Page's budget) turns at most `1 / pace` apart, pushed
+    back while Graph reports high usage or throttles.
+
+    A lane's pace starts at `PACE_MARGIN` of `calls_per_second`, is halved by a throttle
+    without a regain time and rises slowly again with each call answered (additive increase,
+    multiplicative decrease, as TCP finds a link's rate): Graph does not say how close to its
+    limit a Page is, and a strict window refuses calls that a looser one would take.
 
     A scheduler may book a lane's turn itself, then run the call inside `booked_turn`, so that
-    the call does not book a second one.
+    the call does not book a second one; the task's `TaskTries` ride along.
     """
 
     def __init__(
@@ -191,47 +240,94 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._interval = 1.0 / calls_per_second if calls_per_second else 0.0
+        self._full_pace = calls_per_second * PACE_MARGIN
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next: dict[str, float] = {}
-        self._booked = threading.local()
+        self._every_lane_next = 0.0  # limits of the app or user: no lane has a turn before
+        self._pace: dict[str, float] = {}
+        self._slowed_at: dict[str, float] = {}
+        self._running = threading.local()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def pace(self, lane: str) -> float:
+        """The lane's calls per second now (0: not paced)."""
+        with self._lock:
+            return self._pace.get(lane, self._full_pace)
 
     def due(self, lane: str) -> float:
         """When the lane's next turn may start (on the pacer's clock)."""
         with self._lock:
-            return self._next.get(lane, 0.0)
+            return max(self._next.get(lane, 0.0), self._every_lane_next)
 
     def book(self, lane: str) -> float:
         """Take the lane's next turn; returns when it starts."""
         with self._lock:
-            start = max(self._clock(), self._next.get(lane, 0.0))
-            self._next[lane] = start + self._interval
+            start = max(self._clock(), self._next.get(lane, 0.0), self._every_lane_next)
+            pace = self._pace.get(lane, self._full_pace)
+            self._next[lane] = start + (1.0 / pace if pace else 0.0)
             return start
 
     def wait_turn(self, lane: str) -> None:
-        if getattr(self._booked, "lane", None) == lane:
-            self._booked.lane = None
+        if getattr(self._running, "lane", None) == lane:
+            self._running.lane = None
             return
         delay = self.book(lane) - self._clock()
         if delay > 0:
             self._sleep(delay)
 
     @contextmanager
-    def booked_turn(self, lane: str) -> Iterator[None]:
-        """The first call of `lane` inside this block uses a turn already booked."""
-        self._booked.lane = lane
+    def booked_turn(self, lane: str, tries: TaskTries | None = None) -> Iterator[None]:
+        """The first call of `lane` inside this block uses a turn already booked; with `tries`,
+        the calls inside are those of a scheduler task, which raise `RetryLater` instead of
+        waiting."""
+        self._running.lane, self._running.tries = lane, tries
         try:
             yield
         finally:
-            self._booked.lane = None
+            self._running.lane = self._running.tries = None
 
-    def push_back(self, lane: str, seconds: float) -> None:
-        """No turn for the lane in the next `seconds`."""
+    def task_tries(self) -> TaskTries | None:
+        """The tries of the scheduler task running on this thread, or None outside one."""
+        return getattr(self._running, "tries", None)
+
+    def push_back(self, lane: str, seconds: float, *, every_lane: bool = False) -> None:
+        """No turn for the lane (or for every lane) in the next `seconds`."""
         with self._lock:
             until = self._clock() + seconds
-            self._next[lane] = max(self._next.get(lane, 0.0), until)
+            if every_lane:
+                self._every_lane_next = max(self._every_lane_next, until)
+            else:
+                self._next[lane] = max(self._next.get(lane, 0.0), until)
+
+    def slower(self, lane: str, sent_at: float, *, every_lane: bool = False) -> None:
+        """Halve the lane's pace (or every lane's) after a throttle of a call sent at `sent_at`.
+        Calls sent before the last halving were sent too fast already: they do not halve it
+        again, so that the calls in flight of one burst count as one signal."""
+        if not self._full_pace:
+            return
+        with self._lock:
+            lanes = set(self._next) | {lane} if every_lane else {lane}
+            slowest = self._full_pace * SLOWEST_SHARE
+            for name in lanes:
+                if sent_at < self._slowed_at.get(name, -1.0):
+                    continue
+                self._pace[name] = max(slowest, self._pace.get(name, self._full_pace) / 2)
+                self._slowed_at[name] = self._clock()
+
+    def answered(self, lane: str) -> None:
+        """A call of the lane was answered: its pace rises a little, up to the full pace."""
+        with self._lock:
+            pace = self._pace.get(lane)
+            if pace is not None:
+                raised = pace + self._full_pace * RECOVERY_SHARE
+                if raised >= self._full_pace:
+                    del self._pace[lane]
+                else:
+                    self._pace[lane] = raised
 
     def sleep(self, seconds: float) -> None:
         self._sleep(seconds)
@@ -307,58 +403,71 @@ class GraphClient:
             listing = self.get_next(following)
 
     def _request(self, path: str, query: dict[str, str]) -> dict[str, Any]:
-        pacing, stats = self.connection.pacing, self.connection.stats
-        attempt = throttled = 0
+        """One call, retried and waited for. Inside a scheduler task every wait becomes
+        `RetryLater`, so that no worker sleeps; elsewhere the call waits in place."""
+        pacer = self.connection.pacer
+        task = pacer.task_tries()
+        tries = task or TaskTries()
         while True:
+            pacer.wait_turn(self.lane)
+            sent_at = pacer.now()
             try:
-                return self._call(path, query)
+                answer = self._call(path, query)
             except GraphError as error:
                 if error.kind is ErrorKind.THROTTLED:
-                    self._wait_for_throttle(error, throttled)
-                    throttled += 1
-                    continue
-                if not error.is_retryable:
+                    self._wait_for_throttle(error, tries, sent_at)
+                    delay = 0.0  # the lanes pushed back wait for the throttle
+                elif error.is_retryable:
+                    delay = self._retry_delay(tries, path, error, str(error))
+                else:
                     raise
-                if attempt + 1 >= pacing.max_attempts:
-                    raise GraphUnavailable(
-                        f"Graph API at {self.connection.base_url} did not answer properly after "
-                        f"{attempt + 1} attempts (last: {error})"
-                    ) from error
-                reason = str(error)
             except (
                 requests.ConnectionError,
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
                 _BadBody,
             ) as error:
-                if attempt + 1 >= pacing.max_attempts:
-                    where = f"Graph API at {self.connection.base_url}"
-                    if not stats.answered:
-                        raise GraphUnreachable(
-                            f"{where} could not be reached ({_short_reason(error)})"
-                        ) from None
-                    raise GraphUnavailable(
-                        f"{where} did not answer properly after {attempt + 1} attempts "
-                        f"({_short_reason(error)})"
-                    ) from None
-                reason = _short_reason(error)
-            attempt += 1
-            delay = min(pacing.max_retry_delay, pacing.retry_backoff * 2 ** (attempt - 1))
-            delay *= random.uniform(0.5, 1.0)
-            stats.add(retries=1)
-            log.warning(
-                "retrying %s in %.1f s (attempt %d of %d): %s",
-                path,
-                delay,
-                attempt + 1,
-                pacing.max_attempts,
-                reason,
-            )
-            self.connection.pacer.sleep(delay)
+                delay = self._retry_delay(tries, path, error, _short_reason(error))
+            else:
+                pacer.answered(self.lane)
+                return answer
+            if task is not None:
+                raise RetryLater(delay)
+            if delay:
+                pacer.sleep(delay)
+
+    def _retry_delay(self, tries: TaskTries, path: str, error: Exception, reason: str) -> float:
+        """How long to wait before trying again after a transient failure; raises when the
+        call has had its `max_attempts`."""
+        pacing, stats = self.connection.pacing, self.connection.stats
+        tries.attempts += 1
+        if tries.attempts >= pacing.max_attempts:
+            where = f"Graph API at {self.connection.base_url}"
+            if isinstance(error, GraphError):
+                raise GraphUnavailable(
+                    f"{where} did not answer properly after {tries.attempts} attempts "
+                    f"(last: {error})"
+                ) from error
+            if not stats.answered:
+                raise GraphUnreachable(f"{where} could not be reached ({reason})") from None
+            raise GraphUnavailable(
+                f"{where} did not answer properly after {tries.attempts} attempts ({reason})"
+            ) from None
+        delay = min(pacing.max_retry_delay, pacing.retry_backoff * 2 ** (tries.attempts - 1))
+        delay *= random.uniform(0.5, 1.0)
+        stats.add(retries=1)
+        log.warning(
+            "retrying %s in %.1f s (attempt %d of %d): %s",
+            path,
+            delay,
+            tries.attempts + 1,
+            pacing.max_attempts,
+            reason,
+        )
+        return delay
 
     def _call(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         connection = self.connection
-        connection.pacer.wait_turn(self.lane)
         params = dict(query)
         if connection.app_secret:
             params["appsecret_proof"] = hmac.new(
@@ -399,20 +508,28 @@ class GraphClient:
             self.connection.pacer.push_back(self.lane, delay)
             log.info("Graph usage at %.0f %%: slowing down by %.1f s", usage.percent, delay)
 
-    def _wait_for_throttle(self, error: GraphError, times_before: int) -> None:
-        """Wait as long as Graph says, else back off exponentially; the lane waits too."""
-        pacing, stats = self.connection.pacing, self.connection.stats
+    def _wait_for_throttle(self, error: GraphError, tries: TaskTries, sent_at: float) -> None:
+        """Push back the lane, or every lane for a limit of the app or the user, for as long as
+        Graph says. Without a regain time the limit is a short one (Graph gives whole minutes):
+        the lanes pushed back slow down, and wait briefly, longer each time the same call is
+        refused again."""
+        pacing, pacer = self.connection.pacing, self.connection.pacer
+        every_lane = error.throttles_every_page
         delay = error.usage.regain_seconds if error.usage else 0.0
         if not delay:
-            backoff = pacing.throttle_backoff * 2 ** min(times_before, 6)
+            pacer.slower(self.lane, sent_at, every_lane=every_lane)
+            backoff = pacing.throttle_backoff * 2 ** min(tries.throttled, 6)
             delay = min(backoff, pacing.max_throttle_wait) * random.uniform(0.5, 1.0)
-        waited = stats.throttle_wait
-        if waited + delay > pacing.max_throttle_wait:
-            raise ThrottleBudgetExceeded(waited, pacing.max_throttle_wait, delay) from None
-        stats.add(throttled=1, throttle_wait=delay)
-        log.warning("throttled by Graph (code %s): waiting %.1f s", error.code, delay)
-        self.connection.pacer.push_back(self.lane, delay)
-        self.connection.pacer.sleep(delay)
+        now = pacer.now()
+        self.connection.stats.throttle(now, now + delay, pacing.max_throttle_wait)
+        tries.throttled += 1
+        log.warning(
+            "throttled by Graph (code %s): %s waits %.1f s",
+            error.code,
+            "every Page" if every_lane else "this Page",
+            delay,
+        )
+        pacer.push_back(self.lane, delay, every_lane=every_lane)
 
 
 class _BadBody(Exception):

@@ -40,6 +40,7 @@ _ONE_PAGE = frozenset(
     {ErrorKind.TOKEN, ErrorKind.PAGE_TOKEN_REQUIRED, ErrorKind.PERMISSION, ErrorKind.NOT_FOUND}
 )
 _THROTTLE_CODES = frozenset({4, 17, 32, 613, 80001, 80002, 80006})
+_APP_OR_USER_THROTTLE_CODES = frozenset({4, 17})  # every Page of the app and the token shares them
 _TOKEN_SUBCODES = {
     458: "the app was removed by the user",
     459: "the user must log in to Facebook to fix their account",
@@ -158,6 +159,11 @@ class GraphError(Exception):
     @property
     def is_retryable(self) -> bool:
         return self.kind is ErrorKind.TRANSIENT
+
+    @property
+    def throttles_every_page(self) -> bool:
+        """A throttle of the app's or the user's limit, not of one Page's."""
+        return self.kind is ErrorKind.THROTTLED and self.code in _APP_OR_USER_THROTTLE_CODES
 
     @property
     def token_problem(self) -> str:

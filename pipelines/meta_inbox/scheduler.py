@@ -6,6 +6,10 @@ task, whose first call then starts at once. A lane waiting for its turn holds no
 throttled or slow Page never starves the others, and at Graph's usual latency several calls of
 one Page are in flight, as many as its budget allows. `max_concurrency` workers bound the calls
 in flight of the whole run.
+
+No worker sleeps either: a call that must wait (a throttle, a retry's back-off) raises
+`RetryLater`, and its task goes back to the head of its lane, to run again once its lane's turn
+and its own delay have come. Its `TaskTries` go with it, so that its retries still end.
 """
 
 from __future__ import annotations
@@ -15,12 +19,41 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from .graph_client import Pacer
+from .graph_client import Pacer, RetryLater, TaskTries
 
 log = logging.getLogger("meta_inbox")
 
 Task = Callable[[], None]
+
+
+@dataclass
+class _Queued:
+    task: Task
+    tries: TaskTries = field(default_factory=TaskTries)
+    not_before: float = 0.0  # a task run again waits for its retry delay, on the pacer's clock
+
+
+@dataclass
+class _Lane:
+    waiting: deque[_Queued] = field(default_factory=deque)
+    # Tasks run again, by the time they may run. Few at a time; kept apart from `waiting` so
+    # that one task waiting out a retry delay does not hold up the lane's other tasks.
+    again: list[_Queued] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.waiting) + len(self.again)
+
+    def ready_at(self, now: float) -> float:
+        """When a task of the lane may run, its turn aside."""
+        return now if self.waiting or not self.again else self.again[0].not_before
+
+    def pop(self, now: float) -> _Queued:
+        """The task to run now: one run again first, as it was taken from the head before."""
+        if self.again and self.again[0].not_before <= now:
+            return self.again.pop(0)
+        return self.waiting.popleft()
 
 
 class CallScheduler:
@@ -35,7 +68,7 @@ class CallScheduler:
         self._pacer = pacer
         self._clock = clock
         self._on_error = on_error
-        self._lanes: dict[str, deque[Task]] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._order = itertools.count()
         self._last_turn: dict[str, int] = {}
         self._cond = threading.Condition()
@@ -51,15 +84,16 @@ class CallScheduler:
     def submit(self, lane: str, task: Task, *, first: bool = False) -> None:
         """Queue `task` in `lane`; `first` puts it ahead of the lane's queue."""
         with self._cond:
-            queue = self._lanes.setdefault(lane, deque())
+            waiting = self._lanes.setdefault(lane, _Lane()).waiting
             if first:
-                queue.appendleft(task)
+                waiting.appendleft(_Queued(task))
             else:
-                queue.append(task)
+                waiting.append(_Queued(task))
             self._cond.notify()
 
     def drop(self, lane: str) -> int:
-        """Forget the lane's queued tasks (its Page failed); how many there were."""
+        """Forget the lane's queued tasks (its Page failed), and its running ones that ask to
+        run again; how many were queued."""
         with self._cond:
             dropped = len(self._lanes.pop(lane, ()))
             self._cond.notify_all()
@@ -84,41 +118,51 @@ class CallScheduler:
             picked = self._next_task()
             if picked is None:
                 return
-            lane, task = picked
+            lane, queued = picked
+            again = None
             try:
-                with self._pacer.booked_turn(lane):
-                    task()
+                with self._pacer.booked_turn(lane, queued.tries):
+                    queued.task()
+            except RetryLater as later:
+                again = later.delay
             except BaseException as error:  # reported, so that one task cannot kill a worker
                 self._on_error(error)
             finally:
                 with self._cond:
                     self._running -= 1
+                    if again is not None and lane in self._lanes:  # not dropped meanwhile
+                        self._run_again(self._lanes[lane], queued, again)
                     self._cond.notify_all()
 
-    def _next_task(self) -> tuple[str, Task] | None:
+    def _run_again(self, lane: _Lane, queued: _Queued, delay: float) -> None:
+        queued.not_before = self._clock() + delay
+        lane.again.append(queued)
+        lane.again.sort(key=lambda item: item.not_before)
+
+    def _next_task(self) -> tuple[str, _Queued] | None:
         with self._cond:
             while True:
                 if self._closing:
                     return None
-                ready = [(lane, queue) for lane, queue in self._lanes.items() if queue]
+                ready = [(name, lane) for name, lane in self._lanes.items() if lane]
                 if not ready:
                     self._cond.wait()
                     continue
                 # The lane whose turn comes first; among lanes already due, the one served
                 # longest ago, so that unpaced lanes take turns too.
                 now = self._clock()
-                lane, queue = min(
-                    ready,
-                    key=lambda item: (
-                        max(now, self._pacer.due(item[0])),
-                        self._last_turn.get(item[0], -1),
-                    ),
+                starts = {
+                    name: max(now, self._pacer.due(name), lane.ready_at(now))
+                    for name, lane in ready
+                }
+                name, lane = min(
+                    ready, key=lambda item: (starts[item[0]], self._last_turn.get(item[0], -1))
                 )
-                wait = self._pacer.due(lane) - now
+                wait = starts[name] - now
                 if wait > 0:
                     self._cond.wait(timeout=wait)
                     continue
-                self._pacer.book(lane)
-                self._last_turn[lane] = next(self._order)
+                self._pacer.book(name)
+                self._last_turn[name] = next(self._order)
                 self._running += 1
-                return lane, queue.popleft()
+                return name, lane.pop(now)

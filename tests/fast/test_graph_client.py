@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import socket
 from collections.abc import Iterator
@@ -12,14 +13,19 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import requests
 from support import FakeClock, RecordingSession, connect
 
 from meta_inbox.emulator import Emulator, Limits
 from meta_inbox.graph_client import (
+    PACE_MARGIN,
     GraphClient,
     GraphUnavailable,
     GraphUnreachable,
+    Pacer,
     Redactor,
+    RetryLater,
+    TaskTries,
     ThrottleBudgetExceeded,
     next_page_url,
     redact_log_records,
@@ -30,6 +36,7 @@ pytest_plugins = ["support"]
 
 CAFE, BIKES = "1000000000000001", "1000000000000002"
 CAFE_ME = {"id": CAFE, "name": "Café Olé"}
+SECOND = 1 / PACE_MARGIN  # the interval between turns at 1 call a second, less the margin
 
 
 def page_client(emulator: Emulator, clock: FakeClock, **options: Any) -> GraphClient:
@@ -171,23 +178,155 @@ def test_a_throttle_is_waited_out_for_the_time_graph_gives(
 
 
 @pytest.mark.usefixtures("full_backoff")
-def test_without_a_regain_time_throttle_waits_double_up_to_the_ceiling(
+def test_without_a_regain_time_a_throttle_halves_the_pace_and_waits_briefly_up_to_the_ceiling(
     emulator: Emulator, clock: FakeClock
 ) -> None:
     # One call per 50 s: Graph reports the wait in whole minutes, here 0.
     emulator.limits = Limits(per_second=0.02)
-    client = page_client(emulator, clock, throttle_backoff=1.0, max_throttle_wait=10.0)
+    client = page_client(
+        emulator, clock, max_calls_per_second=2.0, throttle_backoff=1.0, max_throttle_wait=10.0
+    )
+    pacer = client.connection.pacer
     client.get("me")
+    paces = []
+    clock.meanwhile = lambda: paces.append(pacer.pace(CAFE))
 
     with pytest.raises(ThrottleBudgetExceeded) as raised:
         client.get("me")
 
-    assert clock.sleeps == [1.0, 2.0, 4.0]
+    # A turn at 1.8 calls a second, then waits of 1, 2 and 4 s for the same call, each
+    # throttle halving the pace down to a sixteenth of it; the next wait would pass the ceiling.
+    assert clock.sleeps == pytest.approx([SECOND / 2, 1.0, 2.0, 4.0])
+    assert paces == pytest.approx([1.8, 0.9, 0.45, 0.225])
+    assert pacer.pace(CAFE) == pytest.approx(1.8 / 16)
     assert str(raised.value) == (
         "Graph API rate limits would need another 8 s of waiting after 7 s already; "
         "the ceiling is 10 s"
     )
     assert [call.error_code for call in emulator.calls] == [None, 32, 32, 32, 32]
+    stats = client.connection.stats
+    assert (stats.throttled, stats.throttle_wait) == (3, 7.0)
+
+
+@pytest.mark.usefixtures("full_backoff")
+def test_after_a_throttle_each_answer_raises_the_pace_a_little_up_to_the_full_pace(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.limits = Limits(per_second=0.02)
+    client = page_client(emulator, clock, max_calls_per_second=2.0, throttle_backoff=1.0)
+    pacer = client.connection.pacer
+    client.get("me")
+
+    def limit_lifts_after_two_throttles() -> None:
+        if len(clock.sleeps) == 3:  # a turn, then two throttle waits
+            emulator.limits = Limits()
+
+    clock.meanwhile = limit_lifts_after_two_throttles
+    paces = []
+    for _ in range(17):
+        client.get("me")
+        paces.append(pacer.pace(CAFE))
+
+    # Halved twice (1.8 → 0.45), then 0.09 more per answer: the full pace after 15 answers.
+    assert paces == pytest.approx([0.45 + 0.09 * n for n in range(1, 16)] + [1.8, 1.8])
+    assert [call.error_code for call in emulator.calls] == [None, 32, 32] + [None] * 17
+    # Each turn comes after the one before at the pace of when that one was booked.
+    assert clock.sleeps[3:] == pytest.approx([1 / pace for pace in [0.45, *paces[:-2]]])
+
+
+def test_calls_in_flight_together_halve_the_pace_once(clock: FakeClock) -> None:
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        pacer.book(CAFE)
+    clock.now = 1.0
+
+    pacer.slower(CAFE, sent_at=0.0)
+    pacer.slower(CAFE, sent_at=0.5)  # sent before the first throttle was seen: the same burst
+    halved_once = pacer.pace(CAFE)
+    pacer.slower(CAFE, sent_at=1.0)  # sent at the slower pace, and still throttled
+
+    assert (halved_once, pacer.pace(CAFE)) == (0.9, 0.45)
+
+
+class ScriptedSession(requests.Session):
+    """Answers the next calls with the Graph errors scripted, then lets calls through."""
+
+    def __init__(self, *codes: int) -> None:
+        super().__init__()
+        self.script = list(codes)
+        self.answered: list[int] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        if not self.script:
+            return super().request(method, url, *args, **kwargs)
+        code = self.script.pop(0)
+        self.answered.append(code)
+        response = requests.Response()
+        response.status_code = 400
+        response.url = str(url)
+        message = f"({code}) Application request limit reached"
+        response._content = json.dumps({"error": {"message": message, "code": code}}).encode()
+        return response
+
+
+@pytest.mark.usefixtures("full_backoff")
+@pytest.mark.parametrize(
+    ("code", "every_lane"),
+    [(4, True), (17, True), (32, False), (613, False), (80001, False), (80006, False)],
+)
+def test_app_and_user_throttles_push_back_every_lane_page_throttles_only_their_own(
+    emulator: Emulator, clock: FakeClock, code: int, every_lane: bool
+) -> None:
+    session = ScriptedSession()
+    connection = connect(emulator.base_url, clock, session=session, max_calls_per_second=2.0)
+    cafe = connection.client(emulator.page_token(CAFE), lane=CAFE)
+    bikes = connection.client(emulator.page_token(BIKES), lane=BIKES)
+    pacer = connection.pacer
+    bikes.get("me")  # BIKES's next turn: 0.556 s from now
+    session.script = [code]
+
+    # As in a scheduler's task: the throttle pushes lanes back and gives the worker back.
+    with pacer.booked_turn(CAFE, TaskTries()), pytest.raises(RetryLater):
+        cafe.get("me")
+
+    assert session.answered == [code]
+    assert clock.sleeps == []
+    bikes_due, bikes_pace = (1.0, 0.9) if every_lane else (SECOND / 2, 1.8)
+    assert (pacer.due(CAFE), pacer.pace(CAFE)) == (1.0, 0.9)
+    assert (pacer.due(BIKES), pacer.pace(BIKES)) == (pytest.approx(bikes_due), bikes_pace)
+    assert pacer.due("a Page not read yet") == (1.0 if every_lane else 0.0)
+
+
+@pytest.mark.usefixtures("full_backoff")
+def test_throttles_that_overlap_count_once_against_the_ceiling(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    session = ScriptedSession(80006, 80006, 80006)
+    connection = connect(emulator.base_url, clock, session=session, max_throttle_wait=3.0)
+    cafe = connection.client(emulator.page_token(CAFE), lane=CAFE)
+    bikes = connection.client(emulator.page_token(BIKES), lane=BIKES)
+    stats = connection.stats
+
+    # Two calls in flight throttled at once, each told to wait 1 s: the run waits 1 s.
+    for client in (cafe, bikes):
+        with connection.pacer.booked_turn(client.lane, TaskTries()), pytest.raises(RetryLater):
+            client.get("me")
+    together = (stats.throttled, stats.throttle_wait)
+    clock.now = 0.5  # half way: only the last 1.5 s of the next wait, to 2.5, are new
+    with connection.pacer.booked_turn(CAFE, TaskTries(throttled=1)), pytest.raises(RetryLater):
+        cafe.get("me")  # its second throttle: 2 s
+
+    assert together == (2, 1.0)
+    assert (stats.throttled, stats.throttle_wait, stats.throttled_until) == (3, 2.5, 2.5)
+    assert session.answered == [80006, 80006, 80006]
+    stats.throttle(2.0, 3.0, 3.0)  # to the ceiling, not past it
+    with pytest.raises(ThrottleBudgetExceeded) as raised:
+        stats.throttle(3.0, 4.0, 3.0)
+    assert str(raised.value) == (
+        "Graph API rate limits would need another 1 s of waiting after 3 s already; "
+        "the ceiling is 3 s"
+    )
+    assert (stats.throttled, stats.throttle_wait) == (4, 3.0)
 
 
 def test_usage_headers_push_the_lanes_next_turn_back(emulator: Emulator, clock: FakeClock) -> None:
@@ -209,7 +348,7 @@ def test_usage_headers_push_the_lanes_next_turn_back(emulator: Emulator, clock: 
 # -- pacing ----------------------------------------------------------------------------------------
 
 
-def test_turns_are_paced_per_lane_and_lanes_are_independent(
+def test_turns_are_paced_per_lane_under_the_limit_and_lanes_are_independent(
     emulator: Emulator, clock: FakeClock
 ) -> None:
     connection = connect(emulator.base_url, clock, max_calls_per_second=2.0)
@@ -221,8 +360,11 @@ def test_turns_are_paced_per_lane_and_lanes_are_independent(
         client.get("me")
         started.append(clock.now)
 
-    assert started == [0.0, 0.5, 0.5, 1.0]
-    assert clock.sleeps == [0.5, 0.5]
+    # 1.8 calls a second, not 2: 0.556 s apart, not 0.5.
+    half = SECOND / 2
+    assert started == pytest.approx([0.0, half, half, 2 * half])
+    assert clock.sleeps == pytest.approx([half, half])
+    assert (half, connection.pacer.pace(CAFE)) == (pytest.approx(0.5556, abs=1e-4), 1.8)
 
 
 def test_a_call_inside_booked_turn_uses_the_turn_booked_for_it(
@@ -234,10 +376,10 @@ def test_a_call_inside_booked_turn_uses_the_turn_booked_for_it(
     pacer.book(CAFE)  # as the scheduler does before it runs a task
     with pacer.booked_turn(CAFE):
         client.get("me")
-        assert (pacer.due(CAFE), clock.sleeps) == (1.0, [])
+        assert (pacer.due(CAFE), clock.sleeps) == (pytest.approx(SECOND), [])
         client.get("me")  # the next call books a turn of its own
 
-    assert (pacer.due(CAFE), clock.sleeps) == (2.0, [1.0])
+    assert (pacer.due(CAFE), clock.sleeps) == (pytest.approx(2 * SECOND), [pytest.approx(SECOND)])
 
 
 def test_a_turn_booked_for_another_lane_is_not_taken(emulator: Emulator, clock: FakeClock) -> None:
@@ -248,7 +390,7 @@ def test_a_turn_booked_for_another_lane_is_not_taken(emulator: Emulator, clock: 
     with pacer.booked_turn(BIKES):
         client.get("me")
 
-    assert (pacer.due(CAFE), clock.sleeps) == (2.0, [1.0])
+    assert (pacer.due(CAFE), clock.sleeps) == (pytest.approx(2 * SECOND), [pytest.approx(SECOND)])
 
 
 # -- what the client leaves to its callers ---------------------------------------------------------

@@ -1,5 +1,6 @@
 """`CallScheduler`: which task runs when, decided by events the tests control. The pacer's clock
-stands still (a `FakeClock` nobody sleeps on), so a lane whose turn is ahead keeps waiting."""
+stands still (a `FakeClock` nobody sleeps on), so a lane whose turn is ahead keeps waiting until
+a test moves the clock and wakes the scheduler with a new task."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from support import FakeClock
+from support import FakeClock, connect
 
-from meta_inbox.graph_client import Pacer
+from meta_inbox.emulator import Emulator, Limits
+from meta_inbox.graph_client import (
+    PACE_MARGIN,
+    GraphClient,
+    GraphUnavailable,
+    Pacer,
+    RetryLater,
+)
 from meta_inbox.scheduler import CallScheduler
 
 pytest_plugins = ["support"]
@@ -61,9 +69,9 @@ def scheduler_for(tasks: Tasks, clock: FakeClock) -> Iterator[MakeScheduler]:
     made: list[CallScheduler] = []
 
     def make(
-        calls_per_second: float = 0.0, max_concurrency: int = 1
+        calls_per_second: float = 0.0, max_concurrency: int = 1, pacer: Pacer | None = None
     ) -> tuple[CallScheduler, Pacer]:
-        pacer = Pacer(calls_per_second, clock=clock, sleep=clock.sleep)
+        pacer = pacer or Pacer(calls_per_second, clock=clock, sleep=clock.sleep)
         scheduler = CallScheduler(
             pacer, max_concurrency=max_concurrency, clock=clock, on_error=tasks.errors.append
         )
@@ -105,7 +113,7 @@ def test_a_lane_whose_turn_is_far_away_does_not_hold_back_the_others(
 
     # The clock stands still: the throttled lane's turn never comes in this test.
     assert tasks.ran == ["quiet"]
-    assert (pacer.due("throttled"), pacer.due("quiet")) == (60.0, 1.0)
+    assert (pacer.due("throttled"), pacer.due("quiet")) == (60.0, pytest.approx(1 / PACE_MARGIN))
 
 
 def test_the_tasks_of_a_lane_run_in_submission_order_but_first_goes_ahead(
@@ -177,7 +185,7 @@ def test_a_task_takes_the_turn_its_worker_booked(
     tasks.wait_for(1)
     scheduler.close()
 
-    assert (pacer.due("page"), clock.sleeps) == (1.0, [])
+    assert (pacer.due("page"), clock.sleeps) == (pytest.approx(1 / PACE_MARGIN), [])
 
 
 def test_close_lets_running_tasks_end_drops_queued_ones_and_stops_the_workers(
@@ -203,3 +211,113 @@ def test_close_lets_running_tasks_end_drops_queued_ones_and_stops_the_workers(
     assert tasks.ran == ["running"]
     assert scheduler.idle()
     assert [t.name for t in threading.enumerate() if t.name.startswith("graph-call-")] == []
+
+
+# -- tasks that must wait: run again later, their worker free meanwhile ----------------------------
+
+
+def test_a_task_run_again_waits_its_delay_without_holding_back_its_lane(
+    tasks: Tasks, clock: FakeClock, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, _ = scheduler_for()
+    runs: list[float] = []
+
+    def flaky() -> None:
+        runs.append(clock.now)
+        if len(runs) == 1:
+            raise RetryLater(5.0)
+        tasks.task("flaky")()
+
+    scheduler.submit("page", flaky)
+    scheduler.submit("page", tasks.task("next"))
+    tasks.wait_for(1)
+    clock.now = 5.0
+    scheduler.submit("page", tasks.task("wake-up"))
+    tasks.wait_for(3)
+
+    # Run again ahead of the lane's queue once its delay is over.
+    assert tasks.ran == ["next", "flaky", "wake-up"]
+    assert (runs, tasks.errors, clock.sleeps) == ([0.0, 5.0], [], [])
+
+
+def test_a_task_of_a_dropped_lane_that_asks_to_run_again_is_forgotten(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    scheduler, _ = scheduler_for()
+
+    def page_fails_meanwhile() -> None:
+        scheduler.drop("page")  # as the reader does when another call finds the Page refused
+        raise RetryLater(0.0)
+
+    scheduler.submit("page", page_fails_meanwhile)
+    scheduler.submit("other", tasks.task("other"))
+    tasks.wait_for(1)
+    scheduler.close()
+
+    assert (tasks.ran, tasks.errors) == (["other"], [])
+    assert scheduler.idle()
+
+
+CAFE, BIKES = "1000000000000001", "1000000000000002"
+
+
+@pytest.mark.usefixtures("full_backoff")
+def test_a_throttled_call_frees_its_worker_for_other_pages_and_runs_again_on_its_turn(
+    emulator: Emulator, tasks: Tasks, clock: FakeClock, scheduler_for: MakeScheduler
+) -> None:
+    # One call per 50 s and Page: Café Olé's first call takes its budget.
+    emulator.limits = Limits(per_second=0.02)
+    connection = connect(emulator.base_url, clock)
+    cafe = connection.client(emulator.page_token(CAFE), lane=CAFE)
+    bikes = connection.client(emulator.page_token(BIKES), lane=BIKES)
+    cafe.get("me")
+    scheduler, pacer = scheduler_for(pacer=connection.pacer)  # one worker
+
+    def call(client: GraphClient, name: str) -> Callable[[], None]:
+        def run() -> None:
+            client.get("me")
+            tasks.task(name)()
+
+        return run
+
+    gate = threading.Event()
+    scheduler.submit("holder", tasks.task("holder", gate))
+    tasks.wait_for(1)
+    scheduler.submit(CAFE, call(cafe, "cafe"))
+    scheduler.submit(BIKES, call(bikes, "bikes"))
+    gate.set()
+    tasks.wait_for(2)
+
+    # Café Olé's call was refused first; its worker, the only one, read Bikes meanwhile.
+    calls = [(call.page_id, call.error_code) for call in emulator.calls]
+    assert calls == [(CAFE, None), (CAFE, 32), (BIKES, None)]
+    assert (tasks.ran, pacer.due(CAFE), clock.sleeps) == (["holder", "bikes"], 1.0, [])
+    assert not scheduler.idle()
+
+    emulator.limits = Limits()
+    clock.now = 1.0
+    scheduler.submit("wake-up", tasks.task("wake-up"))
+    tasks.wait_for(4)
+
+    assert tasks.ran == ["holder", "bikes", "wake-up", "cafe"]
+    assert [call.error_code for call in emulator.calls] == [None, 32, None, None]
+    assert tasks.errors == []
+    assert (connection.stats.throttled, connection.stats.throttle_wait) == (1, 1.0)
+
+
+def test_the_retries_of_a_task_run_again_still_end_after_max_attempts(
+    emulator: Emulator, tasks: Tasks, clock: FakeClock, scheduler_for: MakeScheduler
+) -> None:
+    emulator.faults.server_error_rate = 1.0
+    connection = connect(emulator.base_url, clock, max_attempts=4, retry_backoff=0.0)
+    cafe = connection.client(emulator.page_token(CAFE), lane=CAFE)
+    scheduler, _ = scheduler_for(pacer=connection.pacer)
+
+    scheduler.submit(CAFE, lambda: cafe.get("me"))
+    scheduler.submit(CAFE, tasks.task("after"))  # runs once the failing task gave up
+    tasks.wait_for(1)
+
+    assert [type(error) for error in tasks.errors] == [GraphUnavailable]
+    assert "did not answer properly after 4 attempts" in str(tasks.errors[0])
+    assert [call.status for call in emulator.calls] == [500] * 4
+    assert (connection.stats.calls, connection.stats.retries, clock.sleeps) == (4, 3, [])
