@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NO_DUPLICATES, Workspace
-from meta_inbox.emulator import Emulator, Faults
+from meta_inbox.emulator import Emulator, Faults, Limits
 from meta_inbox.emulator.inbox import Conversation
 from model import FOLDERS, expected_counts, selected
 
@@ -206,3 +206,38 @@ def test_a_refused_folder_is_reported_and_the_rest_is_exact(
     assert {row[0] for row in workspace.query(
         f"select distinct folder from conversations where page_id = '{page.id}' "
         "and platform = 'instagram'")} == set(FOLDERS) - {"spam"}  # fmt: skip
+
+
+def test_a_strict_one_second_window_costs_few_throttles(workspaces) -> None:
+    """Graph's 2 calls a second per Page, enforced as a strict sliding window, three Pages,
+    0.3 s answers: paced with a margin, the run meets few refusals and loads everything."""
+    limits = Limits(calls_per_window=2, window_seconds=1.0)
+    with Emulator(seed=7, scale=1, pages=3, latency=0.3, limits=limits) as emulator:
+        workspace = workspaces("strict", emulator)
+
+        result = workspace.export(max_calls_per_second=2.0)
+
+        assert result.exit_code == 0, result.problems
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        assert workspace.duplicate_ids() == NO_DUPLICATES
+        throttled = sum(emulator.throttle_errors.values())
+        assert throttled <= 5, emulator.throttle_errors
+        assert result.record["throttled"] == throttled
+
+
+def test_an_app_throttle_on_one_page_holds_every_page(workspaces) -> None:
+    """Code 4 is the app's limit, shared by every Page token: after one Page's call meets it,
+    the other Pages wait too instead of each meeting it in turn."""
+    with Emulator(seed=7, scale=1, pages=3, latency=0.05) as emulator:
+        workspace = workspaces("app", emulator)
+        first = emulator.inbox.pages[0]
+        emulator.throttle_app(first.id, seconds=1.0)
+
+        result = workspace.export(max_calls_per_second=2.0, max_concurrency=3)
+
+        assert result.exit_code == 0, result.problems
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        # The call that met it, and at most the calls already in flight then.
+        refused = [c for c in emulator.calls if c.error_code == 4]
+        assert 1 <= len(refused) <= 3, refused
+        assert result.record["throttled"] == len(refused)
