@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 from .config import Analysis
-from .metrics import METRIC_VIEWS, SPAN_SQL, relation_names, settings_tables_sql, view_sql
+from .metrics import SPAN_SQL, metric_statements, relation_names
 from .tables import REFRESHES, RUNS, TABLES, Table
 
 VIEWS_DATABASE = "lake.duckdb"
@@ -50,15 +50,10 @@ def write_views(
         for table in (*TABLES, RUNS, REFRESHES):
             connection.execute(_view(table, lake, dataset))
         names = relation_names(lambda name: f'"{dataset}"."{name}"')
-        oldest, newest = connection.execute(SPAN_SQL.format(**names)).fetchone() or (None, None)
-        for statement in settings_tables_sql(
-            names, analysis or Analysis.from_config(), oldest, newest
-        ):
+        span = connection.execute(SPAN_SQL.format(**names)).fetchone() or ()
+        analysis = analysis or Analysis.from_config()
+        for statement in metric_statements(names, analysis, *span, create="create or replace view"):
             connection.execute(statement)
-        for view in METRIC_VIEWS:
-            connection.execute(
-                f"create or replace view {names[view.name]} as {view_sql(view, names)}"
-            )
     return database
 
 

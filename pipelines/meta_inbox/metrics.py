@@ -595,6 +595,20 @@ def settings_tables_sql(
     return statements
 
 
+def metric_statements(
+    names: dict[str, Any],
+    analysis: Analysis,
+    oldest: datetime | None = None,
+    newest: datetime | None = None,
+    create: str = "create view",
+) -> list[str]:
+    """Statements writing the settings tables, then creating the views (`create`: the verb)."""
+    statements = settings_tables_sql(names, analysis, oldest, newest)
+    return statements + [
+        f"{create} {names[view.name]} as {view_sql(view, names)}" for view in METRIC_VIEWS
+    ]
+
+
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -627,23 +641,15 @@ def ensure_metric_views(pipeline: dlt.Pipeline, analysis: Analysis | None = None
         if not _has_tables(client):
             return []
         names = relation_names(client.make_qualified_table_name)
-        statements = []
-        if pipeline.destination.capabilities().sqlglot_dialect == "postgres":
-            statements.append(f"select pg_advisory_xact_lock({_VIEWS_LOCK})")
-        # Dropping first lets a column change its type, which CREATE OR REPLACE refuses on
-        # Postgres; one transaction keeps readers from seeing the views missing.
-        statements += [f"drop view if exists {names[v.name]}" for v in reversed(METRIC_VIEWS)]
         with client.begin_transaction():
-            for statement in statements:
-                client.execute_sql(statement)
+            if pipeline.destination.capabilities().sqlglot_dialect == "postgres":
+                client.execute_sql(f"select pg_advisory_xact_lock({_VIEWS_LOCK})")
+            # Dropping first lets a column change its type, which CREATE OR REPLACE refuses on
+            # Postgres; one transaction keeps readers from seeing the views missing.
+            for view in reversed(METRIC_VIEWS):
+                client.execute_sql(f"drop view if exists {names[view.name]}")
             span = client.execute_sql(SPAN_SQL.format(**names))
-            oldest, newest = span[0] if span else (None, None)
-            statements = settings_tables_sql(names, analysis, oldest, newest)
-            statements += [
-                f"create view {names[view.name]} as {view_sql(view, names)}"
-                for view in METRIC_VIEWS
-            ]
-            for statement in statements:
+            for statement in metric_statements(names, analysis, *(span[0] if span else ())):
                 client.execute_sql(statement)
     return [view.name for view in METRIC_VIEWS]
 
