@@ -109,3 +109,27 @@ def test_the_report_of_the_demo_renders_every_plot(workspace: Workspace, chromiu
 def count(database: Path, sql: str) -> int:
     with duckdb.connect(str(database), read_only=True) as connection:
         return connection.execute(sql, list(PERIOD)).fetchone()[0]
+
+
+def test_the_report_reads_postgres_and_the_lake_alike(
+    workspace: Workspace, postgres_dsn: str
+) -> None:
+    env = workspace.env() | BUSINESS
+    pages = {}
+    for destination, pipeline in (
+        ("duckdb", "meta_inbox"),
+        ("postgres", "pg"),
+        ("filesystem", "lake"),
+    ):
+        assert workspace.cli("run", "--destination", destination, "--pipeline-name", pipeline,
+                             env=env).returncode == 0  # fmt: skip
+        page = workspace.root / f"{destination}.html"
+        done = workspace.cli(
+            "report", "--destination", destination, "--pipeline-name", pipeline,
+            "--since", SINCE, "--until", UNTIL, "--output", str(page), env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        # The same numbers wherever the data lives (the generation time aside).
+        pages[destination] = re.sub(r"Generated [^<]* UTC", "", page.read_text(encoding="utf-8"))
+    assert pages["duckdb"].count('<figure class="plot"') == len(PLOTS)
+    assert pages["postgres"] == pages["duckdb"] == pages["filesystem"]
