@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from .config import FOLDERS, PLATFORMS, Settings, config_toml, settings_markdown
-from .destinations import location
+from .destinations import explained_failures, location
 from .errors import BadInput, innermost
 from .graph_client import REDACTOR, redact_log_records
 from .outcomes import ExitCode, explain
@@ -159,6 +159,36 @@ def _parser() -> argparse.ArgumentParser:
         help="a pipeline of the dataset (for DuckDB: the file <pipeline-name>.duckdb)",
     )
 
+    report = _command(
+        sub, "report", "write a self-contained HTML report of a period (plots and numbers)", _report
+    )
+    report.add_argument(
+        "--destination",
+        default="duckdb",
+        help="duckdb (default), postgres, or filesystem (a local Parquet lake)",
+    )
+    report.add_argument("--dataset-name", default=DEFAULT_DATASET_NAME, help="the dataset")
+    report.add_argument(
+        "--pipeline-name",
+        default=DEFAULT_PIPELINE_NAME,
+        help="a pipeline of the dataset (for DuckDB: the file <pipeline-name>.duckdb)",
+    )
+    report.add_argument(
+        "--since",
+        metavar="DATE",
+        help="first day (or ISO time), in the business_hours timezone (default: 7 days before "
+        "--until)",
+    )
+    report.add_argument(
+        "--until", metavar="DATE", help="last day, included (or ISO time, excluded); default now"
+    )
+    report.add_argument(
+        "--output",
+        type=Path,
+        default=Path("meta_inbox_report.html"),
+        help="the HTML file to write (default meta_inbox_report.html)",
+    )
+
     pages = _command(sub, "pages", "list the Pages the token can read", _pages)
     pages.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -278,6 +308,24 @@ def _views(args: argparse.Namespace) -> int:
             "tables yet, or the destination cannot hold views (a Parquet lake: use lake-views)."
         )
     print(f"metric views: {', '.join(names)}")
+    return ExitCode.OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .config import Analysis
+    from .pipeline import make_pipeline
+    from .report import write_report
+
+    analysis = Analysis.from_config()
+    with explained_failures(args.destination):
+        pipeline = make_pipeline(
+            args.destination, pipeline_name=args.pipeline_name, dataset_name=args.dataset_name
+        )
+        chosen = write_report(pipeline, args.output, args.since, args.until, analysis)
+    print(
+        f"report of {chosen.since:%Y-%m-%d %H:%M} to {chosen.until:%Y-%m-%d %H:%M} UTC written "
+        f"to {args.output}"
+    )
     return ExitCode.OK
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +23,7 @@ from dlt.common.configuration.exceptions import (
 from dlt.common.configuration.specs import BaseConfiguration
 from dlt.common.typing import TSecretStrValue
 
+from .business_hours import Schedule, parse_duration, parse_schedule
 from .errors import BadInput
 from .graph_client import Pacing
 
@@ -40,7 +43,43 @@ def _setting(default: Any, description: str, *, secret: bool = False, shown: str
 
 
 @configspec
-class Settings(BaseConfiguration):
+class Analysis(BaseConfiguration):
+    """The settings of the metric views and the report: they need no token, so `meta-inbox
+    views`, `lake-views` and `report` resolve these alone."""
+
+    business_hours: dict[str, Any] | None = _setting(
+        None,
+        '`timezone` (IANA), `mon` … `sun` (lists of `"HH:MM-HH:MM"`, `[]` when closed) and '
+        "`holidays` (dates, closed all day); the business-time columns are null without it",
+    )
+    first_response_sla: str | None = _setting(
+        None, 'first response target in business time, e.g. `"1h"`, `"30m"`, `"1h30m"`'
+    )
+    resolution_sla: str | None = _setting(None, 'resolution target in business time, e.g. `"8h"`')
+
+    def on_resolved(self) -> None:
+        self.schedule()
+        self.sla_seconds()
+
+    def schedule(self) -> Schedule | None:
+        return parse_schedule(self.business_hours)
+
+    def sla_seconds(self) -> tuple[float | None, float | None]:
+        """The first response and resolution targets, in business seconds."""
+        return (
+            parse_duration(self.first_response_sla, "first_response_sla"),
+            parse_duration(self.resolution_sla, "resolution_sla"),
+        )
+
+    @classmethod
+    def from_config(cls, **overrides: Any) -> Analysis:
+        explicit = {key: value for key, value in overrides.items() if value is not None}
+        with _bad_values():
+            return resolve_configuration(cls(), sections=SECTIONS, explicit_value=explicit)
+
+
+@configspec
+class Settings(Analysis):
     """What to export and how; see the README's configuration reference."""
 
     access_token: TSecretStrValue = _setting(
@@ -108,6 +147,7 @@ class Settings(BaseConfiguration):
     )
 
     def on_resolved(self) -> None:
+        super().on_resolved()
         self.platforms = _chosen("platforms (--platform)", self.platforms, PLATFORMS)
         self.folders = _chosen("folders (--folder)", self.folders, FOLDERS)
         self.pii = _chosen("pii", [self.pii], PII_MODES)[0]
@@ -153,17 +193,12 @@ class Settings(BaseConfiguration):
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(unknown)}")
         try:
-            return resolve_configuration(cls(), sections=SECTIONS, explicit_value=explicit)
+            with _bad_values():
+                return resolve_configuration(cls(), sections=SECTIONS, explicit_value=explicit)
         except ConfigFieldMissingException as error:
             if "access_token" in error.fields:
                 raise missing_token() from None
             raise
-        except ConfigValueCannotBeCoercedException as error:
-            hint = getattr(error.hint, "__name__", str(error.hint))
-            raise BadInput(
-                f"{error.field_name} {error.field_value!r} is not a valid {hint}: fix it in "
-                f".dlt/config.toml or SOURCES__META_INBOX__{error.field_name.upper()}."
-            ) from None
 
     def pacing(self) -> Pacing:
         return Pacing(
@@ -189,6 +224,19 @@ class Settings(BaseConfiguration):
     @property
     def recheck_window(self) -> timedelta:
         return timedelta(days=self.recheck_window_days)
+
+
+@contextmanager
+def _bad_values() -> Iterator[None]:
+    """A value dlt cannot turn into its setting's type is bad input, named by its key."""
+    try:
+        yield
+    except ConfigValueCannotBeCoercedException as error:
+        hint = getattr(error.hint, "__name__", str(error.hint))
+        raise BadInput(
+            f"{error.field_name} {error.field_value!r} is not a valid {hint}: fix it in "
+            f".dlt/config.toml or SOURCES__META_INBOX__{error.field_name.upper()}."
+        ) from None
 
 
 def missing_token() -> BadInput:
@@ -222,7 +270,9 @@ def _chosen(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> li
 def _documented() -> list[tuple[dataclasses.Field[Any], str]]:
     """Each setting with its default as the docs show it."""
     rows = []
-    for spec in dataclasses.fields(Settings):
+    # The export's settings first, then the analysis ones that Settings inherits.
+    analysis = {spec.name for spec in dataclasses.fields(Analysis)}
+    for spec in sorted(dataclasses.fields(Settings), key=lambda spec: spec.name in analysis):
         if spec.name.startswith("__"):
             continue
         meta = spec.metadata
@@ -268,11 +318,21 @@ def config_toml() -> str:
             if spec.default_factory is not dataclasses.MISSING
             else spec.default
         )
-        value = '["1234567890"]' if spec.name == "page_ids" else _toml(default)
-        if default is None and spec.name != "page_ids":
-            value = '"2025-01-01"' if spec.name == "start_date" else '""'
+        value = _EXAMPLES.get(spec.name, '""' if default is None else _toml(default))
         lines.append(f"# {spec.name} = {value}  # {spec.metadata['description']}")
     return "\n".join(lines) + "\n"
+
+
+# What the commented `.dlt/config.toml` shows for settings without a default.
+_EXAMPLES = {
+    "page_ids": '["1234567890"]',
+    "start_date": '"2025-01-01"',
+    "business_hours": '{ timezone = "Europe/Berlin", mon = ["09:00-12:30", "13:30-17:00"], '
+    'tue = ["09:00-17:00"], wed = ["09:00-17:00"], thu = ["09:00-17:00"], fri = ["09:00-15:00"], '
+    'sat = [], sun = [], holidays = ["2026-12-25", "2026-12-26"] }',
+    "first_response_sla": '"1h"',
+    "resolution_sla": '"8h"',
+}
 
 
 def _toml(value: Any) -> str:

@@ -5,7 +5,8 @@ views in the dataset's schema (`inbox` by default, as in a warehouse) keep, for 
 row of its latest load, and for child tables only the rows written in the same load as their
 parent's latest row, so a child list that shrank leaves no stale rows; `conversation_history`
 keeps each state's first observation. Rows of a Page loaded before its latest `--full-refresh`
-are left out. The metric views are the warehouse's SQL over these views.
+are left out. The metric views are the warehouse's SQL over these views, and the tables they
+read from the settings (`business_clock`, `sla_targets`) are written into the views database.
 
 Paths in the views are relative to the lake folder, so the folder can be moved with its views
 database: open it with `meta_inbox.lake.connect(folder)` (which tells DuckDB where relative
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import duckdb
 
-from .metrics import METRIC_VIEWS, view_sql
+from .config import Analysis
+from .metrics import SPAN_SQL, metric_statements, relation_names
 from .tables import REFRESHES, RUNS, TABLES, Table
 
 VIEWS_DATABASE = "lake.duckdb"
@@ -32,8 +34,12 @@ _DUCKDB_TYPES = {
 }
 
 
-def write_views(lake: Path, dataset: str, database: Path | None = None) -> Path:
-    """Write the views over `lake/<dataset>` into `database` (default: `lake/lake.duckdb`)."""
+def write_views(
+    lake: Path, dataset: str, database: Path | None = None, analysis: Analysis | None = None
+) -> Path:
+    """Write the views over `lake/<dataset>` into `database` (default: `lake/lake.duckdb`),
+    with the tables the metric views read from the settings (`analysis`, default: from the
+    configuration)."""
     folder = lake / dataset
     if not folder.is_dir():
         raise FileNotFoundError(folder)
@@ -43,12 +49,11 @@ def write_views(lake: Path, dataset: str, database: Path | None = None) -> Path:
         connection.execute(f'create schema if not exists "{dataset}"')
         for table in (*TABLES, RUNS, REFRESHES):
             connection.execute(_view(table, lake, dataset))
-        names = {view.name: f'"{dataset}"."{view.name}"' for view in METRIC_VIEWS}
-        names |= {table.name: f'"{dataset}"."{table.name}"' for table in TABLES}
-        for view in METRIC_VIEWS:
-            connection.execute(
-                f"create or replace view {names[view.name]} as {view_sql(view, names)}"
-            )
+        names = relation_names(lambda name: f'"{dataset}"."{name}"')
+        span = connection.execute(SPAN_SQL.format(**names)).fetchone() or ()
+        analysis = analysis or Analysis.from_config()
+        for statement in metric_statements(names, analysis, *span, create="create or replace view"):
+            connection.execute(statement)
     return database
 
 

@@ -29,7 +29,7 @@ from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.exceptions import MissingDependencyException
 
 from . import destinations
-from .config import Settings
+from .config import Analysis, Settings
 from .conversations_api import FacebookPage
 from .errors import BadInput, Busy, Interrupted, innermost
 from .graph_client import redact_log_records
@@ -179,7 +179,7 @@ class _Run:
         self._warn_of_skips()
         if self.ledger:
             self._reconcile()
-        views = current_views(pipeline) if self.views else []
+        views = current_views(pipeline, session.settings) if self.views else []
         code, problems = self.outcome()
         if self.recorded is not None and self.recorded["status"] != _status(code):
             # A signal came while the last slice loaded: the record it carried is replaced.
@@ -415,15 +415,16 @@ def refresh_views(
         return current_views(pipeline)
 
 
-def current_views(pipeline: dlt.Pipeline) -> list[str]:
+def current_views(pipeline: dlt.Pipeline, analysis: Analysis | None = None) -> list[str]:
     """Create or replace the metric views; on a local lake, its views database (tables,
-    metric views and run records, in `<lake>/lake.duckdb`). Their names."""
+    metric views and run records, in `<lake>/lake.duckdb`). Their names. `analysis`: the
+    business hours and SLAs (default: from the configuration)."""
     folder = destinations.local_lake(pipeline)
     if folder is None:
-        return ensure_metric_views(pipeline)
+        return ensure_metric_views(pipeline, analysis)
     if not (folder / pipeline.dataset_name).is_dir():
         return []
-    write_views(folder, pipeline.dataset_name)
+    write_views(folder, pipeline.dataset_name, analysis=analysis)
     return [view.name for view in METRIC_VIEWS]
 
 

@@ -266,9 +266,13 @@ def test_tables_and_views_are_the_documented_ones(workspace: Workspace) -> None:
         "message_tags",
         "message_shares",
         "_meta_inbox_runs",
+        # Written with the views, from the business_hours and SLA settings.
+        "business_clock",
+        "sla_targets",
     }
     assert workspace.relations("VIEW") == {
         "conversation_metrics",
+        "sla_daily",
         "daily_volume",
         "response_times",
         "expired_attachment_urls",

@@ -19,7 +19,13 @@ from meta_inbox.emulator.inbox import Conversation, Inbox, Message
 from meta_inbox.metrics import METRIC_VIEWS, ensure_metric_views, metrics_markdown
 from model import detailed_messages, selected
 
-VIEWS = ["response_times", "conversation_metrics", "daily_volume", "expired_attachment_urls"]
+VIEWS = [
+    "response_times",
+    "conversation_metrics",
+    "sla_daily",
+    "daily_volume",
+    "expired_attachment_urls",
+]
 DUCKDB_TYPES = {
     "text": "VARCHAR",
     "timestamp": "TIMESTAMP WITH TIME ZONE",
@@ -37,13 +43,15 @@ RESPONSE_SQL = """
 THREAD_SQL = """
     select conversation_id, page_id, platform, folder,
            epoch(first_customer_message_at)::bigint, epoch(first_page_reply_at)::bigint,
-           first_response_seconds, median_response_seconds,
+           first_response_known, first_response_seconds, median_response_seconds,
            customer_messages, page_messages, messages_without_details,
            epoch(last_activity_at)::bigint, epoch(last_customer_message_at)::bigint,
            resolved_at, resolution_seconds, last_message_from, is_unanswered, is_open
     from conversation_metrics"""
 
 Sided = list[tuple[Message, str]]
+# Instagram threads of the default inbox longer than 20 messages: their oldest are hidden.
+HIDDEN_FIRST_MESSAGES = 29
 
 
 class Thread(NamedTuple):
@@ -54,6 +62,7 @@ class Thread(NamedTuple):
     folder: str
     first_customer_message_at: int | None
     first_page_reply_at: int | None
+    first_response_known: bool
     first_response_seconds: float | None
     median_response_seconds: float | None
     customer_messages: int
@@ -223,6 +232,7 @@ def expected_threads(
         customers = [m for m, side in sided if side == "customer"]
         first = min(customers, key=lambda m: m.created_time, default=None)
         reply = answer(sided, first) if first else None
+        known = first_customer_message_known(conversation, sided)
         seconds = [row[6] for row in responses.values() if row[0] == conversation.id]
         # At a tie in the newest second the customer counts last: no answer is strictly later.
         newest = max(
@@ -236,7 +246,8 @@ def expected_threads(
             conversation.folder,
             first.created_time if first else None,
             reply.created_time if reply else None,
-            float(reply.created_time - first.created_time) if first and reply else None,
+            known,
+            float(reply.created_time - first.created_time) if known and first and reply else None,
             float(statistics.median(seconds)) if seconds else None,
             len(customers),
             len(sided) - len(customers),
@@ -250,6 +261,17 @@ def expected_threads(
             unanswered and conversation.folder in ("inbox", "other"),
         )
     return rows
+
+
+def first_customer_message_known(conversation: Conversation, sided: Sided) -> bool:
+    """False when a message loaded without details may be the customer's first: it is older
+    than their oldest message with details, or they have none."""
+    detailed = {m.id for m, _ in sided}
+    hidden = [m.created_time for m in conversation.messages if m.id not in detailed]
+    customers = [m.created_time for m, side in sided if side == "customer"]
+    if not hidden:
+        return True
+    return bool(customers) and min(hidden) >= min(customers)
 
 
 def expected_volume(
@@ -272,3 +294,33 @@ def same_second_answers(inbox: Inbox, conversations: list[Conversation]) -> Iter
         sided = sides(inbox, conversation, set())
         seconds = {m.created_time for m, side in sided if side == "page"}
         yield any(side == "customer" and m.created_time in seconds for m, side in sided)
+
+
+def test_first_responses_are_unknown_where_instagram_hides_the_oldest_messages(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    assert workspace.export().views == VIEWS
+    conversations = selected(emulator.inbox)
+    rows = query(
+        workspace.database(),
+        "select conversation_id, first_response_known, first_response_seconds "
+        "from conversation_metrics",
+    )
+
+    hidden = {c.id for c in conversations if not c.is_detailed(c.messages[0])}
+    assert len(hidden) == HIDDEN_FIRST_MESSAGES
+    assert {c.platform for c in conversations if c.id in hidden} == {"instagram"}
+    expected = {}
+    for conversation in conversations:
+        if conversation.id in hidden:
+            expected[conversation.id] = (False, None)
+            continue
+        # Every other thread keeps the value computed before first_response_known existed.
+        sided = sides(emulator.inbox, conversation, set())
+        first = min((m for m, side in sided if side == "customer"), key=lambda m: m.created_time,
+                    default=None)  # fmt: skip
+        reply = answer(sided, first) if first else None
+        seconds = float(reply.created_time - first.created_time) if first and reply else None
+        expected[conversation.id] = (True, seconds)
+    assert len(rows) == len(expected)
+    assert {row[0]: row[1:] for row in rows} == expected

@@ -95,6 +95,7 @@ def test_drop_leaves_out_people_and_text(workspace: Workspace, emulator: Emulato
         assert columns[table.name] == {*table.column_names, "_dlt_load_id"} - left_out
     assert workspace.relations("VIEW") == {
         "conversation_metrics",
+        "sla_daily",
         "daily_volume",
         "response_times",
         "expired_attachment_urls",

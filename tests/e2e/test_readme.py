@@ -33,7 +33,7 @@ BLOCKS = [
 def test_the_readme_has_the_blocks_this_test_runs() -> None:
     kinds = [language for language, _ in BLOCKS]
     assert set(kinds) <= {"", "sh", "python", "sql", "toml"}
-    assert (kinds.count("sh"), kinds.count("python"), kinds.count("sql")) == (4, 3, 1)
+    assert (kinds.count("sh"), kinds.count("python"), kinds.count("sql")) == (5, 3, 1)
 
 
 @pytest.fixture
@@ -79,6 +79,8 @@ def test_every_readme_block_runs_as_written(
         stored = connection.execute("select count(*) from inbox.messages").fetchone()
         assert stored == (expected["messages"],)
 
+    report = (folder / "inbox_report.html").read_text(encoding="utf-8")
+    assert report.count('<figure class="plot"') == 5
     record = json.loads((folder / "run.json").read_text())
     assert (record["status"], record["exit_code"]) == ("success", 0)
     text = "\n".join(outputs)
