@@ -39,7 +39,8 @@ log = logging.getLogger("meta_inbox")
 EXIT_CODES = """exit codes:
   0   success
   1   unexpected error (a bug: rerun with --debug and report it)
-  2   bad input: argument, configuration, missing token
+  2   bad input: argument, configuration, missing token, or a pipeline whose state
+      belongs to other data (run from its folder, or use another --pipeline-name)
   3   the access token was refused (expired, invalid): renew it
   4   a Page token is needed (Graph code 210)
   5   a permission is missing: grant it, renew the token
