@@ -109,8 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--pipeline-name",
         default=DEFAULT_PIPELINE_NAME,
-        help="dlt pipeline: keeps this export's state; one per Page when several processes "
-        f"load one dataset (default {DEFAULT_PIPELINE_NAME})",
+        help="dlt pipeline: keeps this export's state, in ./.dlt/pipelines/<name>; one per "
+        "destination, and one per Page when several processes load one dataset (default "
+        f"{DEFAULT_PIPELINE_NAME})",
     )
     run.add_argument(
         "--page-id",
@@ -186,7 +187,13 @@ def _parser() -> argparse.ArgumentParser:
         "--database", type=Path, help="DuckDB file to write (default: PATH/lake.duckdb)"
     )
 
-    emulator = _command(sub, "emulator", "serve the Graph API emulator for your tests", _emulator)
+    emulator = _command(
+        sub,
+        "emulator",
+        "serve the Graph API emulator for your tests; prints the settings that point "
+        "meta-inbox at it",
+        _emulator,
+    )
     emulator.add_argument(
         "--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free)"
     )
@@ -441,7 +448,7 @@ def _fail(error: Exception, debug: bool) -> int:
     print(
         f"meta-inbox: unexpected error: "
         f"{REDACTOR(f'{type(cause).__name__}: {cause}'.splitlines()[0])}. "
-        f"A bug: {advice}, and report it if it persists.",
+        f"A bug: {advice}; report it if it persists.",
         file=sys.stderr,
     )
     return ExitCode.UNEXPECTED
