@@ -39,7 +39,8 @@ log = logging.getLogger("meta_inbox")
 EXIT_CODES = """exit codes:
   0   success
   1   unexpected error (a bug: rerun with --debug and report it)
-  2   bad input: argument, configuration, missing token
+  2   bad input: argument, configuration, missing token, or a pipeline whose state
+      belongs to other data (run from its folder, or use another --pipeline-name)
   3   the access token was refused (expired, invalid): renew it
   4   a Page token is needed (Graph code 210)
   5   a permission is missing: grant it, renew the token
@@ -59,6 +60,9 @@ EXIT_CODES = """exit codes:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()
+        return ExitCode.OK
     args = parser.parse_args(argv)
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     _return_freed_memory()
@@ -80,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meta-inbox",
-        description="Export Messenger and Instagram conversations of Facebook Pages.",
+        description="Export Messenger and Instagram conversations of Facebook Pages.\n\n"
+        "The access token: SOURCES__META_INBOX__ACCESS_TOKEN in the environment, or\n"
+        "access_token under [sources.meta_inbox] in .dlt/secrets.toml (see the README).\n"
+        "Every command takes --help.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -102,8 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--pipeline-name",
         default=DEFAULT_PIPELINE_NAME,
-        help="dlt pipeline: keeps this export's state; one per Page when several processes "
-        f"load one dataset (default {DEFAULT_PIPELINE_NAME})",
+        help="dlt pipeline: keeps this export's state, in ./.dlt/pipelines/<name>; one per "
+        "destination, and one per Page when several processes load one dataset (default "
+        f"{DEFAULT_PIPELINE_NAME})",
     )
     run.add_argument(
         "--page-id",
@@ -209,14 +217,28 @@ def _parser() -> argparse.ArgumentParser:
         "--database", type=Path, help="DuckDB file to write (default: PATH/lake.duckdb)"
     )
 
-    emulator = _command(sub, "emulator", "serve the Graph API emulator for your tests", _emulator)
-    emulator.add_argument("--port", type=int, default=8765)
-    emulator.add_argument("--seed", type=int, default=7)
-    emulator.add_argument("--scale", type=int, default=1, help="threads per folder ×")
-    emulator.add_argument("--pages", type=int, default=3, help="managed Pages (default 3)")
-    emulator.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    emulator = _command(
+        sub,
+        "emulator",
+        "serve the Graph API emulator for your tests; prints the settings that point "
+        "meta-inbox at it",
+        _emulator,
+    )
     emulator.add_argument(
-        "--per-second", type=float, help="calls per second per Page before throttling"
+        "--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free)"
+    )
+    emulator.add_argument(
+        "--seed", type=int, default=7, help="the generated inbox: same seed, same inbox (default 7)"
+    )
+    emulator.add_argument("--scale", type=int, default=1, help="threads per folder × (default 1)")
+    emulator.add_argument("--pages", type=int, default=3, help="managed Pages (default 3)")
+    emulator.add_argument(
+        "--latency", type=float, default=0.0, help="seconds per answer (default 0)"
+    )
+    emulator.add_argument(
+        "--per-second",
+        type=float,
+        help="calls per second per Page before throttling (default: no limit)",
     )
     return parser
 
@@ -269,15 +291,21 @@ def _page_ids(values: list[str] | None) -> list[str] | None:
 
 def _print_summary(result: ExportResult, elapsed: float) -> None:
     counts, stats = result.session.counts, result.session.stats
+    news = (
+        f"{counts.new_messages} new message(s) in {counts.threads_with_new_messages} thread(s)"
+        if counts.new_messages
+        else "nothing new"
+    )
     print(
-        f"meta-inbox: {len(result.session.pages or [])} Page(s), {counts.threads} changed "
-        f"thread(s), {counts.new_messages} new message(s) into {location(result.pipeline)}"
+        f"meta-inbox: {len(result.session.pages or [])} Page(s), {news}, into "
+        f"{location(result.pipeline)}"
     )
     for table in TABLES:
         print(f"  {table.name:<27} {counts.rows[table.name]:>9} rows")
     print(
-        f"  rechecked {counts.rechecked_threads} thread(s), {counts.rechecked_messages} "
-        "message(s) merged again (reactions, edits, read state, moves)"
+        f"  rechecked {counts.rechecked_threads} thread(s) without new messages; "
+        f"{counts.messages_merged_again} message(s) merged again (reactions, edits, read "
+        "state, moves)"
     )
     if counts.marked_deleted:
         print(f"  marked deleted: {counts.marked_deleted} row(s)")
@@ -330,7 +358,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _pages(args: argparse.Namespace) -> int:
-    for page in pages():
+    found = pages()
+    if not args.json:
+        print(f"{'page id':<18} {'Instagram':<32} name")
+    for page in found:
         if args.json:
             row = {
                 "id": page.id,
@@ -340,9 +371,9 @@ def _pages(args: argparse.Namespace) -> int:
             }
             print(json.dumps(row, ensure_ascii=False))
         else:
-            instagram = f"  instagram {page.instagram_id} @{page.instagram_username}" if (
-                page.instagram_id) else ""  # fmt: skip
-            print(f"{page.id}  {page.name}{instagram}")
+            instagram = f"{page.instagram_id} @{page.instagram_username}" if (
+                page.instagram_id) else "none linked"  # fmt: skip
+            print(f"{page.id:<18} {instagram:<32} {page.name}")
     return ExitCode.OK
 
 
@@ -461,10 +492,11 @@ def _fail(error: Exception, debug: bool) -> int:
         print(f"meta-inbox: {REDACTOR(failure.line)}", file=sys.stderr)
         return failure.code
     cause = innermost(error)
+    advice = "the traceback is above" if debug else "run again with --debug for details"
     print(
         f"meta-inbox: unexpected error: "
         f"{REDACTOR(f'{type(cause).__name__}: {cause}'.splitlines()[0])}. "
-        "Run again with --debug for details and report it if it persists.",
+        f"A bug: {advice}; report it if it persists.",
         file=sys.stderr,
     )
     return ExitCode.UNEXPECTED

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
 
 from .config import Settings
 from .emulator import Emulator
-from .pipeline import DEFAULT_DATASET_NAME, ExportResult, export
+from .pipeline import DEFAULT_DATASET_NAME, ExportResult, export, make_pipeline
 from .tables import TABLES
 
 DEMO_PIPELINE = "meta_inbox_demo"
-DEMO_DATABASE = f"{DEMO_PIPELINE}.duckdb"  # dlt's default file for the pipeline
+DEMO_DATABASE = f"{DEMO_PIPELINE}.duckdb"  # meta-inbox's default file for the pipeline
+# The demo's own pipelines folder, whatever DLT_DATA_DIR says: it never meets a user's pipelines.
+DEMO_PIPELINES = Path(".dlt", "demo_pipelines")
 
 EXAMPLE_QUERIES = {
     "Threads per platform and folder": """
@@ -47,8 +50,16 @@ EXAMPLE_QUERIES = {
 
 
 def run_demo(*, seed: int, scale: int) -> int:
+    database = Path(DEMO_DATABASE).resolve()
+    # Each demo starts over: a new database, so its first run is a first run.
+    database.unlink(missing_ok=True)
+    Path(f"{database}.wal").unlink(missing_ok=True)
+    shutil.rmtree(DEMO_PIPELINES / DEMO_PIPELINE, ignore_errors=True)
     with Emulator(seed=seed, scale=scale) as emulator:
-        print(f"Graph API emulator serving a generated inbox at {emulator.base_url}\n")
+        print(
+            f"A Graph API emulator serves a generated inbox at {emulator.base_url} for this "
+            "demo only (`meta-inbox emulator` serves one for your own tests)\n"
+        )
         # Explicit settings, so that a user's own .dlt config cannot point the demo elsewhere.
         settings = Settings.from_config(
             access_token=emulator.user_token,
@@ -56,8 +67,11 @@ def run_demo(*, seed: int, scale: int) -> int:
             page_ids=[],
             max_calls_per_second=0.0,
         )
+        pipeline = make_pipeline(
+            pipeline_name=DEMO_PIPELINE, pipelines_dir=str(DEMO_PIPELINES.resolve())
+        )
         print("== First run: every Page, both platforms, all folders ==")
-        _summary(export(settings, pipeline_name=DEMO_PIPELINE, full_refresh=True))
+        _summary(export(settings, pipeline=pipeline))
 
         activity = emulator.add_activity(seed=seed)
         print(
@@ -65,9 +79,8 @@ def run_demo(*, seed: int, scale: int) -> int:
             f"{len(activity.changed_conversation_ids)} threads, one archived thread reopened =="
         )
         print("== Second run: only what changed, and recent threads rechecked ==")
-        _summary(export(settings, pipeline_name=DEMO_PIPELINE))
+        _summary(export(settings, pipeline=pipeline))
 
-    database = Path(DEMO_DATABASE).resolve()
     _print_examples(database)
     print(
         f"\nThe data is in {database}, schema {DEFAULT_DATASET_NAME}. Query it from Python:\n"
@@ -79,9 +92,9 @@ def run_demo(*, seed: int, scale: int) -> int:
 def _summary(result: ExportResult) -> None:
     counts = result.session.counts
     print(
-        f"{counts.threads} threads read, {counts.messages} messages loaded "
-        f"({counts.new_messages} new), {counts.rechecked_threads} threads rechecked, "
-        f"{result.session.stats.calls} API calls"
+        f"{counts.new_messages} new messages in {counts.threads_with_new_messages} threads; "
+        f"{counts.rechecked_threads} threads rechecked, {counts.messages_merged_again} messages "
+        f"merged again; {result.session.stats.calls} API calls"
     )
     print(
         "  " + ", ".join(f"{t.name} {counts.rows[t.name]}" for t in TABLES if counts.rows[t.name])

@@ -1,7 +1,13 @@
 """What meta-inbox knows of dlt destinations: defaults, sharing a dataset, and their failures.
 
-- A DuckDB file follows dlt's default, `<pipeline_name>.duckdb` in the working folder; a
-  filesystem destination without a bucket writes the local folder `meta_inbox_lake/`.
+- Where data and state live (README "Run"): a pipeline's working folder is in the current
+  folder's `.dlt/pipelines/` (or under `DLT_DATA_DIR` when set), the default DuckDB file is
+  `./<pipeline_name>.duckdb` and a filesystem destination without a bucket writes
+  `./meta_inbox_lake/`. dlt's own default would follow the folder of the pipeline's first run
+  (its `initial_cwd`), so a second checkout loaded into the first one's file: the paths are
+  resolved here, against the current folder. The working folder remembers where its data
+  went (`LOCATION_RECORD`): a run asking for another place stops (exit 2) rather than apply
+  one dataset's state to another; a run whose local data is gone starts over.
 - On warehouses each pipeline stages its merges in a dataset of its own
   (`<dataset>_staging_<pipeline>`), so that per-Page pipelines loading one dataset at the same
   time never truncate each other's staging tables.
@@ -22,9 +28,12 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,7 +58,8 @@ from .errors import (
     MissingExtra,
     causes,
 )
-from .tables import REFRESHES, TABLES
+from .rows import parse_time
+from .tables import MESSAGES, REFRESHES, TABLES
 
 log = logging.getLogger("meta_inbox")
 
@@ -85,8 +95,14 @@ def configured(destination: str | Destination, pipeline_name: str) -> Destinatio
     name = factory.destination_name
     if name == "filesystem" and not _configured("destination.filesystem.bucket_url"):
         return dlt.destinations.filesystem(bucket_url=str(Path(DEFAULT_LAKE).resolve()))
-    if name == "duckdb" and not _configured("destination.duckdb.credentials"):
-        return dlt.destinations.duckdb(credentials=DuckDbCredentials(global_config=DUCKDB_LOADING))
+    if name == "duckdb":
+        given = _configured("destination.duckdb.credentials")
+        if not given:
+            database = str(Path(f"{pipeline_name}.duckdb").resolve())
+            credentials = DuckDbCredentials(database, global_config=DUCKDB_LOADING)
+            return dlt.destinations.duckdb(credentials=credentials)
+        if isinstance(given, str) and _relative_file(given):
+            return dlt.destinations.duckdb(credentials=str(Path(given).resolve()))
     if name in ("filesystem", "duckdb", "motherduck"):
         return factory
     staging = f"%s_staging_{pipeline_name}"
@@ -279,8 +295,128 @@ def _quoted_path(text: str) -> str:
     return "(the destination's)"
 
 
-def _configured(key: str) -> bool:
-    return bool(dlt.config.get(key) or dlt.secrets.get(key))
+def _configured(key: str) -> Any:
+    return dlt.config.get(key) or dlt.secrets.get(key)
+
+
+def _relative_file(value: str) -> bool:
+    """A DuckDB path dlt would place under the pipeline's first working folder, not `:memory:`
+    or a connection string."""
+    return not value.startswith(":") and "://" not in value and not Path(value).is_absolute()
+
+
+def pipelines_dir() -> str | None:
+    """Where pipelines keep their working folders: the current folder's `.dlt/pipelines`, or
+    dlt's default under `DLT_DATA_DIR` when that is set (None)."""
+    if os.environ.get("DLT_DATA_DIR"):
+        return None
+    return str(Path(".dlt", "pipelines").resolve())
+
+
+# In a pipeline's working folder: the destination, dataset and place its state belongs to.
+LOCATION_RECORD = "meta_inbox_location.json"
+
+
+def claim_location(pipeline: dlt.Pipeline) -> dlt.Pipeline:
+    """The pipeline, once sure its working folder's state belongs to the data it is asked to
+    load: another destination, dataset or file stops the run (exit 2) with both named; a
+    DuckDB file or local lake that is gone takes its state with it (the run starts over)."""
+    record = Path(pipeline.working_dir) / LOCATION_RECORD
+    if not record.is_file():
+        return pipeline
+    recorded, asked = json.loads(record.read_text(encoding="utf-8")), _location(pipeline)
+    if recorded != asked:
+        raise BadInput(
+            f"Pipeline {pipeline.pipeline_name!r} (state in {pipeline.working_dir}) loads "
+            f"{_described(recorded, pipeline)}, not {_described(asked, pipeline)}: run from the "
+            "folder of its data, or give this run another --pipeline-name."
+        )
+    place = _local_place(pipeline)
+    if place is not None and not place.exists():
+        log.warning(
+            "%s is gone: the state of pipeline %r (in %s) went with it; reading everything again",
+            place,
+            pipeline.pipeline_name,
+            pipeline.working_dir,
+        )
+        return pipeline.drop()
+    return pipeline
+
+
+def remember_location(pipeline: dlt.Pipeline) -> None:
+    """Record, once data is loaded, where this pipeline's state belongs (`claim_location`)."""
+    record = Path(pipeline.working_dir) / LOCATION_RECORD
+    if not record.is_file():
+        record.write_text(json.dumps(_location(pipeline)), encoding="utf-8")
+
+
+def _location(pipeline: dlt.Pipeline) -> dict[str, str]:
+    """Destination, dataset and place; a local place relative to the working folder, so that a
+    project folder moved as a whole (its data and `.dlt/`) still matches."""
+    place = _local_place(pipeline)
+    if place is not None:
+        where = os.path.relpath(place, pipeline.working_dir)
+    elif pipeline.destination.destination_name == "filesystem":
+        where = str(pipeline.destination_client().config.bucket_url)
+    else:
+        where = ""
+    return {
+        "destination": pipeline.destination.destination_name,
+        "dataset": pipeline.dataset_name,
+        "place": where,
+    }
+
+
+def _described(location: dict[str, str], pipeline: dlt.Pipeline) -> str:
+    place = location["place"]
+    if place and "://" not in place:
+        place = os.path.normpath(Path(pipeline.working_dir, place))
+    where = f"{place} " if place else ""
+    return f"{where}({location['destination']}, dataset {location['dataset']})"
+
+
+def _local_place(pipeline: dlt.Pipeline) -> Path | None:
+    """The DuckDB file or local lake folder of the pipeline; None elsewhere."""
+    if pipeline.destination.destination_name == "duckdb":
+        database = pipeline.destination_client().config.credentials.database
+        return Path(database) if database and not database.startswith(":") else None
+    return local_lake(pipeline)
+
+
+class StoredMessages:
+    """What the destination held before a run, to tell new messages from those merged again:
+    per Page and platform its newest message time (a message sent later is new without asking)
+    and, asked a batch at a time, which ids of the older ones it holds."""
+
+    CHUNK = 1_000
+
+    def __init__(self, pipeline: dlt.Pipeline) -> None:
+        self.dataset = pipeline.dataset()
+        self.newest: dict[tuple[str, str], datetime] = {}
+        if MESSAGES.name not in self.dataset.schema.tables:
+            return
+        rows = self.dataset.query(
+            f"select page_id, platform, max(created_time) from {MESSAGES.name} "
+            "group by page_id, platform"
+        ).fetchall()
+        self.newest = {
+            (page, platform): parse_time(newest) for page, platform, newest in rows if newest
+        }
+
+    def known(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), self.CHUNK):
+            listed = ", ".join(quoted(i) for i in ids[start : start + self.CHUNK])
+            relation = self.dataset.query(
+                f"select distinct id from {MESSAGES.name} where id in ({listed})"
+            )
+            found.update(row[0] for row in relation.fetchall())
+        return found
+
+
+def quoted(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def local_lake(pipeline: dlt.Pipeline) -> Path | None:
@@ -306,3 +442,14 @@ def location(pipeline: dlt.Pipeline) -> str:
         views = f"views in {folder / 'lake.duckdb'}" if folder else "`meta-inbox lake-views`"
         return f"{config.bucket_url}/{dataset} (Parquet; read it through the {views})"
     return f"{name} dataset {dataset}"
+
+
+class _DestinationSwitch(logging.Filter):
+    """dlt warns, as a pipeline is made, that the destination its state names differs "and will
+    be ignored": `claim_location` refuses that run with a line of its own (exit 2)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "in state differs from destination" not in record.getMessage()
+
+
+logging.getLogger("dlt").addFilter(_DestinationSwitch())

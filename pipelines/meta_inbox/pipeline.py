@@ -70,15 +70,22 @@ def make_pipeline(
     *,
     pipeline_name: str = DEFAULT_PIPELINE_NAME,
     dataset_name: str = DEFAULT_DATASET_NAME,
+    pipelines_dir: str | None = None,
 ) -> dlt.Pipeline:
-    """The dlt pipeline of an export, with dlt's own defaults (`<pipeline_name>.duckdb` in the
-    working folder for DuckDB) and a staging dataset of its own on warehouses, so that several
-    pipelines (one per Page) can load one dataset at the same time."""
+    """The dlt pipeline of an export. Its working folder is in `pipelines_dir`, by default the
+    current folder's `.dlt/pipelines` (dlt's under `DLT_DATA_DIR` when that is set); a DuckDB
+    destination defaults to `./<pipeline_name>.duckdb`. On warehouses it stages in a dataset of
+    its own, so that several pipelines (one per Page) can load one dataset at the same time."""
     try:
         chosen = destinations.configured(destination, pipeline_name)
     except (UnknownDestinationModule, ModuleNotFoundError, MissingDependencyException) as error:
         raise destinations.explained(error, destination) from None
-    return dlt.pipeline(pipeline_name=pipeline_name, destination=chosen, dataset_name=dataset_name)
+    return dlt.pipeline(
+        pipeline_name=pipeline_name,
+        pipelines_dir=pipelines_dir or destinations.pipelines_dir(),
+        destination=chosen,
+        dataset_name=dataset_name,
+    )
 
 
 def export(
@@ -107,8 +114,9 @@ def export(
     redact_log_records()
     settings = settings or Settings.from_config()
     with destinations.explained_failures(destination):
-        pipeline = pipeline or make_pipeline(
-            destination, pipeline_name=pipeline_name, dataset_name=dataset_name
+        pipeline = destinations.claim_location(
+            pipeline
+            or make_pipeline(destination, pipeline_name=pipeline_name, dataset_name=dataset_name)
         )
         mode = Mode.RECONCILE if reconcile else Mode.REGULAR
         ledger = ReconcileLedger(Path(pipeline.working_dir)) if reconcile else None
@@ -167,6 +175,7 @@ class _Run:
         # A destination without its credentials or package fails now, before any call to Graph.
         pipeline.destination_client()
         session.discover()
+        session.stored = destinations.StoredMessages(pipeline)
         destinations.apply_refreshes(pipeline)
         if not self.ledger:
             session.record = self._last_slice_record
@@ -243,11 +252,11 @@ class _Run:
             "throttled": stats.throttled,
             "throttle_wait_seconds": round(stats.throttle_wait, 3),
             "checkpoints": counts.checkpoints,
-            "changed_threads": counts.threads,
             "new_messages": counts.new_messages,
+            "threads_with_new_messages": counts.threads_with_new_messages,
             "messages": counts.messages,
             "rechecked_threads": counts.rechecked_threads,
-            "rechecked_messages": counts.rechecked_messages,
+            "messages_merged_again": counts.messages_merged_again,
             "messages_without_details": counts.messages_without_details,
             "repaired_values": counts.repaired_values,
             "marked_deleted": counts.marked_deleted,
@@ -266,6 +275,7 @@ class _Run:
             for resource in resources:
                 resource.apply_hints(write_disposition="append")
         self.pipeline.run(data, loader_file_format=self.loader_file_format)
+        destinations.remember_location(self.pipeline)
 
     def _reconcile(self) -> None:
         """Compare what the reconcile listed with what the destination holds; re-merge rows
@@ -409,8 +419,8 @@ def refresh_views(
 ) -> list[str]:
     """Create or replace the metric views of a dataset (`meta-inbox views`); their names."""
     with destinations.explained_failures(destination):
-        pipeline = make_pipeline(
-            destination, pipeline_name=pipeline_name, dataset_name=dataset_name
+        pipeline = destinations.claim_location(
+            make_pipeline(destination, pipeline_name=pipeline_name, dataset_name=dataset_name)
         )
         return current_views(pipeline)
 

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from .destinations import quoted
 from .reader import ThreadPart
 
 INSTAGRAM_REQUESTS_HIDDEN_AFTER = timedelta(days=30)
@@ -88,7 +89,7 @@ class ReconcileLedger:
             "deleted_at timestamptz, load_id varchar)"
         )
         for page_id, platform in sorted(scopes):
-            where = f"page_id = {_quoted(page_id)} and platform = {_quoted(platform)}"
+            where = f"page_id = {quoted(page_id)} and platform = {quoted(platform)}"
             self._read_back(
                 dataset,
                 "stored_threads",
@@ -186,7 +187,7 @@ class Corrections:
         """The latest stored row of each id, with `deleted_at` set (or cleared)."""
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            listed = ", ".join(_quoted(i) for i in chunk)
+            listed = ", ".join(quoted(i) for i in chunk)
             latest: dict[str, dict[str, Any]] = {}
             relation = dataset.query(f"select * from {table} where id in ({listed})")
             for row in relation.arrow().to_pylist():
@@ -202,7 +203,3 @@ class Corrections:
 
 def _ids(db: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
     return [row[0] for row in db.execute(sql).fetchall()]
-
-
-def _quoted(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"

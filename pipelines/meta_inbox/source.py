@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import dlt
 import pyarrow as pa
@@ -92,16 +92,29 @@ class Batch:
 class RunCounts:
     """What a run did, for the summary and the run record."""
 
-    threads: int = 0  # threads read for new messages
+    threads: int = 0  # threads read
     messages: int = 0  # messages loaded
-    new_messages: int = 0  # of those, sent after the last run's newest
-    rechecked_threads: int = 0
-    rechecked_messages: int = 0
+    new_messages: int = 0  # of those, not in the destination before the run
+    threads_with_new_messages: int = 0
+    rechecked_threads: int = 0  # threads read that brought no new message
     messages_without_details: int = 0
     repaired_values: int = 0
     checkpoints: int = 0
     marked_deleted: int = 0
     rows: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def messages_merged_again(self) -> int:
+        """Messages loaded that the destination held already (reactions, edits, read state)."""
+        return self.messages - self.new_messages
+
+
+class Stored(Protocol):
+    """What the destination held before the run (`destinations.StoredMessages`)."""
+
+    newest: dict[tuple[str, str], datetime]  # per (Page, platform): its newest message time
+
+    def known(self, ids: list[str]) -> set[str]: ...
 
 
 class ExportSession:
@@ -154,6 +167,9 @@ class ExportSession:
         self.reader: InboxReader | None = None
         # The run record, asked for when the last slice ends (set by `export`).
         self.record: Callable[[], dict[str, Any]] | None = None
+        # What the destination held before the run (set by `export`); None: nothing.
+        self.stored: Stored | None = None
+        self._threads_with_new: set[str] = set()
         self._stop_reason: BaseException | None = None
         self._last_progress = clock()
 
@@ -198,7 +214,7 @@ class ExportSession:
                 threads += item.final
             elif isinstance(item, FolderProgress):
                 if batch:
-                    yield batch
+                    yield self._counted(batch)
                     batch = Batch(self.started_at)
                 state["folders"][item.key] = item.state
                 if item.state["pass"] is None:
@@ -206,7 +222,7 @@ class ExportSession:
             elif self.reader.done:
                 break
             if batch.size >= BATCH_ROWS or (item is None and batch):
-                yield batch
+                yield self._counted(batch)
                 batch = Batch(self.started_at)
             self._progress()
             if self.checkpoints and (
@@ -215,6 +231,7 @@ class ExportSession:
             ):
                 break
         self.counts.checkpoints += 1
+        batch = self._counted(batch)
         if self.finished:
             batch.pages = self.reader.pages_read()
             if self.record is not None:
@@ -262,14 +279,34 @@ class ExportSession:
         counts = self.counts
         counts.messages += len(part.messages)
         counts.messages_without_details += sum(not rows.has_details(m) for m in part.messages)
-        if part.rechecked:
-            counts.rechecked_messages += len(part.messages)
-            counts.rechecked_threads += part.final
-        else:
-            counts.threads += part.final
-            counts.new_messages += sum(_is_new(m, part.new_after) for m in part.messages)
+        counts.threads += part.final
         if self.observer is not None:
             self.observer(part)
+
+    def _counted(self, batch: Batch) -> Batch:
+        """The batch, its new messages counted: those sent after the destination's newest of
+        their Page and platform, and older ones it does not hold (one lookup per batch, before
+        the batch is loaded)."""
+        newest = self.stored.newest if self.stored else {}
+        maybe_known: list[str] = []
+        for part in batch.parts:
+            latest = newest.get((part.page.id, part.platform))
+            for message in part.messages:
+                created = rows.parse_time(message.get("created_time"))
+                if latest is not None and (created is None or created <= latest):
+                    maybe_known.append(str(message["id"]))
+        known = self.stored.known(maybe_known) if self.stored and maybe_known else set()
+        counts = self.counts
+        for part in batch.parts:
+            thread = str(part.conversation["id"])
+            new = sum(str(message["id"]) not in known for message in part.messages)
+            counts.new_messages += new
+            if new and thread not in self._threads_with_new:
+                self._threads_with_new.add(thread)
+                counts.threads_with_new_messages += 1
+            if part.final and thread not in self._threads_with_new:
+                counts.rechecked_threads += 1
+        return batch
 
     def _progress(self) -> None:
         if self.clock() - self._last_progress >= PROGRESS_EVERY:
@@ -288,11 +325,6 @@ def _raise(loaded_max: dict[str, str], key: str, newest: datetime) -> None:
     current = rows.parse_time(loaded_max.get(key))
     if current is None or newest > current:
         loaded_max[key] = newest.isoformat()
-
-
-def _is_new(message: dict[str, Any], after: datetime | None) -> bool:
-    created = rows.parse_time(message.get("created_time"))
-    return after is None or (created is not None and created > after)
 
 
 @dlt.source(name="meta_inbox", max_table_nesting=0)

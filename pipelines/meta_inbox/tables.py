@@ -418,15 +418,24 @@ RUNS = Table(
         Column("throttled", "bigint", "Throttle errors waited out."),
         Column("throttle_wait_seconds", "double", "Time spent waiting on throttling."),
         Column("checkpoints", "bigint", "Loads the run made (one per checkpoint)."),
-        Column("changed_threads", "bigint", "Threads read for new messages."),
-        Column("new_messages", "bigint", "Messages sent since the previous run."),
+        Column(
+            "new_messages", "bigint", "Messages loaded that the destination did not hold before."
+        ),
+        Column(
+            "threads_with_new_messages", "bigint", "Threads that brought at least one new message."
+        ),
         Column("messages", "bigint", "Messages loaded: new ones and those merged again."),
         Column(
             "rechecked_threads",
             "bigint",
-            "Threads listed again by the recheck window (reactions, edits, read state, moves).",
+            "Threads read again without a new message: the recheck window's and the lookback's "
+            "(reactions, edits, read state, moves).",
         ),
-        Column("rechecked_messages", "bigint", "Messages those threads brought, merged again."),
+        Column(
+            "messages_merged_again",
+            "bigint",
+            "Messages loaded that the destination held already, merged again.",
+        ),
         Column(
             "messages_without_details", "bigint", "Messages loaded without details (Instagram)."
         ),

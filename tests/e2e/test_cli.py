@@ -305,3 +305,38 @@ def test_pages_lists_what_the_token_reads(workspace: Workspace, emulator: Emulat
         }
         for page in emulator.inbox.pages
     ]
+
+
+def test_bare_command_prints_the_help(workspace: Workspace) -> None:
+    done = subprocess.run(workspace.command(), capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: meta-inbox ")
+    assert "SOURCES__META_INBOX__ACCESS_TOKEN" in done.stdout
+    assert ".dlt/secrets.toml" in done.stdout
+
+
+def test_emulator_help_describes_every_option(workspace: Workspace) -> None:
+    done = subprocess.run(
+        workspace.command("emulator", "--help"), capture_output=True, text=True, check=True
+    )
+    options = re.findall(r"^  (--[\w-]+)(?: [A-Z_]+)?(?:\n {24}| +)(\S.*)$", done.stdout, re.M)
+    assert {name for name, _ in options} == {
+        "--debug", "--port", "--seed", "--scale", "--pages", "--latency", "--per-second"
+    }  # fmt: skip
+    assert all(text.strip() for _, text in options)
+
+
+def test_pages_lists_instagram_or_none(workspace: Workspace, emulator: Emulator) -> None:
+    done = workspace.cli("pages")
+
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["page", "id", "Instagram", "name"]
+    assert [row.split()[0] for row in rows] == [page.id for page in emulator.inbox.pages]
+    for row, page in zip(rows, emulator.inbox.pages, strict=True):
+        if page.instagram:
+            assert f"{page.instagram.id} @{page.instagram.username}" in row
+        else:
+            assert row.split()[1:3] == ["none", "linked"]
+        assert row.endswith(page.name)

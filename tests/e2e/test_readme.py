@@ -36,6 +36,14 @@ def test_the_readme_has_the_blocks_this_test_runs() -> None:
     assert (kinds.count("sh"), kinds.count("python"), kinds.count("sql")) == (5, 3, 1)
 
 
+def _users_env(workspace: Workspace, home: Path) -> dict[str, str]:
+    """A user's shell: dlt's defaults (no DLT_DATA_DIR), a home of the test's own."""
+    env = {k: v for k, v in workspace.env().items() if k != "DLT_DATA_DIR"}
+    env["HOME"] = str(home)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
 @pytest.fixture
 def folder(workspace: Workspace) -> Path:
     """An empty folder, the user's working folder."""
@@ -47,8 +55,7 @@ def folder(workspace: Workspace) -> Path:
 def test_every_readme_block_runs_as_written(
     workspace: Workspace, emulator: Emulator, folder: Path
 ) -> None:
-    env = workspace.env()
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = _users_env(workspace, workspace.root / "home")
     outputs = []
     for number, (language, body) in enumerate(BLOCKS):
         if language == "toml":
@@ -87,6 +94,12 @@ def test_every_readme_block_runs_as_written(
     pages = [json.loads(line) for line in text.splitlines() if line.startswith('{"id"')]
     assert [page["id"] for page in pages] == [page.id for page in emulator.inbox.pages]
     assert "success 0 new messages" in text  # export() after two runs of the CLI
+    # The working folder's state belongs to dataset inbox: another one is refused in one line.
+    assert "loads " + str(folder / "meta_inbox.duckdb") + " (duckdb, dataset inbox), not " in text
+    assert "exit 2" in text
+    moved = folder.parent / "moved"
+    assert "meta-inbox: 3 Page(s), nothing new, into " + str(moved / "meta_inbox.duckdb") in text
+    assert not (workspace.root / "home" / ".dlt" / "pipelines" / "meta_inbox").exists()
     assert str(expected["messages"]) in text  # the count printed by the DuckDB one-liner
     assert emulator.user_token not in text
 
@@ -111,3 +124,46 @@ def _checked(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     assert done.returncode == 0, (command, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
     return done.stdout + done.stderr
+
+
+def test_the_emulator_transcript_points_a_run_at_it(
+    workspace: Workspace, emulator: Emulator, folder: Path
+) -> None:
+    """`meta-inbox emulator` as the README shows it (on a free port), its `export` lines pasted
+    into a shell, then `meta-inbox run`."""
+    transcript = next(body for language, body in BLOCKS if body.startswith("$ meta-inbox emulator"))
+    lines = transcript.splitlines()
+    command = re.sub(r"--port \d+", "--port 0", lines[0].removeprefix("$ ")).split()
+    shown = [line.split("=")[0] for line in lines if line.startswith("export ")]
+    env = _users_env(workspace, workspace.root / "home")
+    shell = {k: v for k, v in env.items() if not k.startswith("SOURCES__META_INBOX__")}
+    server = subprocess.Popen(
+        command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert server.stdout is not None
+        printed = [server.stdout.readline().rstrip("\n") for _ in range(len(lines) - 1)]
+        pasted = [line for line in printed if line.startswith("export ")]
+        assert [line.split("=")[0] for line in pasted] == shown
+        assert printed[0].startswith("Graph API emulator listening on http://127.0.0.1:")
+        run = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "\n".join([*pasted, "meta-inbox run --json"])],
+            cwd=folder,
+            env=shell,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)
+    # The same seed and scale as the test's own emulator: the same inbox.
+    expected = expected_counts(selected(emulator.inbox))
+    assert (record["status"], record["new_messages"]) == ("success", expected["messages"])
+    with duckdb.connect(str(folder / "meta_inbox.duckdb"), read_only=True) as connection:
+        stored = connection.execute("select count(*) from inbox.conversations").fetchone()
+    assert stored == (expected["conversations"],)
+    assert emulator.calls == []  # the run talked to the emulator it was pointed at

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 
 from conftest import Workspace
 from meta_inbox.emulator import Emulator
+from meta_inbox.emulator.inbox import Conversation
 from meta_inbox.tables import RUNS, TABLES
 from model import expected_counts, hidden_messages, selected
 
@@ -29,16 +31,56 @@ def test_every_run_appends_its_record(workspace: Workspace, emulator: Emulator) 
     assert json.loads(first["pages"]) == [page.id for page in inbox.pages]
     assert first["api_calls"] == first_calls
     assert second["api_calls"] == len(emulator.calls)
-    assert first["changed_threads"] == expected["conversations"]
+    assert first["threads_with_new_messages"] == expected["conversations"]
     assert first["new_messages"] == first["messages"] == expected["messages"]
+    assert (first["rechecked_threads"], first["messages_merged_again"]) == (0, 0)
     assert first["messages_without_details"] == len(hidden)
     assert json.loads(first["rows"])["messages"] == expected["messages"]
     assert set(json.loads(first["rows"])) == {table.name for table in TABLES}
     assert first["checkpoints"] == 1
-    assert second["new_messages"] == len(activity.new_message_ids) - 1  # see test_export
+    # Every message the activity added, the one sent in the second of a run's newest included.
+    assert second["new_messages"] == len(activity.new_message_ids)
+    assert second["threads_with_new_messages"] == len(activity.changed_conversation_ids)
     assert second["rechecked_threads"] > 0
+    assert second["messages_merged_again"] == second["messages"] - second["new_messages"] > 0
     assert first["started_at"] < first["finished_at"] <= second["started_at"]
     assert first["run_id"] != second["run_id"]
+
+
+def test_an_idle_run_says_nothing_new(workspace: Workspace, emulator: Emulator) -> None:
+    conversations = selected(emulator.inbox)
+    assert workspace.run().code == 0
+
+    idle = workspace.run()
+
+    assert idle.code == 0, idle.output
+    first_line = idle.stdout.splitlines()[0]
+    assert first_line.startswith("meta-inbox: 3 Page(s), nothing new, into ")
+    record = workspace.runs()[-1]
+    rechecked = _in_recheck_window(conversations, timedelta(days=7))
+    assert (record["new_messages"], record["threads_with_new_messages"]) == (0, 0)
+    assert (
+        record["rechecked_threads"] == len(rechecked) == json.loads(record["rows"])["conversations"]
+    )
+    assert record["messages_merged_again"] == record["messages"] > 0
+    assert (
+        f"  rechecked {len(rechecked)} thread(s) without new messages; "
+        f"{record['messages']} message(s) merged again" in idle.stdout
+    )
+    assert workspace.counts() == expected_counts(conversations)
+
+
+def _in_recheck_window(conversations: list[Conversation], window: timedelta) -> list[str]:
+    """Threads updated within `window` of their folder's newest (Page, platform, folder)."""
+    newest: dict[tuple[str, str, str], int] = {}
+    for c in conversations:
+        key = (c.page_id, c.platform, c.folder)
+        newest[key] = max(newest.get(key, 0), c.updated_time)
+    return [
+        c.id
+        for c in conversations
+        if c.updated_time >= newest[(c.page_id, c.platform, c.folder)] - window.total_seconds()
+    ]
 
 
 def test_json_summary_is_the_record(workspace: Workspace, emulator: Emulator) -> None:

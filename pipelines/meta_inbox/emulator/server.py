@@ -1495,11 +1495,14 @@ def serve(
         seed=seed, scale=scale, limits=limits, latency=latency, port=port, pages=pages
     )
     with emulator:
-        print(f"Graph API emulator listening on {emulator.base_url}", flush=True)
-        print(f"user token: {emulator.user_token}", flush=True)
+        print(f"Graph API emulator listening on {emulator.base_url} (Ctrl-C stops it)")
+        print("Point meta-inbox at it: paste these lines into the shell that runs it")
+        print(f"export SOURCES__META_INBOX__BASE_URL={emulator.base_url}")
+        print(f"export SOURCES__META_INBOX__ACCESS_TOKEN={emulator.user_token}")
+        print("or, to export one Page with its Page token, use one of these tokens:")
         for page in emulator.inbox.pages:
-            print(f"page token for {page.name} ({page.id}): {page.access_token}", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
+            print(f"  {page.id} ({page.name}): {page.access_token}")
+        sys.stdout.flush()
         try:
             while True:
                 time.sleep(3600)
