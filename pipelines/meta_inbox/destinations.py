@@ -32,6 +32,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -395,10 +396,10 @@ class StoredMessages:
         self.newest: dict[tuple[str, str], datetime] = {}
         if MESSAGES.name not in self.dataset.schema.tables:
             return
-        rows = self.dataset.query(
+        rows = self._rows(
             f"select page_id, platform, max(created_time) from {MESSAGES.name} "
             "group by page_id, platform"
-        ).fetchall()
+        )
         self.newest = {
             (page, platform): parse_time(newest) for page, platform, newest in rows if newest
         }
@@ -407,11 +408,18 @@ class StoredMessages:
         found: set[str] = set()
         for start in range(0, len(ids), self.CHUNK):
             listed = ", ".join(quoted(i) for i in ids[start : start + self.CHUNK])
-            relation = self.dataset.query(
-                f"select distinct id from {MESSAGES.name} where id in ({listed})"
-            )
-            found.update(row[0] for row in relation.fetchall())
+            rows = self._rows(f"select distinct id from {MESSAGES.name} where id in ({listed})")
+            found.update(row[0] for row in rows)
         return found
+
+    def _rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """In a thread of its own: a query waiting on a lock held elsewhere (PostgreSQL) waits
+        in C, where the main thread would take no SIGINT or SIGTERM until the lock is gone."""
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            return pool.submit(lambda: self.dataset.query(sql).fetchall()).result()
+        finally:
+            pool.shutdown(wait=False)
 
 
 def quoted(value: str) -> str:
