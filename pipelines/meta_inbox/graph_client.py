@@ -267,17 +267,26 @@ class Pacer:
         """Take the lane's next turn; returns when it starts."""
         with self._lock:
             start = max(self._clock(), self._next.get(lane, 0.0), self._every_lane_next)
-            pace = self._pace.get(lane, self._full_pace)
-            self._next[lane] = start + (1.0 / pace if pace else 0.0)
+            self._next[lane] = start + self._interval(lane)
             return start
 
     def wait_turn(self, lane: str) -> None:
+        """Sleep until the lane's turn, unless the scheduler booked it for this call."""
         if getattr(self._running, "lane", None) == lane:
             self._running.lane = None
-            return
-        delay = self.book(lane) - self._clock()
-        if delay > 0:
-            self._sleep(delay)
+        else:
+            delay = self.book(lane) - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+        # Graph counts a call when it arrives: a call that goes out late (a busy interpreter, a
+        # long sleep) moves the lane's next turn with it, or the next call would follow it
+        # closer than the pace allows.
+        with self._lock:
+            self._next[lane] = max(self._next.get(lane, 0.0), self._clock() + self._interval(lane))
+
+    def _interval(self, lane: str) -> float:
+        pace = self._pace.get(lane, self._full_pace)
+        return 1.0 / pace if pace else 0.0
 
     @contextmanager
     def booked_turn(self, lane: str, tries: TaskTries | None = None) -> Iterator[None]:

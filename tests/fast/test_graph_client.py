@@ -393,6 +393,18 @@ def test_a_turn_booked_for_another_lane_is_not_taken(emulator: Emulator, clock: 
     assert (pacer.due(CAFE), clock.sleeps) == (pytest.approx(2 * SECOND), [pytest.approx(SECOND)])
 
 
+def test_a_call_that_goes_out_late_moves_its_lanes_next_turn(clock: FakeClock) -> None:
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    pacer.book(CAFE)  # the scheduler books the turn at 0...
+    clock.now = 0.25  # ...and its worker gets to the call a quarter second late
+
+    with pacer.booked_turn(CAFE):
+        pacer.wait_turn(CAFE)
+
+    # Graph sees the call at 0.25: the next may not arrive closer to it than the pace allows.
+    assert (pacer.due(CAFE), clock.sleeps) == (pytest.approx(0.25 + SECOND), [])
+
+
 # -- what the client leaves to its callers ---------------------------------------------------------
 
 
