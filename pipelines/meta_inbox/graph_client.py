@@ -427,7 +427,7 @@ class GraphClient:
                     self._wait_for_throttle(error, tries, sent_at)
                     delay = 0.0  # the lanes pushed back wait for the throttle
                 elif error.is_retryable:
-                    delay = self._retry_delay(tries, path, error, str(error))
+                    delay = self._retry_delay(tries, path, error)
                 else:
                     raise
             except (
@@ -436,7 +436,7 @@ class GraphClient:
                 requests.exceptions.ChunkedEncodingError,
                 _BadBody,
             ) as error:
-                delay = self._retry_delay(tries, path, error, _short_reason(error))
+                delay = self._retry_delay(tries, path, error)
             else:
                 pacer.answered(self.lane)
                 return answer
@@ -445,10 +445,11 @@ class GraphClient:
             if delay:
                 pacer.sleep(delay)
 
-    def _retry_delay(self, tries: TaskTries, path: str, error: Exception, reason: str) -> float:
+    def _retry_delay(self, tries: TaskTries, path: str, error: Exception) -> float:
         """How long to wait before trying again after a transient failure; raises when the
         call has had its `max_attempts`."""
         pacing, stats = self.connection.pacing, self.connection.stats
+        reason = str(error) if isinstance(error, GraphError) else _short_reason(error)
         tries.attempts += 1
         if tries.attempts >= pacing.max_attempts:
             where = f"Graph API at {self.connection.base_url}"
@@ -535,7 +536,7 @@ class GraphClient:
         log.warning(
             "throttled by Graph (code %s): %s waits %.1f s",
             error.code,
-            "every Page" if every_lane else "this Page",
+            "every Page" if every_lane else f"Page {self.lane}",
             delay,
         )
         pacer.push_back(self.lane, delay, every_lane=every_lane)
