@@ -196,9 +196,11 @@ class CallStats:
 PACE_MARGIN = 0.9
 # After a throttle without a regain time, a lane's pace is halved, down to this share of its
 # full pace; each call answered then gives back this share, so the full pace returns after
-# some twenty calls without a throttle.
+# some ten calls without a throttle (5-10 s). The full pace is a safe one (under Meta's
+# documented limit): the climb back needs only be slow enough that a Page whose limit is
+# lower for a while is not refused again at once.
 SLOWEST_SHARE = 1 / 16
-RECOVERY_SHARE = 1 / 20
+RECOVERY_SHARE = 1 / 10
 
 
 @dataclass
