@@ -196,9 +196,11 @@ class CallStats:
 PACE_MARGIN = 0.9
 # After a throttle without a regain time, a lane's pace is halved, down to this share of its
 # full pace; each call answered then gives back this share, so the full pace returns after
-# some twenty calls without a throttle.
+# some ten calls without a throttle (5-10 s). The full pace is a safe one (under Meta's
+# documented limit): the climb back needs only be slow enough that a Page whose limit is
+# lower for a while is not refused again at once.
 SLOWEST_SHARE = 1 / 16
-RECOVERY_SHARE = 1 / 20
+RECOVERY_SHARE = 1 / 10
 
 
 @dataclass
@@ -267,17 +269,26 @@ class Pacer:
         """Take the lane's next turn; returns when it starts."""
         with self._lock:
             start = max(self._clock(), self._next.get(lane, 0.0), self._every_lane_next)
-            pace = self._pace.get(lane, self._full_pace)
-            self._next[lane] = start + (1.0 / pace if pace else 0.0)
+            self._next[lane] = start + self._interval(lane)
             return start
 
     def wait_turn(self, lane: str) -> None:
+        """Sleep until the lane's turn, unless the scheduler booked it for this call."""
         if getattr(self._running, "lane", None) == lane:
             self._running.lane = None
-            return
-        delay = self.book(lane) - self._clock()
-        if delay > 0:
-            self._sleep(delay)
+        else:
+            delay = self.book(lane) - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+        # Graph counts a call when it arrives: a call that goes out late (a busy interpreter, a
+        # long sleep) moves the lane's next turn with it, or the next call would follow it
+        # closer than the pace allows.
+        with self._lock:
+            self._next[lane] = max(self._next.get(lane, 0.0), self._clock() + self._interval(lane))
+
+    def _interval(self, lane: str) -> float:
+        pace = self._pace.get(lane, self._full_pace)
+        return 1.0 / pace if pace else 0.0
 
     @contextmanager
     def booked_turn(self, lane: str, tries: TaskTries | None = None) -> Iterator[None]:
@@ -418,7 +429,7 @@ class GraphClient:
                     self._wait_for_throttle(error, tries, sent_at)
                     delay = 0.0  # the lanes pushed back wait for the throttle
                 elif error.is_retryable:
-                    delay = self._retry_delay(tries, path, error, str(error))
+                    delay = self._retry_delay(tries, path, error)
                 else:
                     raise
             except (
@@ -427,7 +438,7 @@ class GraphClient:
                 requests.exceptions.ChunkedEncodingError,
                 _BadBody,
             ) as error:
-                delay = self._retry_delay(tries, path, error, _short_reason(error))
+                delay = self._retry_delay(tries, path, error)
             else:
                 pacer.answered(self.lane)
                 return answer
@@ -436,10 +447,11 @@ class GraphClient:
             if delay:
                 pacer.sleep(delay)
 
-    def _retry_delay(self, tries: TaskTries, path: str, error: Exception, reason: str) -> float:
+    def _retry_delay(self, tries: TaskTries, path: str, error: Exception) -> float:
         """How long to wait before trying again after a transient failure; raises when the
         call has had its `max_attempts`."""
         pacing, stats = self.connection.pacing, self.connection.stats
+        reason = str(error) if isinstance(error, GraphError) else _short_reason(error)
         tries.attempts += 1
         if tries.attempts >= pacing.max_attempts:
             where = f"Graph API at {self.connection.base_url}"
@@ -526,7 +538,7 @@ class GraphClient:
         log.warning(
             "throttled by Graph (code %s): %s waits %.1f s",
             error.code,
-            "every Page" if every_lane else "this Page",
+            "every Page" if every_lane else f"Page {self.lane}",
             delay,
         )
         pacer.push_back(self.lane, delay, every_lane=every_lane)

@@ -223,13 +223,13 @@ def test_after_a_throttle_each_answer_raises_the_pace_a_little_up_to_the_full_pa
 
     clock.meanwhile = limit_lifts_after_two_throttles
     paces = []
-    for _ in range(17):
+    for _ in range(10):
         client.get("me")
         paces.append(pacer.pace(CAFE))
 
-    # Halved twice (1.8 → 0.45), then 0.09 more per answer: the full pace after 15 answers.
-    assert paces == pytest.approx([0.45 + 0.09 * n for n in range(1, 16)] + [1.8, 1.8])
-    assert [call.error_code for call in emulator.calls] == [None, 32, 32] + [None] * 17
+    # Halved twice (1.8 → 0.45), then 0.18 more per answer: the full pace after 8 answers.
+    assert paces == pytest.approx([0.45 + 0.18 * n for n in range(1, 8)] + [1.8] * 3)
+    assert [call.error_code for call in emulator.calls] == [None, 32, 32] + [None] * 10
     # Each turn comes after the one before at the pace of when that one was booked.
     assert clock.sleeps[3:] == pytest.approx([1 / pace for pace in [0.45, *paces[:-2]]])
 
@@ -391,6 +391,18 @@ def test_a_turn_booked_for_another_lane_is_not_taken(emulator: Emulator, clock: 
         client.get("me")
 
     assert (pacer.due(CAFE), clock.sleeps) == (pytest.approx(2 * SECOND), [pytest.approx(SECOND)])
+
+
+def test_a_call_that_goes_out_late_moves_its_lanes_next_turn(clock: FakeClock) -> None:
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    pacer.book(CAFE)  # the scheduler books the turn at 0...
+    clock.now = 0.25  # ...and its worker gets to the call a quarter second late
+
+    with pacer.booked_turn(CAFE):
+        pacer.wait_turn(CAFE)
+
+    # Graph sees the call at 0.25: the next may not arrive closer to it than the pace allows.
+    assert (pacer.due(CAFE), clock.sleeps) == (pytest.approx(0.25 + SECOND), [])
 
 
 # -- what the client leaves to its callers ---------------------------------------------------------

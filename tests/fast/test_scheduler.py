@@ -299,7 +299,8 @@ def test_a_throttled_call_frees_its_worker_for_other_pages_and_runs_again_on_its
     scheduler.submit("wake-up", tasks.task("wake-up"))
     tasks.wait_for(4)
 
-    assert tasks.ran == ["holder", "bikes", "wake-up", "cafe"]
+    # In either order: the worker may see the clock move before the wake-up task comes.
+    assert (tasks.ran[:2], sorted(tasks.ran[2:])) == (["holder", "bikes"], ["cafe", "wake-up"])
     assert [call.error_code for call in emulator.calls] == [None, 32, None, None]
     assert tasks.errors == []
     assert (connection.stats.throttled, connection.stats.throttle_wait) == (1, 1.0)
