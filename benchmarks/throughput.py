@@ -8,10 +8,8 @@ The real CLI runs at its default pacing (2 calls a second per Page, less a margi
 emulator, into a DuckDB file in a temporary folder. By default each Page's budget is a token
 bucket refilled at 2 calls a second. `--strict` makes it a sliding window of 2 calls in any one
 second, which refuses a call that arrives a moment early, with 0.3 s answers, 3 Pages and a
-larger inbox by default: how much a run loses to throttles it could not avoid. The emulator's
-usage headers count such a window's calls, so every second call reads 100 % and the usage
-slow-down (a pause of up to `usage_pause`, 60 s) would be all there is to see: `--strict` sets
-`usage_pause = 0`. Graph's own percentages are of an hour's budget.
+larger inbox by default: how much a run loses to throttles it could not avoid. Every setting
+is the default; the emulator's usage headers count the rolling hour, as Graph's do.
 
 The floor is the busiest Page's calls at 2 a second: no schedule of calls beats it. `wall` is
 the whole CLI process, start-up and the load into DuckDB included, so at small sizes
@@ -79,7 +77,7 @@ def main() -> None:
         )
         emulator.reset_calls()
         started = time.monotonic()
-        record = _export(Path(root), emulator, **({"usage_pause": 0} if args.strict else {}))
+        record = _export(Path(root), emulator)
         wall = time.monotonic() - started
 
         calls = emulator.calls
@@ -104,9 +102,9 @@ def main() -> None:
         print(f"messages loaded {stored_messages(Path(root))[0]}, expected {expected}")
 
 
-def _export(folder: Path, emulator: Emulator, **settings: object) -> dict[str, Any]:
-    """One `meta-inbox run` at its default pacing, with `settings`; its run record."""
-    env = cli_env(emulator, folder, **settings)
+def _export(folder: Path, emulator: Emulator) -> dict[str, Any]:
+    """One `meta-inbox run` at its default settings; its run record."""
+    env = cli_env(emulator, folder)
     done = subprocess.run(
         [sys.executable, "-m", "meta_inbox.cli", "run", "--json"],
         cwd=folder,
