@@ -87,7 +87,6 @@ class ThreadPart:
     conversation: dict[str, Any]  # as listed, without its nested messages
     messages: list[dict[str, Any]]  # to load
     rechecked: bool  # listed again by the recheck window: no older messages were looked for
-    new_after: datetime | None  # messages sent after this are new to the destination
     final: bool
     complete: bool = False  # final, and every message of the thread was listed
     listed: list[tuple[str, datetime]] = field(default_factory=list)  # reconcile: all messages
@@ -805,7 +804,6 @@ class _ThreadRead:
             conversation=self.conversation,
             messages=[m for m in messages if self._loadable(m)],
             rechecked=self.how.recheck,
-            new_after=walk.watermark,
             final=last,
             complete=last and self.how.floor is None and not self.how.recheck and not self.skipped,
             listed=[(str(m["id"]), t) for m in listed if (t := parse_time(m.get("created_time")))],

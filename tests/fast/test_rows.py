@@ -73,7 +73,6 @@ def thread_parts(
             conversation={key: value for key, value in raw.items() if key != "messages"},
             messages=raw["messages"]["data"],
             rechecked=False,
-            new_after=None,
             final=True,
         )
         for raw in listing["data"]
