@@ -38,4 +38,5 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-airflow .pytest_cache .ruff_cache meta_inbox_demo.duckdb meta_inbox_lake
+	rm -rf $(VENV) .venv-airflow .pytest_cache .ruff_cache meta_inbox_demo.duckdb meta_inbox_lake \
+		.dlt/demo_pipelines

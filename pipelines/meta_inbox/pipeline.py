@@ -296,6 +296,9 @@ class _Run:
             *(_stub(*stub) for stub in corrections.stubs),
         ]
         session.counts.marked_deleted = corrections.marked
+        # Messages listed that the destination lacks: loaded now, so new to it.
+        session.counts.messages += len(corrections.stubs)
+        session.counts.new_messages += len(corrections.stubs)
         session.counts.rows[CONVERSATIONS.name] += len(conversations)
         session.counts.rows[MESSAGES.name] += len(messages)
         log.info(

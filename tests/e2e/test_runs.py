@@ -70,6 +70,25 @@ def test_an_idle_run_says_nothing_new(workspace: Workspace, emulator: Emulator) 
     assert workspace.counts() == expected_counts(conversations)
 
 
+def test_a_reconcile_of_what_is_loaded_finds_nothing_new(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    expected = expected_counts(selected(emulator.inbox))
+    assert workspace.export().exit_code == 0
+
+    result = workspace.export(reconcile=True)
+
+    assert result.exit_code == 0, result.problems
+    record = result.record
+    assert (record["new_messages"], record["threads_with_new_messages"]) == (0, 0)
+    assert record["rechecked_threads"] == expected["conversations"]
+    # Instagram's messages without details are not read again: the stored copies stay.
+    hidden = hidden_messages(selected(emulator.inbox))
+    assert (
+        record["messages_merged_again"] == record["messages"] == expected["messages"] - len(hidden)
+    )
+
+
 def _in_recheck_window(conversations: list[Conversation], window: timedelta) -> list[str]:
     """Threads updated within `window` of their folder's newest (Page, platform, folder)."""
     newest: dict[tuple[str, str, str], int] = {}

@@ -105,9 +105,8 @@ def test_tokens_are_found_nowhere(workspace: Workspace, emulator: Emulator) -> N
     assert "|dlt|" in debug.stderr
 
 
-def test_duckdb_file_is_dlts_default(workspace: Workspace) -> None:
-    """`<pipeline-name>.duckdb` in the working folder, schema `inbox`: what dlt itself does for
-    `dlt.pipeline("meta_inbox", destination="duckdb", dataset_name="inbox")`."""
+def test_duckdb_file_is_in_the_current_folder(workspace: Workspace) -> None:
+    """`<pipeline-name>.duckdb` in the current folder, schema `inbox` (README "Run")."""
     result = workspace.run()
 
     assert result.code == 0
