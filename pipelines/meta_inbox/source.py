@@ -375,7 +375,6 @@ def _hints(table: Table, pii: str) -> dict[str, Any]:
         "table_name": table.name,
         "write_disposition": table.write_disposition,
         "primary_key": table.primary_key or None,
-        "merge_key": table.merge_key or (),
         "columns": table.dlt_columns(pii),
     }
 
