@@ -58,13 +58,14 @@ def _measure(scale: int, seed: int) -> None:
         env = cli_env(emulator, folder, max_calls_per_second=0)
 
         emulator.reset_calls()
-        wall, rss, record = _run(folder, env)
+        wall, cpu, rss, record = _run(folder, env)
         calls = emulator.calls
         stored, _ = stored_messages(folder)
         print(
             f"  backfill   {wall:7.1f} s  peak RSS {rss:6.0f} MB  {record['api_calls']} calls  "
             f"{record['checkpoints']} checkpoints  {stored} of {expected} messages"
         )
+        print(f"  CPU        {cpu:7.1f} s: {cpu / expected * 1e6:.0f} µs per message")
         floor = _replay(emulator, calls)
         print(f"  fetch floor {floor:6.1f} s for the same {len(calls)} calls: {wall / floor:.1f}x")
         state = json.dumps(_state(folder))
@@ -72,15 +73,16 @@ def _measure(scale: int, seed: int) -> None:
 
         # The same workspace again, no activity in between: what a quiet day's run costs.
         emulator.reset_calls()
-        wall, rss, record = _run(folder, env)
+        wall, cpu, rss, record = _run(folder, env)
         print(
             f"  no change  {wall:7.1f} s  peak RSS {rss:6.0f} MB  {record['api_calls']} calls  "
-            f"{record['new_messages']} new messages"
+            f"{record['new_messages']} new messages  CPU {cpu:.1f} s"
         )
 
 
-def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:
-    """One `meta-inbox run`: its wall seconds, its own peak RSS in MB, and its run record."""
+def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, float, dict[str, Any]]:
+    """One `meta-inbox run`: its wall seconds, its own CPU seconds (user and system: on a shared
+    machine, steadier than wall time), its own peak RSS in MB, and its run record."""
     command = [sys.executable, "-m", "meta_inbox.cli", "run", "--json"]
     # Files, not pipes: nothing reads the output while this process sits in wait4.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -94,7 +96,8 @@ def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, dict[str, Any
             err.seek(0)
             raise SystemExit(f"exit code {process.returncode}: {err.read()[-2000:].decode()}")
         out.seek(0)
-        return wall, usage.ru_maxrss / 1024, json.loads(out.read())
+        cpu = usage.ru_utime + usage.ru_stime
+        return wall, cpu, usage.ru_maxrss / 1024, json.loads(out.read())
 
 
 def _replay(emulator: Emulator, calls: list[Call]) -> float:

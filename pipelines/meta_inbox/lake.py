@@ -11,19 +11,34 @@ read from the settings (`business_clock`, `sla_targets`) are written into the vi
 Paths in the views are relative to the lake folder, so the folder can be moved with its views
 database: open it with `meta_inbox.lake.connect(folder)` (which tells DuckDB where relative
 paths start), or from inside the folder.
+
+Rows read again (the recheck window, reconciles) would make a table's files many times its
+live rows, and every query of the views pays for all of them: `compact` rewrites a table whose
+files hold more than `COMPACT_ABOVE` times the rows its view keeps into one file of those rows,
+which the views read as they read the files it replaces.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from .config import Analysis
 from .metrics import SPAN_SQL, metric_statements, relation_names
 from .tables import REFRESHES, RUNS, TABLES, Table
 
+log = logging.getLogger("meta_inbox")
+
 VIEWS_DATABASE = "lake.duckdb"
+# Rows in a table's files per row of its view above which `compact` rewrites the table.
+COMPACT_ABOVE = 1.5
+# In a table's folder while it is compacted: the files the new one replaces (`compact`).
+_JOURNAL = "_compaction.json"
 _DUCKDB_TYPES = {
     "text": "VARCHAR",
     "bigint": "BIGINT",
@@ -55,6 +70,61 @@ def write_views(
         for statement in metric_statements(names, analysis, *span, create="create or replace view"):
             connection.execute(statement)
     return database
+
+
+def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
+    """Rewrite each table of `lake/<dataset>` whose files hold more than `COMPACT_ABOVE` times
+    its live rows into one file of those rows; per table rewritten, its rows before and after.
+
+    A crash leaves at worst the new file beside the old ones until the next compaction deletes
+    them: the journal names them before the new file takes its place. Files written while a
+    table is compacted (another pipeline's load) are kept."""
+    folder = lake / dataset
+    compacted: dict[str, tuple[int, int]] = {}
+    if not folder.is_dir():
+        return compacted
+    for table in (*TABLES, RUNS):
+        _finish(folder / table.name)
+    with duckdb.connect() as connection:
+        connection.execute(f"set file_search_path = '{_literal(lake.resolve().as_posix())}'")
+        connection.execute(f'create schema "{dataset}"')
+        for table in (*TABLES, RUNS, REFRESHES):
+            connection.execute(_view(table, lake, dataset))
+        # Parents before children: a child's view keeps the rows of its parent's latest load.
+        for table in (*TABLES, RUNS):
+            files = sorted((folder / table.name).glob("*.parquet"))
+            stored = sum(pq.read_metadata(file).num_rows for file in files)
+            view = f'"{dataset}"."{table.name}"'
+            live = connection.execute(f"select count(*) from {view}").fetchone()[0]
+            if len(files) < 2 or stored <= COMPACT_ABOVE * live:
+                continue
+            name = f"compacted.{uuid.uuid4().hex}.parquet"
+            written = folder / table.name / f"{name}.tmp"
+            connection.execute(
+                f"copy (select * from {view}) to '{_literal(written.as_posix())}' (format parquet)"
+            )
+            journal = {"new": name, "replaced": [file.name for file in files]}
+            (folder / table.name / _JOURNAL).write_text(json.dumps(journal), encoding="utf-8")
+            written.rename(written.with_suffix(""))
+            _finish(folder / table.name)
+            compacted[table.name] = (stored, live)
+            log.info("lake: %s compacted from %d rows in %d files", table.name, stored, len(files))
+    return compacted
+
+
+def _finish(table_folder: Path) -> None:
+    """Complete a compaction the journal in `table_folder` tells of: when its new file is in
+    place, delete the files it replaces; when it is not, the compaction did not happen."""
+    journal = table_folder / _JOURNAL
+    if not journal.is_file():
+        return
+    done = json.loads(journal.read_text(encoding="utf-8"))
+    if (table_folder / done["new"]).is_file():
+        for name in done["replaced"]:
+            (table_folder / name).unlink(missing_ok=True)
+    else:
+        (table_folder / f"{done['new']}.tmp").unlink(missing_ok=True)
+    journal.unlink()
 
 
 def connect(lake: str | Path, database: Path | None = None) -> duckdb.DuckDBPyConnection:

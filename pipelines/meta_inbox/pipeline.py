@@ -33,7 +33,7 @@ from .config import Analysis, Settings
 from .conversations_api import FacebookPage
 from .errors import BadInput, Busy, Interrupted, innermost
 from .graph_client import redact_log_records
-from .lake import write_views
+from .lake import compact, write_views
 from .metrics import METRIC_VIEWS, ensure_metric_views
 from .outcomes import ExitCode, Failure, explain
 from .reader import Mode
@@ -429,14 +429,16 @@ def refresh_views(
 
 
 def current_views(pipeline: dlt.Pipeline, analysis: Analysis | None = None) -> list[str]:
-    """Create or replace the metric views; on a local lake, its views database (tables,
-    metric views and run records, in `<lake>/lake.duckdb`). Their names. `analysis`: the
+    """Create or replace the metric views; on a local lake, compact the tables that rows read
+    again have swollen, then write its views database (tables, metric views and run records, in
+    `<lake>/lake.duckdb`). Their names. `analysis`: the
     business hours and SLAs (default: from the configuration)."""
     folder = destinations.local_lake(pipeline)
     if folder is None:
         return ensure_metric_views(pipeline, analysis)
     if not (folder / pipeline.dataset_name).is_dir():
         return []
+    compact(folder, pipeline.dataset_name)
     write_views(folder, pipeline.dataset_name, analysis=analysis)
     return [view.name for view in METRIC_VIEWS]
 

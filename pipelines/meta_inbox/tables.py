@@ -52,6 +52,9 @@ class Table:
     A child table also names its parent's key as `merge_key`: a re-fetched parent replaces all
     its child rows, so none goes stale. Its own primary key matters too: dlt deduplicates a
     load's rows by it, and a load job replayed after a crash would otherwise insert twice.
+    The merge deletes by the parent key alone (a `destination_scope`): with both keys dlt
+    matches destination rows on either, which DuckDB plans as a join holding every key of the
+    destination table in memory, where a lookup of the load's parent keys holds only those.
     `insert_only` tables keep the first row of each key: they record what was observed first.
     """
 
@@ -89,6 +92,13 @@ class Table:
             return "append"
         if self.insert_only:
             return {"disposition": "merge", "strategy": "insert-only"}
+        if self.merge_key:
+            key = self.merge_key
+            return {
+                "disposition": "merge",
+                "strategy": "delete-insert",
+                "destination_scope": f"{key} in (select {key} from {{staging_table}})",
+            }
         return "merge"
 
     def dlt_columns(self, pii: str = "keep") -> dict[str, dict[str, Any]]:
@@ -102,6 +112,10 @@ class Table:
             }
             if column.data_type == "timestamp":
                 hints["timezone"] = True
+            if column.name == self.merge_key:
+                # Datasets of earlier versions hold dlt's merge_key hint here, which dlt would
+                # ignore next to the destination scope with a warning on every load.
+                hints["merge_key"] = False
             columns[column.name] = hints
         return columns
 

@@ -3,6 +3,7 @@ warehouse is read: the same schema, tables, metric views and run records."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -112,3 +113,59 @@ def test_lake_views_refuse_a_folder_that_is_no_lake(workspace: Workspace) -> Non
 
     assert done.returncode == 2
     assert "is not a folder" in done.stderr
+
+
+def test_rows_merged_again_do_not_stay_in_the_files_the_views_read(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    lake_folder = workspace.root / "meta_inbox_lake"
+    # A wide recheck window: every run merges every thread again, as a week of hourly runs
+    # would; appended, the files would hold each row five times.
+    everything = {"recheck_window_days": 3650}
+    for seed in range(5):
+        emulator.add_activity(seed=seed + 1)
+        assert workspace.export(**LAKE, **everything).exit_code == 0
+        assert workspace.export(**everything).exit_code == 0
+
+    with lake.connect(lake_folder) as connection:
+        connection.execute("set schema = 'inbox'")
+        for table in TABLE_NAMES:
+            live = connection.execute(f"select count(*) from {table}").fetchone()[0]
+            stored = ds.dataset(lake_folder / "inbox" / table, format="parquet").count_rows()
+            assert live == workspace.query(f"select count(*) from {table}")[0][0], table
+            assert stored <= lake.COMPACT_ABOVE * live, (table, stored, live)
+        for sql in (
+            "select id, conversation_id, message, reaction_count from messages order by id",
+            "select message_id, position, reaction, user_id from message_reactions order by all",
+            "select id, folder, unread_count, message_count from conversations order by id",
+            "select conversation_id, observed_state from conversation_history order by all",
+        ):
+            assert connection.execute(sql).fetchall() == workspace.query(sql), sql
+
+
+def test_a_compaction_cut_short_is_finished_or_undone_by_the_next(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    assert workspace.export(**LAKE).exit_code == 0
+    folder = workspace.root / "meta_inbox_lake" / "inbox"
+    (loaded,) = (folder / "conversations").glob("*.parquet")
+    (attachments,) = (folder / "message_attachments").glob("*.parquet")
+    # Killed once its new file was in place: the files it replaces are still there.
+    shutil.copy(loaded, folder / "conversations" / "compacted.1.parquet")
+    journal = {"new": "compacted.1.parquet", "replaced": [loaded.name]}
+    (folder / "conversations" / "_compaction.json").write_text(json.dumps(journal))
+    # Killed while writing its new file.
+    (folder / "message_attachments" / "compacted.2.parquet.tmp").write_bytes(b"PAR1")
+    journal = {"new": "compacted.2.parquet", "replaced": [attachments.name]}
+    (folder / "message_attachments" / "_compaction.json").write_text(json.dumps(journal))
+
+    assert lake.compact(workspace.root / "meta_inbox_lake", "inbox") == {}
+
+    assert sorted(p.name for p in (folder / "conversations").iterdir()) == ["compacted.1.parquet"]
+    assert sorted(p.name for p in (folder / "message_attachments").iterdir()) == [attachments.name]
+    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+    counts = expected_counts(selected(emulator.inbox))
+    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+        for table in ("conversations", "message_attachments"):
+            stored = connection.execute(f"select count(*) from inbox.{table}").fetchone()[0]
+            assert stored == counts[table], table
