@@ -30,6 +30,8 @@ CONVERSATION_FIELDS = (
     "id,updated_time,message_count,unread_count,snippet,link,can_reply,is_subscribed,"
     "name,subject,scoped_thread_key,participants,senders,former_participants"
 )
+# Conversation Routing's field: Graph returns it only when asked, and may refuse it (100).
+OWNER_FIELD = "is_owner"
 PAGE_FIELDS = "id,name,instagram_business_account{id,username}"
 # Fields of messages whose details Graph withholds (Instagram, beyond the newest 20).
 BARE_MESSAGE_FIELDS = "id,created_time"
@@ -154,6 +156,7 @@ class Listing:
     size: ListingSize  # the size Graph accepted
     details_limited: bool  # nested messages asked at Instagram's readable 20
     upcoming: Upcoming | None = None
+    note: str | None = None  # what this call learned that the run should say once
 
 
 class ConversationsApi:
@@ -174,6 +177,8 @@ class ConversationsApi:
         self.messages_page_size = messages_page_size
         self.attachments_page_size = attachments_page_size
         self._caps: dict[tuple[str, str], SizeCap] = defaultdict(SizeCap)
+        self._lock = threading.Lock()
+        self._owner_refused: set[str] = set()  # Pages whose Graph refuses `is_owner`
 
     def client(self, page: FacebookPage) -> GraphClient:
         """The client of a Page: its token, paced in the Page's own lane."""
@@ -224,6 +229,11 @@ class ConversationsApi:
         coming, the page is taken as too heavy all the same. Instagram may refuse, rather than
         leave out, details of messages older than a thread's newest 20: the page is then asked
         again with 20 nested messages, all of them readable.
+
+        `is_owner` is asked until a Page's Graph refuses a folder's first page with 100: the page
+        is asked again without it, and when that is answered the field is dropped for the Page
+        for the rest of the run (the listing's `note` says so). A refusal that stays is the
+        folder's, and is raised.
         """
         client = self.client(page)
         nested = INSTAGRAM_DETAILS if details_limited else self.messages_page_size
@@ -233,9 +243,11 @@ class ConversationsApi:
             size = upcoming.fitting(size, budget, self.page_size) or size
         first = {"platform": platform, "folder": folder}
         ask = _Asker(client, f"{page.id}/conversations", first, next_url)
+        owner = self.asks_owner(page)
+        probing_owner = False
         while True:
             try:
-                answer = ask(limit=size.threads, fields=self._listing_fields(size.messages))
+                answer = ask(limit=size.threads, fields=self._listing_fields(size.messages, owner))
             except (GraphError, GraphUnavailable) as failure:
                 if _too_heavy(failure):
                     if not (upcoming and upcoming.counts):
@@ -255,11 +267,31 @@ class ConversationsApi:
                     details_limited = True
                     size = ListingSize(size.threads, min(size.messages, INSTAGRAM_DETAILS))
                     continue
+                invalid = (
+                    isinstance(failure, GraphError) and failure.kind is ErrorKind.INVALID_PARAMETER
+                )
+                if invalid and owner and next_url is None:
+                    owner, probing_owner = False, True
+                    continue
                 raise
             threads = answer.get("data", [])
             cap.fitted(size.weight([_nested_count(thread) for thread in threads]))
             rest = upcoming.after(len(threads)) if upcoming else None
-            return Listing(threads, next_page_url(answer), size, details_limited, rest)
+            listing = Listing(threads, next_page_url(answer), size, details_limited, rest)
+            if probing_owner:
+                with self._lock:
+                    self._owner_refused.add(page.id)
+                listing.note = (
+                    f"Page {page.id} ({page.name}): Graph refuses `is_owner` (Conversation "
+                    "Routing is not set up for this app): conversations.is_owner stays empty "
+                    "for this Page"
+                )
+            return listing
+
+    def asks_owner(self, page: FacebookPage) -> bool:
+        """Whether listings of this Page still ask for `is_owner`."""
+        with self._lock:
+            return page.id not in self._owner_refused
 
     def thread_ids(
         self, page: FacebookPage, platform: str, folder: str | None, limit: int
@@ -301,9 +333,10 @@ class ConversationsApi:
     def more_attachments(self, page: FacebookPage, next_url: str) -> dict[str, Any]:
         return self.client(page).get_next(next_url)
 
-    def _listing_fields(self, messages: int) -> str:
+    def _listing_fields(self, messages: int, owner: bool) -> str:
+        owned = f",{OWNER_FIELD}" if owner else ""
         return (
-            f"{CONVERSATION_FIELDS},messages.limit({messages})"
+            f"{CONVERSATION_FIELDS}{owned},messages.limit({messages})"
             f"{{{message_fields(self.attachments_page_size)}}}"
         )
 

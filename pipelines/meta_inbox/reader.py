@@ -551,6 +551,8 @@ class _FolderWalk:
             else:
                 self.fail(error)
             return
+        if listing.note:
+            self.reader.report.warn(listing.note)
         if kept and not listing.threads:
             self._distrusted(chain, "an empty page")
             return

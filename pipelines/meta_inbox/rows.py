@@ -152,6 +152,7 @@ def conversation_row(thread: ThreadContext, raw: dict[str, Any]) -> dict[str, An
         "subject": raw.get("subject"),
         "scoped_thread_key": raw.get("scoped_thread_key"),
         "participant_count": len(_people(raw)),
+        "is_owner": raw.get("is_owner"),
         "deleted_at": None,
     }
 

@@ -179,6 +179,12 @@ CONVERSATIONS = Table(
         Column("subject", "text", "Thread subject, when it has one."),
         Column("scoped_thread_key", "text", "Page-scoped thread key (Messenger)."),
         Column("participant_count", "bigint", "Rows in `conversation_participants`."),
+        Column(
+            "is_owner",
+            "bool",
+            "Whether this app owns the thread (Conversation Routing, handover); null where "
+            "Graph does not say, or refuses the field for the Page.",
+        ),
         DELETED_AT,
     ),
 )

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import NO_DUPLICATES, Workspace
-from meta_inbox.conversations_api import CONVERSATION_FIELDS, message_fields
+from meta_inbox.conversations_api import CONVERSATION_FIELDS, OWNER_FIELD, message_fields
 from meta_inbox.emulator import Emulator, Faults, Limits
 from model import FOLDERS, THROTTLE_CODES, expected_counts, selected
 
@@ -115,7 +115,7 @@ def _largest(
                 "platform": platform,
                 "folder": folder,
                 "limit": threads,
-                "fields": f"{CONVERSATION_FIELDS},messages.limit({messages})"
+                "fields": f"{CONVERSATION_FIELDS},{OWNER_FIELD},messages.limit({messages})"
                 f"{{{message_fields(25)}}}",
             }
             if after:

@@ -148,6 +148,7 @@ def test_conversations() -> None:
             "subject": "Catering quote",
             "scoped_thread_key": GROUP_ID,
             "participant_count": 4,  # three participants and a former one
+            "is_owner": True,
             "deleted_at": None,
         },
         {
@@ -166,6 +167,7 @@ def test_conversations() -> None:
             "subject": None,
             "scoped_thread_key": SINGLE_ID,
             "participant_count": 2,
+            "is_owner": False,
             "deleted_at": None,
         },
         {
@@ -184,6 +186,7 @@ def test_conversations() -> None:
             "subject": None,
             "scoped_thread_key": None,
             "participant_count": 2,
+            "is_owner": None,
             "deleted_at": None,
         },
     ]

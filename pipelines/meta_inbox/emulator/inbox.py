@@ -283,6 +283,9 @@ class Conversation:
     scoped_thread_key: str | None = None
     # Set by a new message only: reactions, edits, moves and unsent messages leave it alone.
     updated_time: int = 0
+    # Conversation Routing: whether the reading app owns the thread; None where Graph leaves
+    # the field out.
+    is_owner: bool | None = None
 
     @property
     def page_side(self) -> Person:
@@ -334,6 +337,7 @@ class Conversation:
             "name": self.name,
             "subject": self.subject,
             "scoped_thread_key": self.scoped_thread_key,
+            "is_owner": self.is_owner,
             "former_participants": {"data": [p.as_json() for p in self.former_participants]}
             if self.former_participants
             else None,
@@ -682,6 +686,13 @@ def _last_time(rng: random.Random, folder: str) -> int:
     return VIRTUAL_NOW - rng.randint(newest, oldest)
 
 
+def _owner(seed: int, serial: int) -> bool | None:
+    """Routed threads: most owned by the app, some by another app, some without the field.
+    Hashed, so that the random stream (ids, counts) is what it was before the field existed."""
+    draw = int(digits(seed, "owner", serial)) % 6
+    return None if draw == 0 else draw != 1
+
+
 def _conversation_id(seed: int, serial: int, platform: str) -> str:
     if platform == "messenger":
         return f"t_{digits(seed, 'thread', serial)}"
@@ -817,6 +828,7 @@ class _Author:
         )
         if group or rng.random() < 0.03:
             conversation.former_participants = [self.customer(platform)]
+        conversation.is_owner = _owner(self.seed, serial)
         if platform == "messenger":
             number = digits(self.seed, "link", serial, length=15)
             conversation.link = f"/{page.name.replace(' ', '')}/inbox/{number}/?section=messages"

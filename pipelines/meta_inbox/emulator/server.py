@@ -624,6 +624,7 @@ class Emulator:
         self._unsend_after_listing: set[str] = set()
         self._failing_threads: dict[str, Callable[[], GraphError]] = {}
         self._failing_listings: dict[tuple[str, str, str], Callable[[], GraphError]] = {}
+        self._refused_fields: dict[str, set[str]] = {}  # Page id → conversation fields
         self._app_throttles: dict[str, float] = {}  # Page id → seconds, from its next call
         self._app_throttled_until: float | None = None
         self._cursor_epoch = 0
@@ -810,6 +811,12 @@ class Emulator:
         failure = _scripted(code, subcode, message, error_type, status)
         with self._lock:
             self._failing_listings[(page_id, platform, folder)] = failure
+
+    def refuse_field(self, page_id: str, field: str) -> None:
+        """Conversation fields asked with the Page's token that Graph refuses with 100, as it
+        may refuse `is_owner` to an app without Conversation Routing."""
+        with self._lock:
+            self._refused_fields.setdefault(page_id, set()).add(field)
 
     def throttle_app(self, page_id: str, seconds: float) -> None:
         """The next call made with the Page's token reaches the app's request limit: it, and
@@ -1147,6 +1154,16 @@ class Emulator:
             raise GraphError(2500, f"Cannot parse fields: {err}") from err
         except FieldsValueError as err:
             raise GraphError(100, str(err)) from err
+        if node_type == "Conversation" and request.page is not None:
+            with self._lock:
+                refused = self._refused_fields.get(request.page.id, set())
+            for field in fields:
+                if field.name in refused:
+                    raise GraphError(
+                        100,
+                        f"(#100) Tried accessing nonexisting field ({field.name}) on node type "
+                        "(Conversation)",
+                    )
         return fields
 
     def _limit(self, raw: str | None) -> int:
