@@ -33,6 +33,10 @@ CONVERSATION_FIELDS = (
 # Conversation Routing's field: Graph returns it only when asked, and may refuse it (100).
 OWNER_FIELD = "is_owner"
 PAGE_FIELDS = "id,name,instagram_business_account{id,username}"
+# Threads archived before mid-2018 are in no folder: Graph lists them by a tag, on Messenger
+# only. meta-inbox reads and stores them as a folder of this name.
+LEGACY_ARCHIVE = "archived_legacy"
+LEGACY_ARCHIVE_TAG = "action:archived"
 # Fields of messages whose details Graph withholds (Instagram, beyond the newest 20).
 BARE_MESSAGE_FIELDS = "id,created_time"
 
@@ -179,6 +183,7 @@ class ConversationsApi:
         self._caps: dict[tuple[str, str], SizeCap] = defaultdict(SizeCap)
         self._lock = threading.Lock()
         self._owner_refused: set[str] = set()  # Pages whose Graph refuses `is_owner`
+        self._owner_answered: set[str] = set()  # Pages whose Graph answered it
 
     def client(self, page: FacebookPage) -> GraphClient:
         """The client of a Page: its token, paced in the Page's own lane."""
@@ -217,6 +222,7 @@ class ConversationsApi:
         next_url: str | None,
         details_limited: bool,
         upcoming: Upcoming | None = None,
+        user_id: str | None = None,
     ) -> Listing:
         """One page of a folder's threads, newest `updated_time` first, each with its newest
         messages: the folder's first page, or the page Graph's `next_url` points at (followed as
@@ -241,7 +247,9 @@ class ConversationsApi:
         cap = self._caps[page.id, platform]
         if upcoming and upcoming.counts and (budget := cap.budget()) is not None:
             size = upcoming.fitting(size, budget, self.page_size) or size
-        first = {"platform": platform, "folder": folder}
+        first = {"platform": platform, **folder_params(folder)}
+        if user_id:
+            first["user_id"] = user_id
         ask = _Asker(client, f"{page.id}/conversations", first, next_url)
         owner = self.asks_owner(page)
         probing_owner = False
@@ -270,7 +278,7 @@ class ConversationsApi:
                 invalid = (
                     isinstance(failure, GraphError) and failure.kind is ErrorKind.INVALID_PARAMETER
                 )
-                if invalid and owner and next_url is None:
+                if invalid and owner and next_url is None and not self._owner_known(page):
                     owner, probing_owner = False, True
                     continue
                 raise
@@ -278,6 +286,9 @@ class ConversationsApi:
             cap.fitted(size.weight([_nested_count(thread) for thread in threads]))
             rest = upcoming.after(len(threads)) if upcoming else None
             listing = Listing(threads, next_page_url(answer), size, details_limited, rest)
+            if owner:
+                with self._lock:
+                    self._owner_answered.add(page.id)
             if probing_owner:
                 with self._lock:
                     self._owner_refused.add(page.id)
@@ -287,6 +298,12 @@ class ConversationsApi:
                     "for this Page"
                 )
             return listing
+
+    def _owner_known(self, page: FacebookPage) -> bool:
+        """Whether Graph answered a listing of this Page that asked for `is_owner`: a 100
+        then is about something else."""
+        with self._lock:
+            return page.id in self._owner_answered
 
     def asks_owner(self, page: FacebookPage) -> bool:
         """Whether listings of this Page still ask for `is_owner`."""
@@ -365,6 +382,18 @@ def _too_heavy(failure: GraphError | GraphUnavailable) -> bool:
         return failure.kind is ErrorKind.TOO_MUCH_DATA
     cause = failure.__cause__
     return isinstance(cause, GraphError) and cause.code == 1
+
+
+def folder_params(folder: str) -> dict[str, str]:
+    """The listing parameters that select a folder."""
+    if folder == LEGACY_ARCHIVE:
+        return {"tags": LEGACY_ARCHIVE_TAG}
+    return {"folder": folder}
+
+
+def platform_folders(platform: str, folders: Sequence[str]) -> list[str]:
+    """The folders of `folders` that a platform has: the legacy archive is Messenger's."""
+    return [f for f in folders if f != LEGACY_ARCHIVE or platform == "messenger"]
 
 
 def attachments_go_on(attachments: dict[str, Any]) -> str | None:

@@ -26,6 +26,7 @@ from dlt.extract.resource import DltResource
 from . import rows
 from .config import FOLDERS, Settings
 from .conversations_api import ConversationsApi, FacebookPage
+from .erasure import after_erasure
 from .graph_client import REDACTOR, CallStats, GraphConnection
 from .reader import FolderProgress, InboxReader, Mode, PageRead, ReadPlan, ReadReport, ThreadPart
 from .rows import Privacy, ThreadContext
@@ -169,6 +170,8 @@ class ExportSession:
         self.record: Callable[[], dict[str, Any]] | None = None
         # What the destination held before the run (set by `export`); None: nothing.
         self.stored: Stored | None = None
+        # Threads `meta-inbox forget` erased, with when (set by `export`).
+        self.erased: dict[str, datetime] = {}
         self._threads_with_new: set[str] = set()
         self._stop_reason: BaseException | None = None
         self._last_progress = clock()
@@ -206,6 +209,8 @@ class ExportSession:
         started, threads = self.clock(), 0
         while True:
             item = self.reader.take(timeout=0.2)
+            if isinstance(item, ThreadPart) and self.erased:
+                item = self._unerased(item)
             if isinstance(item, ThreadPart):
                 self._count(item)
                 if item.newest:
@@ -239,6 +244,12 @@ class ExportSession:
         if batch:
             yield batch
 
+    def _unerased(self, part: ThreadPart) -> ThreadPart | _Erased:
+        erased_at = self.erased.get(str(part.conversation.get("id")))
+        if erased_at is None:
+            return part
+        return after_erasure(part, erased_at) or _Erased()
+
     def _begin(self, state: dict[str, Any]) -> list[str]:
         """The first slice: read state (forgetting refreshed Pages'), then start reading."""
         pages = self.discover()
@@ -261,11 +272,15 @@ class ExportSession:
         plan = ReadPlan(
             mode=self.mode,
             platforms=settings.platforms,
-            # What a reconcile does not read would look deleted: it reads every folder.
-            folders=list(FOLDERS) if self.mode is Mode.RECONCILE else settings.folders,
+            # What a reconcile does not read would look deleted: it reads every folder. One
+            # person's history is in every folder too.
+            folders=list(FOLDERS)
+            if self.mode is Mode.RECONCILE or settings.user_ids
+            else settings.folders,
             start=settings.start,
             lookback=settings.lookback,
             recheck_window=settings.recheck_window,
+            user_ids=tuple(settings.user_ids or ()),
         )
         self.reader = InboxReader(
             self.api, plan, self.report, max_concurrency=settings.max_concurrency, clock=self.clock
@@ -319,6 +334,10 @@ class ExportSession:
             f" (run: {counts.threads} threads, {counts.messages} messages, "
             f"{self.stats.calls} calls)"
         )
+
+
+class _Erased:
+    """A part of an erased thread with nothing to load: taken, and dropped."""
 
 
 def _raise(loaded_max: dict[str, str], key: str, newest: datetime) -> None:

@@ -126,7 +126,13 @@ def _person(prefix: str, who: str) -> tuple[Column, ...]:
 # Columns that several tables and the metric views share.
 PAGE_ID = Column("page_id", "text", "Facebook Page the conversation belongs to.", nullable=False)
 PLATFORM = Column("platform", "text", "`messenger` or `instagram`.", nullable=False)
-FOLDER = Column("folder", "text", "`inbox`, `other`, `page_done` (archived) or `spam`.", False)
+FOLDER = Column(
+    "folder",
+    "text",
+    "`inbox`, `other`, `page_done` (archived), `spam`, or `archived_legacy` (Messenger threads "
+    "archived before mid-2018, which Graph lists by the tag `action:archived`).",
+    nullable=False,
+)
 CONVERSATION_ID = Column(
     "conversation_id", "text", "The conversation (`conversations.id`).", nullable=False
 )
@@ -394,6 +400,19 @@ REFRESHES = Table(
         Column("pipeline_name", "text", "The pipeline that asked for it.", nullable=False),
         Column("requested_at", "timestamp", "When (UTC).", nullable=False),
         Column("applied_at", "timestamp", "When older rows were deleted (SQL destinations)."),
+    ),
+)
+
+ERASURES = Table(
+    name="_meta_inbox_erasures",
+    description="One row per thread `meta-inbox forget` erased: no run builds a row of it "
+    "from what was sent up to `erased_at`. Written by `forget`, never loaded by a run; holds "
+    "no personal data.",
+    columns=(
+        Column("conversation_id", "text", "The erased thread.", nullable=False),
+        Column("page_id", "text", "Its Page.", nullable=False),
+        Column("platform", "text", "`messenger` or `instagram`.", nullable=False),
+        Column("erased_at", "timestamp", "When (UTC): the cut-off.", nullable=False),
     ),
 )
 

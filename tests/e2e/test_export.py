@@ -11,11 +11,11 @@ from conftest import NO_DUPLICATES, Workspace
 from meta_inbox.emulator import Emulator, Faults
 from meta_inbox.emulator.inbox import Inbox
 from model import (
-    FOLDERS,
     detailed_messages,
     expected_counts,
     folder_count,
     hidden_messages,
+    platform_folders,
     probe_calls,
     selected,
 )
@@ -31,7 +31,9 @@ def test_first_run_loads_every_table_exactly(workspace: Workspace, emulator: Emu
     assert workspace.counts() == expected_counts(conversations)
     assert workspace.duplicate_ids() == NO_DUPLICATES
     assert set(workspace.query("select distinct platform, folder from conversations")) == {
-        (platform, folder) for platform in ("messenger", "instagram") for folder in FOLDERS
+        (platform, folder)
+        for platform in ("messenger", "instagram")
+        for folder in platform_folders(platform)
     }
     assert result.status == "success"
     assert result.warnings == [
@@ -240,7 +242,7 @@ def test_full_backfill_stays_near_the_fewest_calls(
         len(inbox.conversations_of(page.id, platform, folder))
         for page in inbox.pages
         for platform in page.platforms
-        for folder in FOLDERS
+        for folder in platform_folders(platform)
     ]
     listings = sum(max(1, math.ceil(n / PAGE_SIZE)) for n in folders)
     long_threads = [c.message_count for c in inbox.conversations if c.message_count >= PAGE_SIZE]

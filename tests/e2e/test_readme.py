@@ -33,7 +33,7 @@ BLOCKS = [
 def test_the_readme_has_the_blocks_this_test_runs() -> None:
     kinds = [language for language, _ in BLOCKS]
     assert set(kinds) <= {"", "sh", "python", "sql", "toml"}
-    assert (kinds.count("sh"), kinds.count("python"), kinds.count("sql")) == (5, 3, 1)
+    assert (kinds.count("sh"), kinds.count("python"), kinds.count("sql")) == (7, 3, 1)
 
 
 def _users_env(workspace: Workspace, home: Path) -> dict[str, str]:
@@ -102,6 +102,10 @@ def test_every_readme_block_runs_as_written(
     assert not (workspace.root / "home" / ".dlt" / "pipelines" / "meta_inbox").exists()
     assert str(expected["messages"]) in text  # the count printed by the DuckDB one-liner
     assert emulator.user_token not in text
+    # The legacy archive, and one person's data (an id the emulator has no thread of).
+    assert "archived_legacy" in text
+    assert "would erase 0 thread(s)" in text
+    assert "user_ids (--user-id) \"1' or '1'='1\" is not a Graph id" in text
 
 
 def _shell(body: str, folder: Path, env: dict[str, str]) -> str:

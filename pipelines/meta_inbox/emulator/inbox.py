@@ -30,6 +30,12 @@ from urllib.parse import parse_qs, urlsplit
 
 VIRTUAL_NOW = 1780315200  # 2026-06-01T12:00:00+0000
 FOLDERS = ("inbox", "other", "page_done", "spam")
+# Messenger threads archived before mid-2018: in no folder, listed with `tags=action:archived`.
+# Kept in the inbox's listings under this name, which no `folder` parameter reaches.
+LEGACY_ARCHIVE = "archived_legacy"
+LEGACY_ARCHIVE_TAG = "action:archived"
+LEGACY_ARCHIVE_END = 1527811200  # 2018-06-01T00:00:00+0000
+LEGACY_THREADS = 2  # per Messenger account, times the scale
 INSTAGRAM_DETAIL_LIMIT = 20
 SNIPPET_UNITS = 100  # Graph cuts snippets by UTF-16 code units, even inside a surrogate pair
 LONE_SURROGATE = "\ud83d"  # what is left of an emoji cut in half
@@ -422,6 +428,21 @@ class Inbox:
         self.serial += 1
         return self.serial
 
+    def customer_writes(self, conversation_id: str, text: str, created: int) -> Message:
+        """A text message from the thread's first customer to the Page, sent at `created`."""
+        conversation = self._conversations[conversation_id]
+        message = Message(
+            id=f"m_{digest(self.seed, 'written', self.next_serial())}",
+            conversation_id=conversation.id,
+            seq=conversation.next_seq(),
+            created_time=created,
+            sender=conversation.customers[0],
+            recipients=[conversation.page_side],
+            text=text,
+        )
+        self.append_message(conversation, message)
+        return message
+
     def move_thread(self, conversation_id: str, folder: str) -> None:
         if folder not in FOLDERS:
             raise ValueError(f"folder must be one of {', '.join(FOLDERS)}: {folder}")
@@ -604,9 +625,14 @@ def generate_inbox(seed: int = 7, scale: int = 1, pages: int = 3) -> Inbox:
         unmanaged_page=_make_page(seed, len(PAGE_SPECS) + 1, UNMANAGED_PAGE_SPEC),
     )
     author = _Author(inbox, random.Random(f"meta-inbox:{seed}"))
+    # The legacy archive draws from a stream of its own, after the others: every other thread
+    # keeps the ids and contents it had before the archive existed.
+    archivist = _Author(inbox, random.Random(f"meta-inbox:legacy:{seed}"))
     with _collector_paused():
         for plan in author.plan_threads(scale):
             inbox.add_conversation(author.thread(plan))
+        for plan in archivist.plan_legacy_threads(scale):
+            inbox.add_conversation(archivist.thread(plan))
     return inbox
 
 
@@ -792,6 +818,15 @@ class _Author:
         for plan in mids:
             plan.size = rng.randint(21, 80)
         return plans
+
+    def plan_legacy_threads(self, scale: int) -> list[_Plan]:
+        rng = self.rng
+        return [
+            _Plan(page, "messenger", LEGACY_ARCHIVE, rng.randint(1, 30), last)
+            for page in self.inbox.pages
+            for _ in range(LEGACY_THREADS * scale)
+            if (last := LEGACY_ARCHIVE_END - rng.randint(DAY, 900 * DAY))
+        ]
 
     def thread(self, plan: _Plan) -> Conversation:
         conversation = self.conversation(plan.page, plan.platform, plan.folder)
@@ -1028,7 +1063,10 @@ class _ActivityRun(_Author):
         super().__init__(inbox, rng)
         self.start = start
         self.activity = Activity()
-        self.pool = sorted(inbox.conversations, key=lambda c: c.id)
+        # Legacy archived threads get no activity: a new message would move them to the inbox.
+        self.pool = sorted(
+            (c for c in inbox.conversations if c.folder != LEGACY_ARCHIVE), key=lambda c: c.id
+        )
         rng.shuffle(self.pool)
 
     def take(self, wanted: str) -> Conversation:

@@ -40,6 +40,8 @@ from .fields import (
 )
 from .inbox import (
     FOLDERS,
+    LEGACY_ARCHIVE,
+    LEGACY_ARCHIVE_TAG,
     STALE_REQUEST_AGE,
     Activity,
     Conversation,
@@ -142,6 +144,8 @@ class Faults:
     # Instagram listings ignore `folder` (the notes leave open whether Graph honours it there):
     # every folder, and no folder, lists all of the account's threads.
     instagram_ignores_folder: bool = False
+    # Graph refuses `tags` (the listing of Messenger threads archived before mid-2018) with 100.
+    refuses_tags: bool = False
 
     def __post_init__(self) -> None:
         if self.error_language is not None and self.error_language not in USER_TEXTS:
@@ -733,6 +737,12 @@ class Emulator:
         with self._lock:
             self.inbox.react(message_id, emoji, user_id)
 
+    def customer_writes(self, conversation_id: str, text: str, created: int) -> str:
+        """A new message from the thread's first customer, sent at `created` (Unix seconds);
+        its id."""
+        with self._lock:
+            return self.inbox.customer_writes(conversation_id, text, created).id
+
     def edit_message(self, message_id: str, text: str) -> None:
         with self._lock:
             self.inbox.edit_message(message_id, text)
@@ -1245,9 +1255,10 @@ class Emulator:
             raise GraphError(
                 100, f"(#100) The Page {page.id} has no linked Instagram professional account"
             )
-        folder = request.query.get("folder", "inbox").lower()
+        folder = self._folder(request, platform)
         ignores_folder = platform == "instagram" and self.faults.instagram_ignores_folder
-        if folder not in FOLDERS and not ignores_folder:
+        by_tag = "tags" in request.query
+        if folder not in FOLDERS and not (ignores_folder or by_tag):
             raise GraphError(100, f"(#100) Param folder must be one of {', '.join(FOLDERS)}")
         self._check_permissions(page.id, platform)
         with self._lock:
@@ -1271,6 +1282,17 @@ class Emulator:
             window,
             lambda conversation: self._conversation_json(request, conversation, fields),
         )
+
+    def _folder(self, request: _Request, platform: str) -> str:
+        """The folder a listing asks for: `folder`, or the legacy archive by its tag."""
+        tags = request.query.get("tags")
+        if tags is None:
+            return request.query.get("folder", "inbox").lower()
+        if self.faults.refuses_tags or platform != "messenger" or tags != LEGACY_ARCHIVE_TAG:
+            raise GraphError(100, f"(#100) Param tags must be one of {{{LEGACY_ARCHIVE_TAG}}}")
+        if "folder" in request.query:
+            raise GraphError(100, "(#100) Param tags cannot be used with folder")
+        return LEGACY_ARCHIVE
 
     def _folder_keys(
         self, page: Page, platform: str, folder: str, user_id: str | None
