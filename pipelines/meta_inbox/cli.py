@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from .config import FOLDERS, PLATFORMS, Settings, config_toml, settings_markdown
+from .conversations_api import INSTAGRAM_LOGIN
 from .destinations import explained_failures, location
 from .errors import BadInput, innermost
 from .graph_client import REDACTOR, redact_log_records
@@ -423,11 +424,14 @@ def _pages(args: argparse.Namespace) -> int:
                 "name": page.name,
                 "instagram_id": page.instagram_id,
                 "instagram_username": page.instagram_username,
+                "login": page.login,
             }
             print(json.dumps(row, ensure_ascii=False))
         else:
             instagram = f"{page.instagram_id} @{page.instagram_username}" if (
                 page.instagram_id) else "none linked"  # fmt: skip
+            if page.login == INSTAGRAM_LOGIN:
+                instagram += " (Instagram Login, no Page)"
             print(f"{page.id:<18} {instagram:<32} {page.name}")
     return ExitCode.OK
 

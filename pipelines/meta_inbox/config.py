@@ -92,6 +92,11 @@ class Settings(Analysis):
     base_url: str = _setting(
         "https://graph.facebook.com", "the Graph API, the emulator, a proxy or a test server"
     )
+    instagram_base_url: str = _setting(
+        "https://graph.instagram.com",
+        "the Instagram API with Instagram Login (an Instagram User token, accounts without a "
+        "Page), the emulator's second address, or a proxy",
+    )
     api_version: str = _setting("v25.0", "Graph API version")
     page_ids: list[str] | None = _setting(
         None, "Pages to export (user tokens)", shown="every Page the token reads"
@@ -180,8 +185,9 @@ class Settings(Analysis):
                 "pii = hash needs a secret salt: set pii_salt (SOURCES__META_INBOX__PII_SALT or "
                 ".dlt/secrets.toml)."
             )
-        if not re.match(r"^https?://[^/\s]+", self.base_url):
-            raise BadInput(f"base_url {self.base_url!r} is not an http(s) URL.")
+        for name in ("base_url", "instagram_base_url"):
+            if not re.match(r"^https?://[^/\s]+", getattr(self, name)):
+                raise BadInput(f"{name} {getattr(self, name)!r} is not an http(s) URL.")
         for name in ("page_size", "messages_page_size", "attachments_page_size"):
             if not 1 <= getattr(self, name) <= 100:
                 raise BadInput(f"{name} must be between 1 and 100.")

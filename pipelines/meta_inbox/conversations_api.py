@@ -33,6 +33,10 @@ CONVERSATION_FIELDS = (
 # Conversation Routing's field: Graph returns it only when asked, and may refuse it (100).
 OWNER_FIELD = "is_owner"
 PAGE_FIELDS = "id,name,instagram_business_account{id,username}"
+# The Instagram API with Instagram Login: an account's own `/me` (its `user_id` is the id its
+# threads and messages know it by; `id` is scoped to the app).
+INSTAGRAM_ACCOUNT_FIELDS = "user_id,username"
+FACEBOOK_LOGIN, INSTAGRAM_LOGIN = "facebook_page", "instagram_login"
 # Threads archived before mid-2018 are in no folder: Graph lists them by a tag, on Messenger
 # only. meta-inbox reads and stores them as a folder of this name.
 LEGACY_ARCHIVE = "archived_legacy"
@@ -58,6 +62,14 @@ class FacebookPage:
     token: str = field(repr=False)
     instagram_id: str | None = None
     instagram_username: str | None = None
+    # How it is read: a Facebook Page on `base_url`, or a professional Instagram account
+    # without a Page on `instagram_base_url` (Instagram Login), whose id is its `user_id`.
+    login: str = FACEBOOK_LOGIN
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms it can have: an Instagram Login account has only Instagram."""
+        return ("instagram",) if self.login == INSTAGRAM_LOGIN else ("messenger", "instagram")
 
     @property
     def own_ids(self) -> frozenset[str]:
@@ -174,8 +186,12 @@ class ConversationsApi:
         page_size: int,
         messages_page_size: int,
         attachments_page_size: int,
+        instagram: GraphConnection | None = None,
     ) -> None:
+        """`instagram`: the connection to the Instagram API with Instagram Login, tried when
+        the Facebook host refuses the token as no token of its own."""
         self.connection = connection
+        self.instagram = instagram
         self.user = connection.client(access_token, lane="discovery")
         self.page_size = page_size
         self.messages_page_size = messages_page_size
@@ -186,8 +202,10 @@ class ConversationsApi:
         self._owner_answered: set[str] = set()  # Pages whose Graph answered it
 
     def client(self, page: FacebookPage) -> GraphClient:
-        """The client of a Page: its token, paced in the Page's own lane."""
-        return self.connection.client(page.token, lane=page.id)
+        """The client of a Page: its token, paced in the Page's own lane, on its host."""
+        connection = self.instagram if page.login == INSTAGRAM_LOGIN else self.connection
+        assert connection is not None
+        return connection.client(page.token, lane=page.id)
 
     def discover_pages(self, page_ids: list[str] | None = None) -> list[FacebookPage]:
         """The Pages to export: those a user token manages, or the one a Page token stands for.
@@ -198,11 +216,16 @@ class ConversationsApi:
         try:
             first = self.user.get("me/accounts", {"fields": f"{PAGE_FIELDS},access_token"})
             raws = [raw for listing in self.user.walk(first) for raw in listing.get("data", [])]
+            pages = [_page(raw, raw.get("access_token") or self.user.access_token) for raw in raws]
         except GraphError as error:
-            if error.kind is not ErrorKind.NO_ACCOUNTS_EDGE:
+            if error.kind is ErrorKind.NO_ACCOUNTS_EDGE:
+                pages = [
+                    _page(self.user.get("me", {"fields": PAGE_FIELDS}), self.user.access_token)
+                ]
+            elif error.kind is ErrorKind.TOKEN and error.subcode is None and self.instagram:
+                pages = [self._instagram_account(error)]
+            else:
                 raise
-            raws = [self.user.get("me", {"fields": PAGE_FIELDS})]
-        pages = [_page(raw, raw.get("access_token") or self.user.access_token) for raw in raws]
         for page in pages:
             self.connection.redact.add(page.token)
         if not page_ids:
@@ -212,6 +235,34 @@ class ConversationsApi:
         if missing:
             raise UnknownPages(missing, sorted(known))
         return [page for page in pages if page.id in page_ids]
+
+    def _instagram_account(self, refused: GraphError) -> FacebookPage:
+        """The account an Instagram User token stands for, asked of the Instagram host after the
+        Facebook host took the token for no token (190 without a subcode). A token that host
+        refuses too is simply invalid: the Facebook host's answer is raised, with both hosts
+        named."""
+        assert self.instagram is not None
+        client = self.instagram.client(self.user.access_token, lane="discovery")
+        try:
+            raw = client.get("me", {"fields": INSTAGRAM_ACCOUNT_FIELDS})
+        except GraphError as error:
+            if error.kind is not ErrorKind.TOKEN:
+                raise
+            refused.message = (
+                f"{refused.message} (neither {self.connection.base_url} nor "
+                f"{self.instagram.base_url} takes this token)"
+            )
+            raise refused from None
+        account_id = str(raw.get("user_id") or raw["id"])
+        username = raw.get("username")
+        return FacebookPage(
+            id=account_id,
+            name=str(username or ""),
+            token=self.user.access_token,
+            instagram_id=account_id,
+            instagram_username=username,
+            login=INSTAGRAM_LOGIN,
+        )
 
     def list_threads(
         self,
@@ -236,10 +287,10 @@ class ConversationsApi:
         leave out, details of messages older than a thread's newest 20: the page is then asked
         again with 20 nested messages, all of them readable.
 
-        `is_owner` is asked until a Page's Graph refuses a folder's first page with 100: the page
-        is asked again without it, and when that is answered the field is dropped for the Page
-        for the rest of the run (the listing's `note` says so). A refusal that stays is the
-        folder's, and is raised.
+        `is_owner` is asked until a Page's Graph refuses a folder's first page with 100 before
+        any listing of the Page that asked for it was answered: the page is asked again without
+        it, and when that is answered the field is dropped for the Page for the rest of the run
+        (the listing's `note` says so). A refusal that stays is the folder's, and is raised.
         """
         client = self.client(page)
         nested = INSTAGRAM_DETAILS if details_limited else self.messages_page_size

@@ -67,10 +67,17 @@ def forget(pipeline: dlt.Pipeline, user_ids: list[str], *, dry_run: bool) -> For
     now = datetime.now(UTC)
     threads = store.threads_of(user_ids)
     ids = [thread.conversation_id for thread in threads]
-    rows = store.count(ids) if dry_run else store.delete(ids)
-    if not dry_run and threads:
+    if dry_run:
+        return Forgotten(threads, _nonzero(store.count(ids)), now, dry_run)
+    # Recorded first: a forget cut short (a lake's files are rewritten one by one; SQL deletes
+    # in one transaction) still keeps every later run from loading those threads again.
+    if threads:
         store.record(threads, now)
-    return Forgotten(threads, {t: n for t, n in rows.items() if n}, now, dry_run)
+    return Forgotten(threads, _nonzero(store.delete(ids)), now, dry_run)
+
+
+def _nonzero(rows: dict[str, int]) -> dict[str, int]:
+    return {table: count for table, count in rows.items() if count}
 
 
 def erased_threads(pipeline: dlt.Pipeline) -> dict[str, datetime]:

@@ -224,6 +224,8 @@ class InboxReader:
             self.report.pages.append(page.id)
         for page in pages:
             for platform in self.plan.platforms:
+                if platform not in page.platforms:
+                    continue
                 loaded = parse_time(loaded_max.get(f"{page.id}/{platform}"))
                 walks = [
                     _FolderWalk(self, page, platform, folder, folder_states, loaded, user_id)
@@ -321,7 +323,14 @@ class InboxReader:
         """The Pages read (not given up), with the platforms Graph did not refuse."""
         with self._lock:
             return [
-                PageRead(page, tuple(p for p in self.plan.platforms if p not in self._refused[id_]))
+                PageRead(
+                    page,
+                    tuple(
+                        p
+                        for p in self.plan.platforms
+                        if p in page.platforms and p not in self._refused[id_]
+                    ),
+                )
                 for id_, page in self._pages.items()
                 if id_ not in self._failed
             ]

@@ -123,7 +123,7 @@ def repaired(columns: dict[str, list[Any]]) -> int:
 
 def page_row(
     page_id: str, name: str, instagram: tuple[str | None, str | None], platforms: list[str],
-    exported_at: datetime,
+    exported_at: datetime, login: str,
 ) -> dict[str, Any]:  # fmt: skip
     return {
         "id": page_id,
@@ -131,6 +131,7 @@ def page_row(
         "instagram_id": instagram[0],
         "instagram_username": instagram[1],
         "platforms": _json(platforms),
+        "login": login,
         "exported_at": exported_at,
     }
 

@@ -157,12 +157,25 @@ class ExportSession:
             stats=self.stats,
             pool_size=settings.max_concurrency,
         )
+        # The Instagram API with Instagram Login: another host, the same session, pace and
+        # statistics.
+        instagram = GraphConnection(
+            base_url=settings.instagram_base_url,
+            api_version=settings.api_version,
+            pacing=settings.pacing(),
+            app_secret=settings.app_secret,
+            redactor=self.redactor,
+            stats=self.stats,
+            pacer=self.connection.pacer,
+            session=self.connection.session,
+        )
         self.api = ConversationsApi(
             self.connection,
             settings.access_token,
             page_size=settings.page_size,
             messages_page_size=settings.messages_page_size,
             attachments_page_size=settings.attachments_page_size,
+            instagram=instagram,
         )
         self.pages: list[FacebookPage] | None = None
         self.reader: InboxReader | None = None
@@ -479,7 +492,10 @@ def _rows(batch: Batch) -> Iterator[tuple[Table, dict[str, Any]]]:
         page = done.page
         instagram = (page.instagram_id, page.instagram_username)
         platforms = list(done.platforms)
-        yield PAGES, rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at)
+        yield (
+            PAGES,
+            rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at, page.login),
+        )
     if batch.refreshed:
         pipeline_name = dlt.current.pipeline().pipeline_name
         for page_id in batch.refreshed:

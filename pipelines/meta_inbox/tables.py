@@ -161,6 +161,14 @@ PAGES = Table(
         ),
         Column("instagram_username", "text", "That account's username."),
         Column("platforms", "json", 'Platforms read in the latest run, e.g. `["messenger"]`.'),
+        Column(
+            "login",
+            "text",
+            "How it was read: `facebook_page` (a Page token, or a user token's Pages), or "
+            "`instagram_login` (a professional Instagram account without a Page, read with an "
+            "Instagram User token from `instagram_base_url`; `id` and `instagram_id` are then "
+            "its Instagram `user_id`, `name` its username).",
+        ),
         Column("exported_at", "timestamp", "When the latest run read it (UTC).", nullable=False),
     ),
 )

@@ -12,6 +12,7 @@ import duckdb
 import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
+import requests
 
 from conftest import NO_DUPLICATES, Workspace, postgres_rows
 from meta_inbox.emulator import Emulator, Faults
@@ -462,3 +463,63 @@ def test_forget_rewrites_the_lake_files_that_held_a_person(
         result = workspace.run(*lake, *args)
         assert result.code == 0, result.output
         assert _lake_holding(workspace.root / "meta_inbox_lake", person.id) == [], args
+
+
+def test_an_instagram_account_without_a_page_is_exported_with_its_own_token(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    account = emulator.inbox.instagram_accounts[0]
+    token = emulator.instagram_login_token
+    theirs = [c for c in emulator.inbox.conversations if c.page_id == account.id]
+    assert {c.platform for c in theirs} == {"instagram"}
+
+    result = workspace.run(token=token)
+
+    assert result.code == 0, result.output
+    assert _counts(workspace) == expected_counts(theirs)
+    messages = workspace.query("select id from messages")
+    assert sorted(messages) == sorted((m.id,) for c in theirs for m in c.messages)
+    assert workspace.query(
+        "select id, name, instagram_id, instagram_username, platforms, login from pages"
+    ) == [(account.id, account.name, account.id, account.name, '["instagram"]', "instagram_login")]
+    stored = dict(workspace.query("select id, is_owner from conversations"))
+    assert stored == {c.id: c.is_owner for c in theirs}
+    # The Facebook host refused the token once; everything else was asked of the Instagram host.
+    assert [(c.host, c.path, c.error_code) for c in emulator.calls[:2]] == [
+        ("facebook", "/me/accounts", 190),
+        ("instagram", "/me", None),
+    ]
+    assert all(c.host == "instagram" for c in emulator.calls[1:])
+    assert token not in result.output
+
+    listed = workspace.cli("pages", "--json", env=workspace.env(token))
+
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line) for line in listed.stdout.splitlines()] == [
+        {
+            "id": account.id,
+            "name": account.name,
+            "instagram_id": account.id,
+            "instagram_username": account.name,
+            "login": "instagram_login",
+        }
+    ]
+
+
+def test_each_host_refuses_the_other_hosts_tokens(emulator: Emulator) -> None:
+    for base, token in (
+        (emulator.base_url, emulator.instagram_login_token),
+        (emulator.instagram_base_url, emulator.user_token),
+        (emulator.instagram_base_url, emulator.page_token(emulator.inbox.pages[0].id)),
+    ):
+        answer = requests.get(f"{base}/v25.0/me", params={"access_token": token}, timeout=10)
+        assert answer.json()["error"]["code"] == 190
+
+
+def test_a_token_neither_host_takes_says_so(workspace: Workspace, emulator: Emulator) -> None:
+    result = workspace.run(token="IGAAnot-a-token")
+
+    assert result.code != 0
+    assert "neither" in result.stderr
+    assert emulator.base_url in result.stderr
+    assert emulator.instagram_base_url in result.stderr

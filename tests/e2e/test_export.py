@@ -164,9 +164,7 @@ def test_instagram_keeps_every_message_beyond_the_newest_twenty(
 ) -> None:
     assert workspace.export().exit_code == 0
     long_threads = [
-        c
-        for c in emulator.inbox.conversations
-        if c.platform == "instagram" and c.message_count > 20
+        c for c in selected(emulator.inbox) if c.platform == "instagram" and c.message_count > 20
     ]
     assert len(long_threads) >= 3
     for conversation in long_threads:
@@ -245,7 +243,7 @@ def test_full_backfill_stays_near_the_fewest_calls(
         for folder in platform_folders(platform)
     ]
     listings = sum(max(1, math.ceil(n / PAGE_SIZE)) for n in folders)
-    long_threads = [c.message_count for c in inbox.conversations if c.message_count >= PAGE_SIZE]
+    long_threads = [c.message_count for c in selected(inbox) if c.message_count >= PAGE_SIZE]
     older = sum(math.ceil(count / PAGE_SIZE) - 1 for count in long_threads)
     fewest = 1 + listings + older + probe_calls(inbox)
     assert older >= 3

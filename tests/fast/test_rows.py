@@ -117,6 +117,7 @@ def test_pages() -> None:
             "instagram_id": "17841455512345678",
             "instagram_username": "cafe.ole",
             "platforms": '["messenger","instagram"]',
+            "login": "facebook_page",
             "exported_at": OBSERVED_AT,
         },
         {
@@ -125,6 +126,7 @@ def test_pages() -> None:
             "instagram_id": None,
             "instagram_username": None,
             "platforms": '["messenger"]',
+            "login": "facebook_page",
             "exported_at": OBSERVED_AT,
         },
     ]
@@ -1192,6 +1194,7 @@ def test_repaired_replaces_what_no_destination_stores_in_every_text_column(mark:
         token="EAAG-unused",
         instagram_id="17841455512345678" + mark,
         instagram_username="cafe.ole" + mark,
+        login="facebook_page" + mark,
     )
     tables = shaped(
         [

@@ -36,6 +36,7 @@ LEGACY_ARCHIVE = "archived_legacy"
 LEGACY_ARCHIVE_TAG = "action:archived"
 LEGACY_ARCHIVE_END = 1527811200  # 2018-06-01T00:00:00+0000
 LEGACY_THREADS = 2  # per Messenger account, times the scale
+INSTAGRAM_LOGIN_USERNAME = "atelier.sans.page"
 INSTAGRAM_DETAIL_LIMIT = 20
 SNIPPET_UNITS = 100  # Graph cuts snippets by UTF-16 code units, even inside a surrogate pair
 LONE_SURROGATE = "\ud83d"  # what is left of an emoji cut in half
@@ -198,14 +199,22 @@ class InstagramAccount:
 
 @dataclass
 class Page:
+    """A Facebook Page, or (`login == "instagram"`) a professional Instagram account without
+    one, read with an Instagram User token on the Instagram host: its `id` is the account's
+    `user_id`, `app_scoped_id` the `id` its `/me` gives."""
+
     id: str
     name: str
     access_token: str
     tasks: list[str]
     instagram: InstagramAccount | None = None
+    login: str = "facebook"
+    app_scoped_id: str | None = None
 
     @property
     def platforms(self) -> tuple[str, ...]:
+        if self.login == "instagram":
+            return ("instagram",)
         return ("messenger", "instagram") if self.instagram else ("messenger",)
 
     def person(self, platform: str) -> Person:
@@ -214,6 +223,9 @@ class Page:
         return Person(self.id, name=self.name)
 
     def graph_values(self) -> dict[str, Any]:
+        if self.login == "instagram" and self.instagram:
+            username = self.instagram.username
+            return {"id": self.app_scoped_id, "user_id": self.id, "username": username}
         values: dict[str, Any] = {"id": self.id, "name": self.name}
         values |= {"access_token": self.access_token, "tasks": list(self.tasks)}
         if self.instagram:
@@ -363,10 +375,14 @@ class Inbox:
     pages: list[Page]
     unmanaged_page: Page
     conversations: list[Conversation] = field(default_factory=list)
+    # Professional Instagram accounts without a Page (Instagram API with Instagram Login).
+    instagram_accounts: list[Page] = field(default_factory=list)
     serial: int = 0  # feeds every generated id, so ids never collide, also after activity
 
     def __post_init__(self) -> None:
-        self._pages = {page.id: page for page in [*self.pages, self.unmanaged_page]}
+        self._pages = {
+            page.id: page for page in [*self.pages, self.unmanaged_page, *self.instagram_accounts]
+        }
         self._conversations: dict[str, Conversation] = {}
         self._messages: dict[str, Message] = {}
         # (updated_time, id) of each folder's threads, ascending: the edge lists them in
@@ -380,6 +396,13 @@ class Inbox:
 
     def page(self, page_id: str) -> Page | None:
         return self._pages.get(page_id)
+
+    @property
+    def page_conversations(self) -> list[Conversation]:
+        """The threads of the managed Facebook Pages: what a user token exports (not the
+        Instagram account without a Page's)."""
+        managed = {page.id for page in self.pages}
+        return [c for c in self.conversations if c.page_id in managed]
 
     def conversation(self, conversation_id: str) -> Conversation | None:
         return self._conversations.get(conversation_id)
@@ -616,6 +639,16 @@ def generate_inbox(seed: int = 7, scale: int = 1, pages: int = 3) -> Inbox:
     Page the user does not manage; `scale` multiplies the threads of each folder."""
     managed = _make_pages(seed, pages)
     user_token = "EAAG" + digest(seed, "user-token", length=80)
+    account_id = str(17841400000000000 + 90)
+    account = Page(
+        id=account_id,
+        name=INSTAGRAM_LOGIN_USERNAME,
+        access_token="IGAA" + digest(seed, "instagram-user-token", length=80),
+        tasks=[],
+        instagram=InstagramAccount(account_id, INSTAGRAM_LOGIN_USERNAME),
+        login="instagram",
+        app_scoped_id=digits(seed, "instagram-app-scoped", length=17),
+    )
     inbox = Inbox(
         seed=seed,
         scale=scale,
@@ -623,16 +656,21 @@ def generate_inbox(seed: int = 7, scale: int = 1, pages: int = 3) -> Inbox:
         user=User(digits(seed, "user"), "Ana Ibáñez", user_token),
         pages=managed,
         unmanaged_page=_make_page(seed, len(PAGE_SPECS) + 1, UNMANAGED_PAGE_SPEC),
+        instagram_accounts=[account],
     )
     author = _Author(inbox, random.Random(f"meta-inbox:{seed}"))
     # The legacy archive draws from a stream of its own, after the others: every other thread
     # keeps the ids and contents it had before the archive existed.
     archivist = _Author(inbox, random.Random(f"meta-inbox:legacy:{seed}"))
+    # So does the Instagram account without a Page.
+    creator = _Author(inbox, random.Random(f"meta-inbox:instagram-login:{seed}"))
     with _collector_paused():
         for plan in author.plan_threads(scale):
             inbox.add_conversation(author.thread(plan))
         for plan in archivist.plan_legacy_threads(scale):
             inbox.add_conversation(archivist.thread(plan))
+        for plan in creator.plan_account_threads(scale):
+            inbox.add_conversation(creator.thread(plan))
     return inbox
 
 
@@ -826,6 +864,15 @@ class _Author:
             for page in self.inbox.pages
             for _ in range(LEGACY_THREADS * scale)
             if (last := LEGACY_ARCHIVE_END - rng.randint(DAY, 900 * DAY))
+        ]
+
+    def plan_account_threads(self, scale: int) -> list[_Plan]:
+        rng = self.rng
+        return [
+            _Plan(account, "instagram", folder, _ordinary_size(rng), _last_time(rng, folder))
+            for account in self.inbox.instagram_accounts
+            for folder in FOLDERS
+            for _ in range(rng.randint(2, 5) * scale)
         ]
 
     def thread(self, plan: _Plan) -> Conversation:
@@ -1063,9 +1110,12 @@ class _ActivityRun(_Author):
         super().__init__(inbox, rng)
         self.start = start
         self.activity = Activity()
-        # Legacy archived threads get no activity: a new message would move them to the inbox.
+        # Legacy archived threads get no activity (a new message would move them to the
+        # inbox), nor the Instagram account without a Page (a login of its own).
+        pages = {page.id for page in inbox.pages}
         self.pool = sorted(
-            (c for c in inbox.conversations if c.folder != LEGACY_ARCHIVE), key=lambda c: c.id
+            (c for c in inbox.conversations if c.folder != LEGACY_ARCHIVE and c.page_id in pages),
+            key=lambda c: c.id,
         )
         rng.shuffle(self.pool)
 
