@@ -523,3 +523,28 @@ def test_a_token_neither_host_takes_says_so(workspace: Workspace, emulator: Emul
     assert "neither" in result.stderr
     assert emulator.base_url in result.stderr
     assert emulator.instagram_base_url in result.stderr
+
+
+def test_run_for_one_person_of_an_instagram_login_account(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    account = emulator.inbox.instagram_accounts[0]
+    thread = next(c for c in emulator.inbox.conversations if c.page_id == account.id)
+    person = thread.customers[0].id
+    theirs = emulator.inbox.threads_with(person)
+
+    result = workspace.run("--user-id", person, token=emulator.instagram_login_token)
+
+    assert result.code == 0, result.output
+    assert _counts(workspace) == expected_counts(theirs)
+    listings = [c for c in _listings(emulator) if c.error_code is None]
+    assert listings
+    assert all(c.host == "instagram" and c.params["user_id"] == person for c in listings)
+
+
+def test_a_run_for_some_people_cannot_refresh_or_reconcile(workspace: Workspace) -> None:
+    for mode in ("--full-refresh", "--reconcile"):
+        result = workspace.run("--user-id", "6912345678901234", mode)
+        assert result.code == 2, result.output
+        assert "--user-id cannot go with --full-refresh or --reconcile." in result.stderr
+    assert workspace.emulator.calls == []
