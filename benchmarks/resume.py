@@ -40,8 +40,8 @@ def main() -> None:
         tempfile.TemporaryDirectory() as root,
     ):
         inbox = emulator.inbox
-        expected = sum(c.message_count for c in inbox.conversations)
-        print(f"scale {args.scale}: {len(inbox.conversations)} threads, {expected} messages")
+        expected = sum(c.message_count for c in inbox.page_conversations)
+        print(f"scale {args.scale}: {len(inbox.page_conversations)} threads, {expected} messages")
 
         whole = Path(root) / "uninterrupted"
         emulator.reset_calls()

@@ -49,9 +49,9 @@ def _measure(scale: int, seed: int) -> None:
     built = time.monotonic() - started
     with emulator, tempfile.TemporaryDirectory() as root:
         inbox = emulator.inbox
-        expected = sum(c.message_count for c in inbox.conversations)
+        expected = sum(c.message_count for c in inbox.page_conversations)
         print(
-            f"scale {scale}: {len(inbox.conversations)} threads, {expected} messages "
+            f"scale {scale}: {len(inbox.page_conversations)} threads, {expected} messages "
             f"(the emulator took {built:.1f} s to build them)"
         )
         folder = Path(root)
@@ -69,7 +69,9 @@ def _measure(scale: int, seed: int) -> None:
         floor = _replay(emulator, calls)
         print(f"  fetch floor {floor:6.1f} s for the same {len(calls)} calls: {wall / floor:.1f}x")
         state = json.dumps(_state(folder))
-        print(f"  state      {len(state.encode())} bytes for {len(inbox.conversations)} threads")
+        print(
+            f"  state      {len(state.encode())} bytes for {len(inbox.page_conversations)} threads"
+        )
 
         # The same workspace again, no activity in between: what a quiet day's run costs.
         emulator.reset_calls()

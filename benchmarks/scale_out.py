@@ -57,9 +57,9 @@ def main() -> None:
         tempfile.TemporaryDirectory() as root,
     ):
         inbox = emulator.inbox
-        messages = sum(len(c.messages) for c in inbox.conversations)
+        messages = sum(len(c.messages) for c in inbox.page_conversations)
         print(
-            f"inbox: {len(inbox.pages)} Pages, scale {args.scale}, {len(inbox.conversations)} "
+            f"inbox: {len(inbox.pages)} Pages, scale {args.scale}, {len(inbox.page_conversations)} "
             f"threads, {messages} messages; {args.latency} s per answer, "
             f"{PER_SECOND:g} calls/s per Page"
         )

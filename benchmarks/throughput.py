@@ -68,9 +68,9 @@ def main() -> None:
         tempfile.TemporaryDirectory() as root,
     ):
         inbox = emulator.inbox
-        expected = sum(c.message_count for c in inbox.conversations)
+        expected = sum(c.message_count for c in inbox.page_conversations)
         print(
-            f"inbox: {len(inbox.pages)} Pages, scale {args.scale}, {len(inbox.conversations)} "
+            f"inbox: {len(inbox.pages)} Pages, scale {args.scale}, {len(inbox.page_conversations)} "
             f"threads, {expected} messages; {args.latency} s per answer, "
             f"{PER_SECOND:g} calls/s per Page"
             + (", in a sliding one-second window" if args.strict else "")

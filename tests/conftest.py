@@ -62,6 +62,7 @@ class Workspace:
         return Settings.from_config(
             access_token=token or self.emulator.user_token,
             base_url=self.emulator.base_url,
+            instagram_base_url=self.emulator.instagram_base_url,
             **(QUICK | values),
         )
 
@@ -122,6 +123,7 @@ class Workspace:
             "DLT_DATA_DIR": str(self.data_dir),
             "SOURCES__META_INBOX__ACCESS_TOKEN": token or self.emulator.user_token,
             "SOURCES__META_INBOX__BASE_URL": self.emulator.base_url,
+            "SOURCES__META_INBOX__INSTAGRAM_BASE_URL": self.emulator.instagram_base_url,
         }
         env |= {f"SOURCES__META_INBOX__{key.upper()}": str(value) for key, value in QUICK.items()}
         return env | {f"SOURCES__META_INBOX__{k.upper()}": v for k, v in (config or {}).items()}

@@ -17,7 +17,8 @@ TABLE_NAMES = (
     "message_tags",
     "message_shares",
 )
-FOLDERS = ("inbox", "other", "page_done", "spam")
+FOLDERS = ("inbox", "other", "page_done", "spam")  # Graph's `folder` values
+LEGACY_ARCHIVE = "archived_legacy"  # Messenger threads archived before mid-2018
 THROTTLE_CODES = {4, 17, 32, 613, 80001, 80002, 80006}
 
 
@@ -86,7 +87,13 @@ def probe_calls(inbox: Inbox) -> int:
     return sum(2 + (len(page.platforms) == 1) for page in inbox.pages)
 
 
+def platform_folders(platform: str) -> tuple[str, ...]:
+    """The folders meta-inbox reads on a platform: the legacy archive is Messenger's."""
+    return (*FOLDERS, LEGACY_ARCHIVE) if platform == "messenger" else FOLDERS
+
+
 def folder_count(inbox: Inbox) -> int:
     """Listing calls a run makes when nothing changed: one per (Page, platform, folder), and the
     Instagram probes."""
-    return sum(4 * len(page.platforms) for page in inbox.pages) + probe_calls(inbox)
+    walks = sum(len(platform_folders(p)) for page in inbox.pages for p in page.platforms)
+    return walks + probe_calls(inbox)

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from .config import FOLDERS, PLATFORMS, Settings, config_toml, settings_markdown
+from .conversations_api import INSTAGRAM_LOGIN
 from .destinations import explained_failures, location
 from .errors import BadInput, innermost
 from .graph_client import REDACTOR, redact_log_records
@@ -28,6 +29,7 @@ from .pipeline import (
     DEFAULT_PIPELINE_NAME,
     ExportResult,
     export,
+    forget,
     meta_inbox_version,
     pages,
     refresh_views,
@@ -122,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
         "reads, or page_ids from the configuration",
     )
     run.add_argument(
+        "--user-id",
+        action="append",
+        dest="user_ids",
+        metavar="ID[,ID...]",
+        help="only these people's threads (PSID or IGSID; repeat, or separate by commas), whole, "
+        "in every folder and on both platforms; the run keeps no folder state",
+    )
+    run.add_argument(
         "--platform",
         action="append",
         dest="platforms",
@@ -133,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         dest="folders",
         metavar="FOLDER",
-        help=f"only this folder: {', '.join(FOLDERS)} (repeat; default all four)",
+        help=f"only this folder: {', '.join(FOLDERS)} (repeat; default all)",
     )
     run.add_argument(
         "--since",
@@ -197,6 +207,29 @@ def _parser() -> argparse.ArgumentParser:
         help="the HTML file to write (default meta_inbox_report.html)",
     )
 
+    forget = _command(
+        sub,
+        "forget",
+        "erase people's threads from a dataset, for good (see Answering a data request)",
+        _forget,
+    )
+    forget.add_argument(
+        "--user-id",
+        action="append",
+        dest="user_ids",
+        required=True,
+        metavar="ID[,ID...]",
+        help="the person's PSID or IGSID (repeat, or separate by commas)",
+    )
+    forget.add_argument("--destination", default="duckdb", help="as for run (default duckdb)")
+    forget.add_argument("--dataset-name", default=DEFAULT_DATASET_NAME, help="the dataset")
+    forget.add_argument(
+        "--pipeline-name", default=DEFAULT_PIPELINE_NAME, help="as for run (the DuckDB file)"
+    )
+    forget.add_argument(
+        "--dry-run", action="store_true", help="print what would be erased, erase nothing"
+    )
+
     pages = _command(sub, "pages", "list the Pages the token can read", _pages)
     pages.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -258,7 +291,8 @@ def _command(sub: Any, name: str, summary: str, handler: Any) -> argparse.Argume
 
 def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_config(
-        page_ids=_page_ids(args.page_ids),
+        page_ids=_listed_ids(args.page_ids),
+        user_ids=_listed_ids(args.user_ids),
         platforms=args.platforms,
         folders=args.folders,
         start_date=args.since,
@@ -283,7 +317,7 @@ def _run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _page_ids(values: list[str] | None) -> list[str] | None:
+def _listed_ids(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [page.strip() for value in values for page in value.split(",") if page.strip()]
@@ -357,6 +391,28 @@ def _report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _forget(args: argparse.Namespace) -> int:
+    done = forget(
+        _listed_ids(args.user_ids) or [],
+        args.destination,
+        pipeline_name=args.pipeline_name,
+        dataset_name=args.dataset_name,
+        dry_run=args.dry_run,
+    )
+    verb = "would erase" if done.dry_run else "erased"
+    print(f"meta-inbox forget: {verb} {len(done.threads)} thread(s)")
+    for thread in done.threads:
+        print(f"  {thread.platform} thread {thread.conversation_id} of Page {thread.page_id}")
+    for table, count in sorted(done.rows.items()):
+        print(f"  {table}: {count} row(s)")
+    if not done.dry_run and done.threads:
+        print(
+            f"recorded in _meta_inbox_erasures: their messages up to "
+            f"{done.erased_at:%Y-%m-%d %H:%M:%S} UTC are never exported again"
+        )
+    return ExitCode.OK
+
+
 def _pages(args: argparse.Namespace) -> int:
     found = pages()
     if not args.json:
@@ -368,11 +424,14 @@ def _pages(args: argparse.Namespace) -> int:
                 "name": page.name,
                 "instagram_id": page.instagram_id,
                 "instagram_username": page.instagram_username,
+                "login": page.login,
             }
             print(json.dumps(row, ensure_ascii=False))
         else:
             instagram = f"{page.instagram_id} @{page.instagram_username}" if (
                 page.instagram_id) else "none linked"  # fmt: skip
+            if page.login == INSTAGRAM_LOGIN:
+                instagram += " (Instagram Login, no Page)"
             print(f"{page.id:<18} {instagram:<32} {page.name}")
     return ExitCode.OK
 

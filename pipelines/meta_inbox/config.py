@@ -24,12 +24,13 @@ from dlt.common.configuration.specs import BaseConfiguration
 from dlt.common.typing import TSecretStrValue
 
 from .business_hours import Schedule, parse_duration, parse_schedule
+from .conversations_api import LEGACY_ARCHIVE
 from .errors import BadInput
 from .graph_client import Pacing
 
 SECTIONS = ("sources", "meta_inbox")
 PLATFORMS = ("messenger", "instagram")
-FOLDERS = ("inbox", "other", "page_done", "spam")
+FOLDERS = ("inbox", "other", "page_done", "spam", LEGACY_ARCHIVE)
 PII_MODES = ("keep", "hash", "drop")
 _PAGE_ID = re.compile(r"^\d{1,32}$")
 
@@ -91,6 +92,11 @@ class Settings(Analysis):
     base_url: str = _setting(
         "https://graph.facebook.com", "the Graph API, the emulator, a proxy or a test server"
     )
+    instagram_base_url: str = _setting(
+        "https://graph.instagram.com",
+        "the Instagram API with Instagram Login (an Instagram User token, accounts without a "
+        "Page), the emulator's second address, or a proxy",
+    )
     api_version: str = _setting("v25.0", "Graph API version")
     page_ids: list[str] | None = _setting(
         None, "Pages to export (user tokens)", shown="every Page the token reads"
@@ -100,7 +106,17 @@ class Settings(Analysis):
         "platforms to export; Instagram is tried on every Page and skipped, with a warning, "
         "where Graph says none is linked",
     )
-    folders: list[str] = _setting(list(FOLDERS), "folders to export (`page_done` is archived)")
+    folders: list[str] = _setting(
+        list(FOLDERS),
+        "folders to export (`page_done` is archived; `archived_legacy`, Messenger only, holds "
+        "threads archived before mid-2018)",
+    )
+    user_ids: list[str] | None = _setting(
+        None,
+        "export only these people's threads (PSIDs or IGSIDs), whole, on both platforms and in "
+        "every folder; such a run keeps no folder state: see Answering a data request",
+        shown="everyone",
+    )
     start_date: str | None = _setting(
         None, "first-run lower bound (UTC), e.g. `2025-01-01`: older threads are skipped"
     )
@@ -160,6 +176,8 @@ class Settings(Analysis):
                 raise BadInput(
                     f"page_ids (--page-id) {bad[0]!r} is not a Page id: Page ids are digits only."
                 )
+        if self.user_ids is not None:
+            self.user_ids = graph_ids(self.user_ids, "user_ids (--user-id)")
         if self.start_date:
             self.start_date = iso_date(self.start_date, "start_date (--since)")
         if self.pii == "hash" and not (self.pii_salt and str(self.pii_salt).strip()):
@@ -167,8 +185,9 @@ class Settings(Analysis):
                 "pii = hash needs a secret salt: set pii_salt (SOURCES__META_INBOX__PII_SALT or "
                 ".dlt/secrets.toml)."
             )
-        if not re.match(r"^https?://[^/\s]+", self.base_url):
-            raise BadInput(f"base_url {self.base_url!r} is not an http(s) URL.")
+        for name in ("base_url", "instagram_base_url"):
+            if not re.match(r"^https?://[^/\s]+", getattr(self, name)):
+                raise BadInput(f"{name} {getattr(self, name)!r} is not an http(s) URL.")
         for name in ("page_size", "messages_page_size", "attachments_page_size"):
             if not 1 <= getattr(self, name) <= 100:
                 raise BadInput(f"{name} must be between 1 and 100.")
@@ -244,6 +263,17 @@ def missing_token() -> BadInput:
         "No access token: set SOURCES__META_INBOX__ACCESS_TOKEN or access_token under "
         "[sources.meta_inbox] in .dlt/secrets.toml."
     )
+
+
+def graph_ids(values: list[Any], name: str) -> list[str]:
+    """People's ids as Graph gives them, digits only: an id is data, and anything else is
+    refused before it reaches a call or a statement."""
+    ids = [str(value).strip() for value in values]
+    bad = [value for value in ids if not _PAGE_ID.match(value)]
+    if bad or not ids:
+        shown = repr(bad[0]) if bad else "(none)"
+        raise BadInput(f"{name} {shown} is not a Graph id: ids are digits only.")
+    return list(dict.fromkeys(ids))
 
 
 def iso_date(value: str, name: str) -> str:
@@ -326,6 +356,7 @@ def config_toml() -> str:
 # What the commented `.dlt/config.toml` shows for settings without a default.
 _EXAMPLES = {
     "page_ids": '["1234567890"]',
+    "user_ids": '["6912345678901234"]',
     "start_date": '"2025-01-01"',
     "business_hours": '{ timezone = "Europe/Berlin", mon = ["09:00-12:30", "13:30-17:00"], '
     'tue = ["09:00-17:00"], wed = ["09:00-17:00"], thu = ["09:00-17:00"], fri = ["09:00-15:00"], '

@@ -30,7 +30,17 @@ CONVERSATION_FIELDS = (
     "id,updated_time,message_count,unread_count,snippet,link,can_reply,is_subscribed,"
     "name,subject,scoped_thread_key,participants,senders,former_participants"
 )
+# Conversation Routing's field: Graph returns it only when asked, and may refuse it (100).
+OWNER_FIELD = "is_owner"
 PAGE_FIELDS = "id,name,instagram_business_account{id,username}"
+# The Instagram API with Instagram Login: an account's own `/me` (its `user_id` is the id its
+# threads and messages know it by; `id` is scoped to the app).
+INSTAGRAM_ACCOUNT_FIELDS = "user_id,username"
+FACEBOOK_LOGIN, INSTAGRAM_LOGIN = "facebook_page", "instagram_login"
+# Threads archived before mid-2018 are in no folder: Graph lists them by a tag, on Messenger
+# only. meta-inbox reads and stores them as a folder of this name.
+LEGACY_ARCHIVE = "archived_legacy"
+LEGACY_ARCHIVE_TAG = "action:archived"
 # Fields of messages whose details Graph withholds (Instagram, beyond the newest 20).
 BARE_MESSAGE_FIELDS = "id,created_time"
 
@@ -52,6 +62,14 @@ class FacebookPage:
     token: str = field(repr=False)
     instagram_id: str | None = None
     instagram_username: str | None = None
+    # How it is read: a Facebook Page on `base_url`, or a professional Instagram account
+    # without a Page on `instagram_base_url` (Instagram Login), whose id is its `user_id`.
+    login: str = FACEBOOK_LOGIN
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms it can have: an Instagram Login account has only Instagram."""
+        return ("instagram",) if self.login == INSTAGRAM_LOGIN else ("messenger", "instagram")
 
     @property
     def own_ids(self) -> frozenset[str]:
@@ -154,6 +172,7 @@ class Listing:
     size: ListingSize  # the size Graph accepted
     details_limited: bool  # nested messages asked at Instagram's readable 20
     upcoming: Upcoming | None = None
+    note: str | None = None  # what this call learned that the run should say once
 
 
 class ConversationsApi:
@@ -167,17 +186,26 @@ class ConversationsApi:
         page_size: int,
         messages_page_size: int,
         attachments_page_size: int,
+        instagram: GraphConnection | None = None,
     ) -> None:
+        """`instagram`: the connection to the Instagram API with Instagram Login, tried when
+        the Facebook host refuses the token as no token of its own."""
         self.connection = connection
+        self.instagram = instagram
         self.user = connection.client(access_token, lane="discovery")
         self.page_size = page_size
         self.messages_page_size = messages_page_size
         self.attachments_page_size = attachments_page_size
         self._caps: dict[tuple[str, str], SizeCap] = defaultdict(SizeCap)
+        self._lock = threading.Lock()
+        self._owner_refused: set[str] = set()  # Pages whose Graph refuses `is_owner`
+        self._owner_answered: set[str] = set()  # Pages whose Graph answered it
 
     def client(self, page: FacebookPage) -> GraphClient:
-        """The client of a Page: its token, paced in the Page's own lane."""
-        return self.connection.client(page.token, lane=page.id)
+        """The client of a Page: its token, paced in the Page's own lane, on its host."""
+        connection = self.instagram if page.login == INSTAGRAM_LOGIN else self.connection
+        assert connection is not None
+        return connection.client(page.token, lane=page.id)
 
     def discover_pages(self, page_ids: list[str] | None = None) -> list[FacebookPage]:
         """The Pages to export: those a user token manages, or the one a Page token stands for.
@@ -188,11 +216,16 @@ class ConversationsApi:
         try:
             first = self.user.get("me/accounts", {"fields": f"{PAGE_FIELDS},access_token"})
             raws = [raw for listing in self.user.walk(first) for raw in listing.get("data", [])]
+            pages = [_page(raw, raw.get("access_token") or self.user.access_token) for raw in raws]
         except GraphError as error:
-            if error.kind is not ErrorKind.NO_ACCOUNTS_EDGE:
+            if error.kind is ErrorKind.NO_ACCOUNTS_EDGE:
+                pages = [
+                    _page(self.user.get("me", {"fields": PAGE_FIELDS}), self.user.access_token)
+                ]
+            elif error.kind is ErrorKind.TOKEN and error.subcode is None and self.instagram:
+                pages = [self._instagram_account(error)]
+            else:
                 raise
-            raws = [self.user.get("me", {"fields": PAGE_FIELDS})]
-        pages = [_page(raw, raw.get("access_token") or self.user.access_token) for raw in raws]
         for page in pages:
             self.connection.redact.add(page.token)
         if not page_ids:
@@ -203,6 +236,34 @@ class ConversationsApi:
             raise UnknownPages(missing, sorted(known))
         return [page for page in pages if page.id in page_ids]
 
+    def _instagram_account(self, refused: GraphError) -> FacebookPage:
+        """The account an Instagram User token stands for, asked of the Instagram host after the
+        Facebook host took the token for no token (190 without a subcode). A token that host
+        refuses too is simply invalid: the Facebook host's answer is raised, with both hosts
+        named."""
+        assert self.instagram is not None
+        client = self.instagram.client(self.user.access_token, lane="discovery")
+        try:
+            raw = client.get("me", {"fields": INSTAGRAM_ACCOUNT_FIELDS})
+        except GraphError as error:
+            if error.kind is not ErrorKind.TOKEN:
+                raise
+            refused.message = (
+                f"{refused.message} (neither {self.connection.base_url} nor "
+                f"{self.instagram.base_url} takes this token)"
+            )
+            raise refused from None
+        account_id = str(raw.get("user_id") or raw["id"])
+        username = raw.get("username")
+        return FacebookPage(
+            id=account_id,
+            name=str(username or ""),
+            token=self.user.access_token,
+            instagram_id=account_id,
+            instagram_username=username,
+            login=INSTAGRAM_LOGIN,
+        )
+
     def list_threads(
         self,
         page: FacebookPage,
@@ -212,6 +273,7 @@ class ConversationsApi:
         next_url: str | None,
         details_limited: bool,
         upcoming: Upcoming | None = None,
+        user_id: str | None = None,
     ) -> Listing:
         """One page of a folder's threads, newest `updated_time` first, each with its newest
         messages: the folder's first page, or the page Graph's `next_url` points at (followed as
@@ -224,6 +286,11 @@ class ConversationsApi:
         coming, the page is taken as too heavy all the same. Instagram may refuse, rather than
         leave out, details of messages older than a thread's newest 20: the page is then asked
         again with 20 nested messages, all of them readable.
+
+        `is_owner` is asked until a Page's Graph refuses a folder's first page with 100 before
+        any listing of the Page that asked for it was answered: the page is asked again without
+        it, and when that is answered the field is dropped for the Page for the rest of the run
+        (the listing's `note` says so). A refusal that stays is the folder's, and is raised.
         """
         client = self.client(page)
         nested = INSTAGRAM_DETAILS if details_limited else self.messages_page_size
@@ -231,11 +298,15 @@ class ConversationsApi:
         cap = self._caps[page.id, platform]
         if upcoming and upcoming.counts and (budget := cap.budget()) is not None:
             size = upcoming.fitting(size, budget, self.page_size) or size
-        first = {"platform": platform, "folder": folder}
+        first = {"platform": platform, **folder_params(folder)}
+        if user_id:
+            first["user_id"] = user_id
         ask = _Asker(client, f"{page.id}/conversations", first, next_url)
+        owner = self.asks_owner(page)
+        probing_owner = False
         while True:
             try:
-                answer = ask(limit=size.threads, fields=self._listing_fields(size.messages))
+                answer = ask(limit=size.threads, fields=self._listing_fields(size.messages, owner))
             except (GraphError, GraphUnavailable) as failure:
                 if _too_heavy(failure):
                     if not (upcoming and upcoming.counts):
@@ -255,11 +326,40 @@ class ConversationsApi:
                     details_limited = True
                     size = ListingSize(size.threads, min(size.messages, INSTAGRAM_DETAILS))
                     continue
+                invalid = (
+                    isinstance(failure, GraphError) and failure.kind is ErrorKind.INVALID_PARAMETER
+                )
+                if invalid and owner and next_url is None and not self._owner_known(page):
+                    owner, probing_owner = False, True
+                    continue
                 raise
             threads = answer.get("data", [])
             cap.fitted(size.weight([_nested_count(thread) for thread in threads]))
             rest = upcoming.after(len(threads)) if upcoming else None
-            return Listing(threads, next_page_url(answer), size, details_limited, rest)
+            listing = Listing(threads, next_page_url(answer), size, details_limited, rest)
+            if owner:
+                with self._lock:
+                    self._owner_answered.add(page.id)
+            if probing_owner:
+                with self._lock:
+                    self._owner_refused.add(page.id)
+                listing.note = (
+                    f"Page {page.id} ({page.name}): Graph refuses `is_owner` (Conversation "
+                    "Routing is not set up for this app): conversations.is_owner stays empty "
+                    "for this Page"
+                )
+            return listing
+
+    def _owner_known(self, page: FacebookPage) -> bool:
+        """Whether Graph answered a listing of this Page that asked for `is_owner`: a 100
+        then is about something else."""
+        with self._lock:
+            return page.id in self._owner_answered
+
+    def asks_owner(self, page: FacebookPage) -> bool:
+        """Whether listings of this Page still ask for `is_owner`."""
+        with self._lock:
+            return page.id not in self._owner_refused
 
     def thread_ids(
         self, page: FacebookPage, platform: str, folder: str | None, limit: int
@@ -301,9 +401,10 @@ class ConversationsApi:
     def more_attachments(self, page: FacebookPage, next_url: str) -> dict[str, Any]:
         return self.client(page).get_next(next_url)
 
-    def _listing_fields(self, messages: int) -> str:
+    def _listing_fields(self, messages: int, owner: bool) -> str:
+        owned = f",{OWNER_FIELD}" if owner else ""
         return (
-            f"{CONVERSATION_FIELDS},messages.limit({messages})"
+            f"{CONVERSATION_FIELDS}{owned},messages.limit({messages})"
             f"{{{message_fields(self.attachments_page_size)}}}"
         )
 
@@ -332,6 +433,18 @@ def _too_heavy(failure: GraphError | GraphUnavailable) -> bool:
         return failure.kind is ErrorKind.TOO_MUCH_DATA
     cause = failure.__cause__
     return isinstance(cause, GraphError) and cause.code == 1
+
+
+def folder_params(folder: str) -> dict[str, str]:
+    """The listing parameters that select a folder."""
+    if folder == LEGACY_ARCHIVE:
+        return {"tags": LEGACY_ARCHIVE_TAG}
+    return {"folder": folder}
+
+
+def platform_folders(platform: str, folders: Sequence[str]) -> list[str]:
+    """The folders of `folders` that a platform has: the legacy archive is Messenger's."""
+    return [f for f in folders if f != LEGACY_ARCHIVE or platform == "messenger"]
 
 
 def attachments_go_on(attachments: dict[str, Any]) -> str | None:

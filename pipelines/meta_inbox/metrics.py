@@ -196,7 +196,7 @@ CONVERSATION_METRICS = MetricView(
             "Whether resolving took longer than `resolution_sla` in business time: true also for "
             "a thread still in `inbox` or `other` once that much business time has passed since "
             "`last_customer_message_at`; null while it cannot be known yet, for unresolved "
-            "threads in `page_done` or `spam`, or without the settings.",
+            "threads in `page_done`, `archived_legacy` or `spam`, or without the settings.",
         ),
         Column(
             "last_message_from",

@@ -29,8 +29,10 @@ from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.exceptions import MissingDependencyException
 
 from . import destinations
-from .config import Analysis, Settings
+from .config import Analysis, Settings, graph_ids
 from .conversations_api import FacebookPage
+from .erasure import Forgotten, erased_threads
+from .erasure import forget as forget_threads
 from .errors import BadInput, Busy, Interrupted, innermost
 from .graph_client import redact_log_records
 from .lake import compact, write_views
@@ -113,6 +115,10 @@ def export(
         raise BadInput("--full-refresh and --reconcile cannot go together: a refresh reads all.")
     redact_log_records()
     settings = settings or Settings.from_config()
+    if settings.user_ids and (full_refresh or reconcile):
+        # Both act on every thread of the Pages: a refresh would replace them with one person's,
+        # a reconcile would take everyone else's for deleted.
+        raise BadInput("--user-id cannot go with --full-refresh or --reconcile.")
     with destinations.explained_failures(destination):
         pipeline = destinations.claim_location(
             pipeline
@@ -176,6 +182,7 @@ class _Run:
         pipeline.destination_client()
         session.discover()
         session.stored = destinations.StoredMessages(pipeline)
+        session.erased = erased_threads(pipeline)
         destinations.apply_refreshes(pipeline)
         if not self.ledger:
             session.record = self._last_slice_record
@@ -426,6 +433,24 @@ def refresh_views(
             make_pipeline(destination, pipeline_name=pipeline_name, dataset_name=dataset_name)
         )
         return current_views(pipeline)
+
+
+def forget(
+    user_ids: list[str],
+    destination: str | Destination = "duckdb",
+    *,
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+    dataset_name: str = DEFAULT_DATASET_NAME,
+    dry_run: bool = False,
+) -> Forgotten:
+    """Erase the threads of `user_ids` from a dataset (`meta-inbox forget`); see `erasure.py`.
+    Ids that are not Graph ids are refused before anything is read."""
+    user_ids = graph_ids(user_ids, "user_ids (--user-id)")
+    with destinations.explained_failures(destination):
+        pipeline = destinations.claim_location(
+            make_pipeline(destination, pipeline_name=pipeline_name, dataset_name=dataset_name)
+        )
+        return forget_threads(pipeline, user_ids, dry_run=dry_run)
 
 
 def current_views(pipeline: dlt.Pipeline, analysis: Analysis | None = None) -> list[str]:

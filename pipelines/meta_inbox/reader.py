@@ -42,7 +42,15 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from .conversations_api import ConversationsApi, FacebookPage, Upcoming, attachments_go_on
+from .conversations_api import (
+    LEGACY_ARCHIVE,
+    LEGACY_ARCHIVE_TAG,
+    ConversationsApi,
+    FacebookPage,
+    Upcoming,
+    attachments_go_on,
+    platform_folders,
+)
 from .errors import FolderFailed, PageFailed
 from .folder_plan import NEW, Chain, FolderPlan, ReadHow, Skip
 from .graph_client import (
@@ -75,6 +83,9 @@ class ReadPlan:
     start: datetime | None
     lookback: timedelta
     recheck_window: timedelta
+    # One person's threads (PSIDs or IGSIDs): each folder listed for each, every thread read
+    # whole, and no folder state read or written (see `source.py`).
+    user_ids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -212,16 +223,26 @@ class InboxReader:
             self.report.pages.append(page.id)
         for page in pages:
             for platform in self.plan.platforms:
+                if platform not in page.platforms:
+                    continue
                 loaded = parse_time(loaded_max.get(f"{page.id}/{platform}"))
                 walks = [
-                    _FolderWalk(self, page, platform, folder, folder_states, loaded)
-                    for folder in self.plan.folders
+                    _FolderWalk(self, page, platform, folder, folder_states, loaded, user_id)
+                    for user_id in self.plan.user_ids or (None,)
+                    for folder in platform_folders(platform, self.plan.folders)
                 ]
                 if platform == "instagram":
                     _InstagramProbe(self, page, walks).begin()
-                else:
-                    for walk in walks:
-                        walk.begin()
+                    continue
+                # The legacy archive is listed once another folder's first page answered: the
+                # Page's `is_owner` is then known to be asked or dropped, so that a refusal of
+                # its listing (100) is the tag's, and costs one call.
+                legacy = [walk for walk in walks if walk.folder == LEGACY_ARCHIVE]
+                others = [walk for walk in walks if walk.folder != LEGACY_ARCHIVE]
+                if others:
+                    others[0].followers = legacy
+                for walk in others or legacy:
+                    walk.begin()
 
     def take(self, timeout: float) -> Any | None:
         """The next item, or None when none came within `timeout` (see `done`)."""
@@ -284,7 +305,8 @@ class InboxReader:
         with self._lock:
             scope = (page.id, platform)
             self._reconciled[scope] = self._reconciled.get(scope, 0) + 1
-            if self._reconciled[scope] == self._covering.get(scope, len(self.plan.folders)):
+            folders = len(platform_folders(platform, self.plan.folders))
+            if self._reconciled[scope] == self._covering.get(scope, folders):
                 self.report.reconciled.add(scope)
 
     def one_folder_lists_all(self, page: FacebookPage, platform: str) -> None:
@@ -300,7 +322,14 @@ class InboxReader:
         """The Pages read (not given up), with the platforms Graph did not refuse."""
         with self._lock:
             return [
-                PageRead(page, tuple(p for p in self.plan.platforms if p not in self._refused[id_]))
+                PageRead(
+                    page,
+                    tuple(
+                        p
+                        for p in self.plan.platforms
+                        if p in page.platforms and p not in self._refused[id_]
+                    ),
+                )
                 for id_, page in self._pages.items()
                 if id_ not in self._failed
             ]
@@ -449,7 +478,9 @@ class _InstagramProbe:
                 first.folder,
             )
             self.reader.one_folder_lists_all(self.page, "instagram")
-            first.begin()
+            for walk in self.walks:
+                if walk.folder == first.folder:  # one per person, in a run for some people
+                    walk.begin()
             return
         for walk in self.walks:
             answer = self.answers.get(walk.folder)
@@ -470,20 +501,22 @@ class _FolderWalk:
         folder: str,
         folder_states: dict[str, dict[str, Any]],
         loaded_max: datetime | None,
+        user_id: str | None = None,
     ) -> None:
         self.reader = reader
         self.page = page
         self.platform = platform
         self.folder = folder
+        self.user_id = user_id  # one person's threads: read whole, no state kept
         self.key = folder_key(page.id, platform, folder)
         self.read_plan = reader.plan
-        state = folder_states.get(self.key) or {}
-        reconcile = self.read_plan.mode is Mode.RECONCILE
+        state = {} if user_id else folder_states.get(self.key) or {}
+        reconcile = self.read_plan.mode is Mode.RECONCILE or user_id is not None
         self.previous: dict[str, Any] = {} if reconcile else state.get("pass") or {}
         self.previous_down_to = parse_time(self.previous.get("down_to"))
         self.plan = FolderPlan(
             reconcile=reconcile,
-            start=self.read_plan.start,
+            start=None if user_id else self.read_plan.start,
             watermark=parse_time(state.get("watermark")),
             lookback=self.read_plan.lookback,
             previous_top=parse_time(self.previous.get("top")),
@@ -496,6 +529,7 @@ class _FolderWalk:
         self.head: _Chain | None = None
         self.tail = _Chain(None, NEW)
         self.over = False  # finished or given up
+        self.followers: list[_FolderWalk] = []  # walks that begin after this one's first answer
 
     @property
     def watermark(self) -> datetime | None:
@@ -541,15 +575,22 @@ class _FolderWalk:
                 next_url=next_url,
                 details_limited=self.details_limited,
                 upcoming=chain.upcoming,
+                user_id=self.user_id,
             )
         except GraphError as error:
             if not _local(error):
                 raise
+            self._release_followers()
             if kept:
                 self._distrusted(chain, error.first_line)
+            elif self.folder == LEGACY_ARCHIVE and error.kind is ErrorKind.INVALID_PARAMETER:
+                self._without_legacy_archive(error)
             else:
                 self.fail(error)
             return
+        self._release_followers()
+        if listing.note:
+            self.reader.report.warn(listing.note)
         if kept and not listing.threads:
             self._distrusted(chain, "an empty page")
             return
@@ -602,6 +643,24 @@ class _FolderWalk:
         chain.first_url = None
         self._list_next(chain, None)
 
+    def _release_followers(self) -> None:
+        with self.lock:
+            followers, self.followers = self.followers, []
+        for walk in followers:
+            walk.begin()
+
+    def _without_legacy_archive(self, error: GraphError) -> None:
+        """Graph refuses the tag that lists threads archived before mid-2018 (a Graph that has
+        no such archive, or no longer takes the parameter): said once, and the Page goes on as
+        if the folder were empty. No state is kept, so a later run asks again."""
+        with self.lock:
+            self.over = True
+        self.reader.report.warn(
+            f"Page {self.page.id} ({self.page.name}): Graph refuses `tags={LEGACY_ARCHIVE_TAG}` "
+            f"({error.text}): threads archived before mid-2018 are not exported"
+        )
+        self.reader.walk_done(self.page, self.platform)
+
     def fail(self, error: GraphError) -> None:
         """Graph refuses this folder's listing: the folder is not read this run (its state
         stays), the others go on."""
@@ -631,7 +690,7 @@ class _FolderWalk:
                 self._list_next(chain, chain.paused_at)
                 chain.paused_at = None
             finished = all(c.finished for c in self.chains)
-            state = self._state(finished)
+            state = None if self.user_id else self._state(finished)
             if state is not None:
                 self.reader.put(FolderProgress(self.key, state))
             if finished:

@@ -123,7 +123,7 @@ def repaired(columns: dict[str, list[Any]]) -> int:
 
 def page_row(
     page_id: str, name: str, instagram: tuple[str | None, str | None], platforms: list[str],
-    exported_at: datetime,
+    exported_at: datetime, login: str,
 ) -> dict[str, Any]:  # fmt: skip
     return {
         "id": page_id,
@@ -131,6 +131,7 @@ def page_row(
         "instagram_id": instagram[0],
         "instagram_username": instagram[1],
         "platforms": _json(platforms),
+        "login": login,
         "exported_at": exported_at,
     }
 
@@ -152,6 +153,7 @@ def conversation_row(thread: ThreadContext, raw: dict[str, Any]) -> dict[str, An
         "subject": raw.get("subject"),
         "scoped_thread_key": raw.get("scoped_thread_key"),
         "participant_count": len(_people(raw)),
+        "is_owner": raw.get("is_owner"),
         "deleted_at": None,
     }
 

@@ -26,6 +26,7 @@ from dlt.extract.resource import DltResource
 from . import rows
 from .config import FOLDERS, Settings
 from .conversations_api import ConversationsApi, FacebookPage
+from .erasure import after_erasure
 from .graph_client import REDACTOR, CallStats, GraphConnection
 from .reader import FolderProgress, InboxReader, Mode, PageRead, ReadPlan, ReadReport, ThreadPart
 from .rows import Privacy, ThreadContext
@@ -159,12 +160,25 @@ class ExportSession:
             stats=self.stats,
             pool_size=settings.max_concurrency,
         )
+        # The Instagram API with Instagram Login: another host, the same session, pace and
+        # statistics.
+        instagram = GraphConnection(
+            base_url=settings.instagram_base_url,
+            api_version=settings.api_version,
+            pacing=settings.pacing(),
+            app_secret=settings.app_secret,
+            redactor=self.redactor,
+            stats=self.stats,
+            pacer=self.connection.pacer,
+            session=self.connection.session,
+        )
         self.api = ConversationsApi(
             self.connection,
             settings.access_token,
             page_size=settings.page_size,
             messages_page_size=settings.messages_page_size,
             attachments_page_size=settings.attachments_page_size,
+            instagram=instagram,
         )
         self.pages: list[FacebookPage] | None = None
         self.reader: InboxReader | None = None
@@ -172,6 +186,8 @@ class ExportSession:
         self.record: Callable[[], dict[str, Any]] | None = None
         # What the destination held before the run (set by `export`); None: nothing.
         self.stored: Stored | None = None
+        # Threads `meta-inbox forget` erased, with when (set by `export`).
+        self.erased: dict[str, datetime] = {}
         self._threads_with_new: set[str] = set()
         self._stop_reason: BaseException | None = None
         self._last_progress = clock()
@@ -209,6 +225,8 @@ class ExportSession:
         started, threads = self.clock(), 0
         while True:
             item = self.reader.take(timeout=0.2)
+            if isinstance(item, ThreadPart) and self.erased:
+                item = self._unerased(item)
             if isinstance(item, ThreadPart):
                 self._count(item)
                 if item.newest:
@@ -242,6 +260,12 @@ class ExportSession:
         if batch:
             yield batch
 
+    def _unerased(self, part: ThreadPart) -> ThreadPart | _Erased:
+        erased_at = self.erased.get(str(part.conversation.get("id")))
+        if erased_at is None:
+            return part
+        return after_erasure(part, erased_at) or _Erased()
+
     def _begin(self, state: dict[str, Any]) -> list[str]:
         """The first slice: read state (forgetting refreshed Pages'), then start reading."""
         pages = self.discover()
@@ -264,11 +288,15 @@ class ExportSession:
         plan = ReadPlan(
             mode=self.mode,
             platforms=settings.platforms,
-            # What a reconcile does not read would look deleted: it reads every folder.
-            folders=list(FOLDERS) if self.mode is Mode.RECONCILE else settings.folders,
+            # What a reconcile does not read would look deleted: it reads every folder. One
+            # person's history is in every folder too.
+            folders=list(FOLDERS)
+            if self.mode is Mode.RECONCILE or settings.user_ids
+            else settings.folders,
             start=settings.start,
             lookback=settings.lookback,
             recheck_window=settings.recheck_window,
+            user_ids=tuple(settings.user_ids or ()),
         )
         self.reader = InboxReader(
             self.api, plan, self.report, max_concurrency=settings.max_concurrency, clock=self.clock
@@ -322,6 +350,10 @@ class ExportSession:
             f" (run: {counts.threads} threads, {counts.messages} messages, "
             f"{self.stats.calls} calls)"
         )
+
+
+class _Erased:
+    """A part of an erased thread with nothing to load: taken, and dropped."""
 
 
 def _raise(loaded_max: dict[str, str], key: str, newest: datetime) -> None:
@@ -481,7 +513,10 @@ def _rows(batch: Batch) -> Iterator[tuple[Table, dict[str, Any]]]:
         page = done.page
         instagram = (page.instagram_id, page.instagram_username)
         platforms = list(done.platforms)
-        yield PAGES, rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at)
+        yield (
+            PAGES,
+            rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at, page.login),
+        )
     if batch.refreshed:
         pipeline_name = dlt.current.pipeline().pipeline_name
         for page_id in batch.refreshed:

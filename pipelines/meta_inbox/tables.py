@@ -140,7 +140,13 @@ def _person(prefix: str, who: str) -> tuple[Column, ...]:
 # Columns that several tables and the metric views share.
 PAGE_ID = Column("page_id", "text", "Facebook Page the conversation belongs to.", nullable=False)
 PLATFORM = Column("platform", "text", "`messenger` or `instagram`.", nullable=False)
-FOLDER = Column("folder", "text", "`inbox`, `other`, `page_done` (archived) or `spam`.", False)
+FOLDER = Column(
+    "folder",
+    "text",
+    "`inbox`, `other`, `page_done` (archived), `spam`, or `archived_legacy` (Messenger threads "
+    "archived before mid-2018, which Graph lists by the tag `action:archived`).",
+    nullable=False,
+)
 CONVERSATION_ID = Column(
     "conversation_id", "text", "The conversation (`conversations.id`).", nullable=False
 )
@@ -169,6 +175,14 @@ PAGES = Table(
         ),
         Column("instagram_username", "text", "That account's username."),
         Column("platforms", "json", 'Platforms read in the latest run, e.g. `["messenger"]`.'),
+        Column(
+            "login",
+            "text",
+            "How it was read: `facebook_page` (a Page token, or a user token's Pages), or "
+            "`instagram_login` (a professional Instagram account without a Page, read with an "
+            "Instagram User token from `instagram_base_url`; `id` and `instagram_id` are then "
+            "its Instagram `user_id`, `name` its username).",
+        ),
         Column("exported_at", "timestamp", "When the latest run read it (UTC).", nullable=False),
     ),
 )
@@ -193,6 +207,12 @@ CONVERSATIONS = Table(
         Column("subject", "text", "Thread subject, when it has one."),
         Column("scoped_thread_key", "text", "Page-scoped thread key (Messenger)."),
         Column("participant_count", "bigint", "Rows in `conversation_participants`."),
+        Column(
+            "is_owner",
+            "bool",
+            "Whether this app owns the thread (Conversation Routing, handover); null where "
+            "Graph does not say, or refuses the field for the Page.",
+        ),
         DELETED_AT,
     ),
 )
@@ -402,6 +422,19 @@ REFRESHES = Table(
         Column("pipeline_name", "text", "The pipeline that asked for it.", nullable=False),
         Column("requested_at", "timestamp", "When (UTC).", nullable=False),
         Column("applied_at", "timestamp", "When older rows were deleted (SQL destinations)."),
+    ),
+)
+
+ERASURES = Table(
+    name="_meta_inbox_erasures",
+    description="One row per thread `meta-inbox forget` erased: no run builds a row of it "
+    "from what was sent up to `erased_at`. Written by `forget`, never loaded by a run; holds "
+    "no personal data.",
+    columns=(
+        Column("conversation_id", "text", "The erased thread.", nullable=False),
+        Column("page_id", "text", "Its Page.", nullable=False),
+        Column("platform", "text", "`messenger` or `instagram`.", nullable=False),
+        Column("erased_at", "timestamp", "When (UTC): the cut-off.", nullable=False),
     ),
 )
 

@@ -10,9 +10,16 @@ import pytest
 import requests
 
 from conftest import NO_DUPLICATES, Workspace
-from meta_inbox.conversations_api import CONVERSATION_FIELDS, message_fields
+from meta_inbox.conversations_api import CONVERSATION_FIELDS, OWNER_FIELD, message_fields
 from meta_inbox.emulator import Emulator, Faults, Limits
-from model import FOLDERS, THROTTLE_CODES, expected_counts, probe_calls, selected
+from model import (
+    LEGACY_ARCHIVE,
+    THROTTLE_CODES,
+    expected_counts,
+    platform_folders,
+    probe_calls,
+    selected,
+)
 
 
 def test_every_page_keeps_calls_in_flight_at_its_budget(
@@ -80,7 +87,7 @@ def _fewest_calls(emulator: Emulator) -> tuple[int, int]:
         for platform in platforms:
             if platform not in page.platforms:
                 continue
-            for folder in FOLDERS:
+            for folder in platform_folders(platform):
                 after = None
                 while True:
                     listing, full = _largest(session, emulator, token, page.id, platform,
@@ -112,9 +119,9 @@ def _largest(
                 break  # fewer threads, full nested pages: the cheaper reduction
             params = {
                 "platform": platform,
-                "folder": folder,
+                **({"tags": "action:archived"} if folder == LEGACY_ARCHIVE else {"folder": folder}),
                 "limit": threads,
-                "fields": f"{CONVERSATION_FIELDS},messages.limit({messages})"
+                "fields": f"{CONVERSATION_FIELDS},{OWNER_FIELD},messages.limit({messages})"
                 f"{{{message_fields(25)}}}",
             }
             if after:

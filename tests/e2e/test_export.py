@@ -11,11 +11,11 @@ from conftest import NO_DUPLICATES, Workspace
 from meta_inbox.emulator import Emulator, Faults
 from meta_inbox.emulator.inbox import Inbox
 from model import (
-    FOLDERS,
     detailed_messages,
     expected_counts,
     folder_count,
     hidden_messages,
+    platform_folders,
     probe_calls,
     selected,
 )
@@ -31,7 +31,9 @@ def test_first_run_loads_every_table_exactly(workspace: Workspace, emulator: Emu
     assert workspace.counts() == expected_counts(conversations)
     assert workspace.duplicate_ids() == NO_DUPLICATES
     assert set(workspace.query("select distinct platform, folder from conversations")) == {
-        (platform, folder) for platform in ("messenger", "instagram") for folder in FOLDERS
+        (platform, folder)
+        for platform in ("messenger", "instagram")
+        for folder in platform_folders(platform)
     }
     assert result.status == "success"
     assert result.warnings == [
@@ -162,9 +164,7 @@ def test_instagram_keeps_every_message_beyond_the_newest_twenty(
 ) -> None:
     assert workspace.export().exit_code == 0
     long_threads = [
-        c
-        for c in emulator.inbox.conversations
-        if c.platform == "instagram" and c.message_count > 20
+        c for c in selected(emulator.inbox) if c.platform == "instagram" and c.message_count > 20
     ]
     assert len(long_threads) >= 3
     for conversation in long_threads:
@@ -240,10 +240,10 @@ def test_full_backfill_stays_near_the_fewest_calls(
         len(inbox.conversations_of(page.id, platform, folder))
         for page in inbox.pages
         for platform in page.platforms
-        for folder in FOLDERS
+        for folder in platform_folders(platform)
     ]
     listings = sum(max(1, math.ceil(n / PAGE_SIZE)) for n in folders)
-    long_threads = [c.message_count for c in inbox.conversations if c.message_count >= PAGE_SIZE]
+    long_threads = [c.message_count for c in selected(inbox) if c.message_count >= PAGE_SIZE]
     older = sum(math.ceil(count / PAGE_SIZE) - 1 for count in long_threads)
     fewest = 1 + listings + older + probe_calls(inbox)
     assert older >= 3

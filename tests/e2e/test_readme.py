@@ -33,7 +33,7 @@ BLOCKS = [
 def test_the_readme_has_the_blocks_this_test_runs() -> None:
     kinds = [language for language, _ in BLOCKS]
     assert set(kinds) <= {"", "sh", "python", "sql", "toml"}
-    assert (kinds.count("sh"), kinds.count("python"), kinds.count("sql")) == (5, 3, 1)
+    assert (kinds.count("sh"), kinds.count("python"), kinds.count("sql")) == (8, 3, 1)
 
 
 def _users_env(workspace: Workspace, home: Path) -> dict[str, str]:
@@ -56,6 +56,7 @@ def test_every_readme_block_runs_as_written(
     workspace: Workspace, emulator: Emulator, folder: Path
 ) -> None:
     env = _users_env(workspace, workspace.root / "home")
+    env["INSTAGRAM_USER_TOKEN"] = emulator.instagram_login_token  # as the README asks
     outputs = []
     for number, (language, body) in enumerate(BLOCKS):
         if language == "toml":
@@ -102,6 +103,15 @@ def test_every_readme_block_runs_as_written(
     assert not (workspace.root / "home" / ".dlt" / "pipelines" / "meta_inbox").exists()
     assert str(expected["messages"]) in text  # the count printed by the DuckDB one-liner
     assert emulator.user_token not in text
+    # The legacy archive, and one person's data (an id the emulator has no thread of).
+    assert "archived_legacy" in text
+    assert "would erase 0 thread(s)" in text
+    account = emulator.inbox.instagram_accounts[0]
+    assert f"{account.id} @{account.name} (Instagram Login, no Page)" in text
+    with duckdb.connect(str(folder / "instagram_account.duckdb"), read_only=True) as connection:
+        stored = connection.execute("select id, login from inbox.pages").fetchall()
+    assert stored == [(account.id, "instagram_login")]
+    assert "user_ids (--user-id) \"1' or '1'='1\" is not a Graph id" in text
 
 
 def _shell(body: str, folder: Path, env: dict[str, str]) -> str:

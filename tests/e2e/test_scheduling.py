@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from meta_inbox import Settings
-from meta_inbox.cli import _page_ids, _parser
+from meta_inbox.cli import _listed_ids, _parser
 from meta_inbox.errors import BadInput
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -151,7 +151,7 @@ def parse_run(args: list[str]) -> argparse.Namespace:
         namespace = _parser().parse_args(["run", *args])
         Settings.from_config(
             access_token="token",
-            page_ids=_page_ids(namespace.page_ids),
+            page_ids=_listed_ids(namespace.page_ids),
             platforms=namespace.platforms,
             folders=namespace.folders,
             start_date=namespace.since,

@@ -69,7 +69,11 @@ def test_bad_token_fails_with_one_line(workspace: Workspace, emulator: Emulator)
     assert "access token" in lines[0]
     assert "Renew it" in lines[0]
     assert "EAAGnotavalidtoken123456" not in result.output
-    assert [c.path for c in emulator.calls] == ["/me/accounts"]
+    # The Instagram host is asked once whether the token is an Instagram User token.
+    assert [(c.host, c.path) for c in emulator.calls] == [
+        ("facebook", "/me/accounts"),
+        ("instagram", "/me"),
+    ]
     assert workspace.data_tables() == set()
     assert workspace.state() == {}
 

@@ -49,7 +49,8 @@ def settings(**values: Any) -> Settings:
         ),
         (
             {"folders": ["inbox", "archive"]},
-            "folders (--folder) 'archive' is unknown: use inbox, other, page_done, spam.",
+            "folders (--folder) 'archive' is unknown: use inbox, other, page_done, spam, "
+            "archived_legacy.",
         ),
         ({"pii": "mask"}, "pii 'mask' is unknown: use keep, hash, drop."),
         ({"access_token": "  "}, MISSING_TOKEN),
@@ -110,7 +111,13 @@ def test_the_bounds_of_each_rule_are_accepted() -> None:
 def test_choices_are_read_loosely_and_kept_once() -> None:
     chosen = settings(platforms=[" Instagram", "MESSENGER", "instagram"], folders=[], pii=" Drop ")
     assert chosen.platforms == ["instagram", "messenger"]
-    assert chosen.folders == ["inbox", "other", "page_done", "spam"]  # none chosen: all
+    assert chosen.folders == [
+        "inbox",
+        "other",
+        "page_done",
+        "spam",
+        "archived_legacy",
+    ]  # none chosen: all
     assert chosen.pii == "drop"
 
 

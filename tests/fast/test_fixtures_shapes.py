@@ -18,7 +18,7 @@ from meta_inbox.emulator import Emulator
 FOLDERS = ("inbox", "other", "page_done", "spam")
 CONVERSATION_FIELDS = (
     "id,updated_time,message_count,unread_count,snippet,link,can_reply,is_subscribed,name,"
-    "subject,scoped_thread_key,participants,senders,former_participants"
+    "subject,scoped_thread_key,participants,senders,former_participants,is_owner"
 )
 MESSAGE_FIELDS = (
     "id,created_time,from,to,message,attachments.limit(25){id,mime_type,name,size,image_data,"

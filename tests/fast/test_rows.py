@@ -116,6 +116,7 @@ def test_pages() -> None:
             "instagram_id": "17841455512345678",
             "instagram_username": "cafe.ole",
             "platforms": '["messenger","instagram"]',
+            "login": "facebook_page",
             "exported_at": OBSERVED_AT,
         },
         {
@@ -124,6 +125,7 @@ def test_pages() -> None:
             "instagram_id": None,
             "instagram_username": None,
             "platforms": '["messenger"]',
+            "login": "facebook_page",
             "exported_at": OBSERVED_AT,
         },
     ]
@@ -147,6 +149,7 @@ def test_conversations() -> None:
             "subject": "Catering quote",
             "scoped_thread_key": GROUP_ID,
             "participant_count": 4,  # three participants and a former one
+            "is_owner": True,
             "deleted_at": None,
         },
         {
@@ -165,6 +168,7 @@ def test_conversations() -> None:
             "subject": None,
             "scoped_thread_key": SINGLE_ID,
             "participant_count": 2,
+            "is_owner": False,
             "deleted_at": None,
         },
         {
@@ -183,6 +187,7 @@ def test_conversations() -> None:
             "subject": None,
             "scoped_thread_key": None,
             "participant_count": 2,
+            "is_owner": None,
             "deleted_at": None,
         },
     ]
@@ -1188,6 +1193,7 @@ def test_repaired_replaces_what_no_destination_stores_in_every_text_column(mark:
         token="EAAG-unused",
         instagram_id="17841455512345678" + mark,
         instagram_username="cafe.ole" + mark,
+        login="facebook_page" + mark,
     )
     tables = shaped(
         [

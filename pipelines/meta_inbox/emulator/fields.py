@@ -13,6 +13,7 @@ from typing import Any
 NODE_FIELDS: dict[str, frozenset[str]] = {
     "User": frozenset({"id", "name"}),
     "Page": frozenset({"id", "name", "instagram_business_account", "access_token", "tasks"}),
+    "InstagramUser": frozenset({"id", "user_id", "username", "name"}),
     "Conversation": frozenset(
         {
             "id", "updated_time", "message_count", "unread_count", "snippet", "link",

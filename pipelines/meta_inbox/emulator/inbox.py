@@ -30,6 +30,13 @@ from urllib.parse import parse_qs, urlsplit
 
 VIRTUAL_NOW = 1780315200  # 2026-06-01T12:00:00+0000
 FOLDERS = ("inbox", "other", "page_done", "spam")
+# Messenger threads archived before mid-2018: in no folder, listed with `tags=action:archived`.
+# Kept in the inbox's listings under this name, which no `folder` parameter reaches.
+LEGACY_ARCHIVE = "archived_legacy"
+LEGACY_ARCHIVE_TAG = "action:archived"
+LEGACY_ARCHIVE_END = 1527811200  # 2018-06-01T00:00:00+0000
+LEGACY_THREADS = 2  # per Messenger account, times the scale
+INSTAGRAM_LOGIN_USERNAME = "atelier.sans.page"
 INSTAGRAM_DETAIL_LIMIT = 20
 SNIPPET_UNITS = 100  # Graph cuts snippets by UTF-16 code units, even inside a surrogate pair
 LONE_SURROGATE = "\ud83d"  # what is left of an emoji cut in half
@@ -192,14 +199,22 @@ class InstagramAccount:
 
 @dataclass
 class Page:
+    """A Facebook Page, or (`login == "instagram"`) a professional Instagram account without
+    one, read with an Instagram User token on the Instagram host: its `id` is the account's
+    `user_id`, `app_scoped_id` the `id` its `/me` gives."""
+
     id: str
     name: str
     access_token: str
     tasks: list[str]
     instagram: InstagramAccount | None = None
+    login: str = "facebook"
+    app_scoped_id: str | None = None
 
     @property
     def platforms(self) -> tuple[str, ...]:
+        if self.login == "instagram":
+            return ("instagram",)
         return ("messenger", "instagram") if self.instagram else ("messenger",)
 
     def person(self, platform: str) -> Person:
@@ -208,6 +223,9 @@ class Page:
         return Person(self.id, name=self.name)
 
     def graph_values(self) -> dict[str, Any]:
+        if self.login == "instagram" and self.instagram:
+            username = self.instagram.username
+            return {"id": self.app_scoped_id, "user_id": self.id, "username": username}
         values: dict[str, Any] = {"id": self.id, "name": self.name}
         values |= {"access_token": self.access_token, "tasks": list(self.tasks)}
         if self.instagram:
@@ -283,6 +301,9 @@ class Conversation:
     scoped_thread_key: str | None = None
     # Set by a new message only: reactions, edits, moves and unsent messages leave it alone.
     updated_time: int = 0
+    # Conversation Routing: whether the reading app owns the thread; None where Graph leaves
+    # the field out.
+    is_owner: bool | None = None
 
     @property
     def page_side(self) -> Person:
@@ -334,6 +355,7 @@ class Conversation:
             "name": self.name,
             "subject": self.subject,
             "scoped_thread_key": self.scoped_thread_key,
+            "is_owner": self.is_owner,
             "former_participants": {"data": [p.as_json() for p in self.former_participants]}
             if self.former_participants
             else None,
@@ -353,10 +375,14 @@ class Inbox:
     pages: list[Page]
     unmanaged_page: Page
     conversations: list[Conversation] = field(default_factory=list)
+    # Professional Instagram accounts without a Page (Instagram API with Instagram Login).
+    instagram_accounts: list[Page] = field(default_factory=list)
     serial: int = 0  # feeds every generated id, so ids never collide, also after activity
 
     def __post_init__(self) -> None:
-        self._pages = {page.id: page for page in [*self.pages, self.unmanaged_page]}
+        self._pages = {
+            page.id: page for page in [*self.pages, self.unmanaged_page, *self.instagram_accounts]
+        }
         self._conversations: dict[str, Conversation] = {}
         self._messages: dict[str, Message] = {}
         # (updated_time, id) of each folder's threads, ascending: the edge lists them in
@@ -370,6 +396,13 @@ class Inbox:
 
     def page(self, page_id: str) -> Page | None:
         return self._pages.get(page_id)
+
+    @property
+    def page_conversations(self) -> list[Conversation]:
+        """The threads of the managed Facebook Pages: what a user token exports (not the
+        Instagram account without a Page's)."""
+        managed = {page.id for page in self.pages}
+        return [c for c in self.conversations if c.page_id in managed]
 
     def conversation(self, conversation_id: str) -> Conversation | None:
         return self._conversations.get(conversation_id)
@@ -417,6 +450,21 @@ class Inbox:
     def next_serial(self) -> int:
         self.serial += 1
         return self.serial
+
+    def customer_writes(self, conversation_id: str, text: str, created: int) -> Message:
+        """A text message from the thread's first customer to the Page, sent at `created`."""
+        conversation = self._conversations[conversation_id]
+        message = Message(
+            id=f"m_{digest(self.seed, 'written', self.next_serial())}",
+            conversation_id=conversation.id,
+            seq=conversation.next_seq(),
+            created_time=created,
+            sender=conversation.customers[0],
+            recipients=[conversation.page_side],
+            text=text,
+        )
+        self.append_message(conversation, message)
+        return message
 
     def move_thread(self, conversation_id: str, folder: str) -> None:
         if folder not in FOLDERS:
@@ -591,6 +639,16 @@ def generate_inbox(seed: int = 7, scale: int = 1, pages: int = 3) -> Inbox:
     Page the user does not manage; `scale` multiplies the threads of each folder."""
     managed = _make_pages(seed, pages)
     user_token = "EAAG" + digest(seed, "user-token", length=80)
+    account_id = str(17841400000000000 + 90)
+    account = Page(
+        id=account_id,
+        name=INSTAGRAM_LOGIN_USERNAME,
+        access_token="IGAA" + digest(seed, "instagram-user-token", length=80),
+        tasks=[],
+        instagram=InstagramAccount(account_id, INSTAGRAM_LOGIN_USERNAME),
+        login="instagram",
+        app_scoped_id=digits(seed, "instagram-app-scoped", length=17),
+    )
     inbox = Inbox(
         seed=seed,
         scale=scale,
@@ -598,11 +656,21 @@ def generate_inbox(seed: int = 7, scale: int = 1, pages: int = 3) -> Inbox:
         user=User(digits(seed, "user"), "Ana Ibáñez", user_token),
         pages=managed,
         unmanaged_page=_make_page(seed, len(PAGE_SPECS) + 1, UNMANAGED_PAGE_SPEC),
+        instagram_accounts=[account],
     )
     author = _Author(inbox, random.Random(f"meta-inbox:{seed}"))
+    # The legacy archive draws from a stream of its own, after the others: every other thread
+    # keeps the ids and contents it had before the archive existed.
+    archivist = _Author(inbox, random.Random(f"meta-inbox:legacy:{seed}"))
+    # So does the Instagram account without a Page.
+    creator = _Author(inbox, random.Random(f"meta-inbox:instagram-login:{seed}"))
     with _collector_paused():
         for plan in author.plan_threads(scale):
             inbox.add_conversation(author.thread(plan))
+        for plan in archivist.plan_legacy_threads(scale):
+            inbox.add_conversation(archivist.thread(plan))
+        for plan in creator.plan_account_threads(scale):
+            inbox.add_conversation(creator.thread(plan))
     return inbox
 
 
@@ -680,6 +748,13 @@ def _last_time(rng: random.Random, folder: str) -> int:
         "spam": (HOUR, 300 * DAY),
     }[folder]
     return VIRTUAL_NOW - rng.randint(newest, oldest)
+
+
+def _owner(seed: int, serial: int) -> bool | None:
+    """Routed threads: most owned by the app, some by another app, some without the field.
+    Hashed, so that the random stream (ids, counts) is what it was before the field existed."""
+    draw = int(digits(seed, "owner", serial)) % 6
+    return None if draw == 0 else draw != 1
 
 
 def _conversation_id(seed: int, serial: int, platform: str) -> str:
@@ -782,6 +857,24 @@ class _Author:
             plan.size = rng.randint(21, 80)
         return plans
 
+    def plan_legacy_threads(self, scale: int) -> list[_Plan]:
+        rng = self.rng
+        return [
+            _Plan(page, "messenger", LEGACY_ARCHIVE, rng.randint(1, 30), last)
+            for page in self.inbox.pages
+            for _ in range(LEGACY_THREADS * scale)
+            if (last := LEGACY_ARCHIVE_END - rng.randint(DAY, 900 * DAY))
+        ]
+
+    def plan_account_threads(self, scale: int) -> list[_Plan]:
+        rng = self.rng
+        return [
+            _Plan(account, "instagram", folder, _ordinary_size(rng), _last_time(rng, folder))
+            for account in self.inbox.instagram_accounts
+            for folder in FOLDERS
+            for _ in range(rng.randint(2, 5) * scale)
+        ]
+
     def thread(self, plan: _Plan) -> Conversation:
         conversation = self.conversation(plan.page, plan.platform, plan.folder)
         kinds = SHOWCASE[plan.platform] if plan.showcase else ()
@@ -817,6 +910,7 @@ class _Author:
         )
         if group or rng.random() < 0.03:
             conversation.former_participants = [self.customer(platform)]
+        conversation.is_owner = _owner(self.seed, serial)
         if platform == "messenger":
             number = digits(self.seed, "link", serial, length=15)
             conversation.link = f"/{page.name.replace(' ', '')}/inbox/{number}/?section=messages"
@@ -1016,7 +1110,13 @@ class _ActivityRun(_Author):
         super().__init__(inbox, rng)
         self.start = start
         self.activity = Activity()
-        self.pool = sorted(inbox.conversations, key=lambda c: c.id)
+        # Legacy archived threads get no activity (a new message would move them to the
+        # inbox), nor the Instagram account without a Page (a login of its own).
+        pages = {page.id for page in inbox.pages}
+        self.pool = sorted(
+            (c for c in inbox.conversations if c.folder != LEGACY_ARCHIVE and c.page_id in pages),
+            key=lambda c: c.id,
+        )
         rng.shuffle(self.pool)
 
     def take(self, wanted: str) -> Conversation:

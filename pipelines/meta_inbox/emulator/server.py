@@ -40,6 +40,8 @@ from .fields import (
 )
 from .inbox import (
     FOLDERS,
+    LEGACY_ARCHIVE,
+    LEGACY_ARCHIVE_TAG,
     STALE_REQUEST_AGE,
     Activity,
     Conversation,
@@ -54,6 +56,10 @@ from .inbox import (
 )
 from .user_texts import USER_TEXTS, user_text
 
+FACEBOOK, INSTAGRAM = (
+    "facebook",
+    "instagram",
+)  # the two hosts: graph.facebook.com, graph.instagram.com
 DEFAULT_VERSION = "v25.0"
 DEFAULT_LIMIT = 25
 PLATFORMS = ("messenger", "instagram")
@@ -67,6 +73,7 @@ JITTER_TOKENS = 0.5
 
 USER_DEFAULT = parse_fields("id,name")
 PAGE_DEFAULT = parse_fields("id,name")
+INSTAGRAM_USER_DEFAULT = parse_fields("id,username")
 ACCOUNT_DEFAULT = parse_fields("id,name,access_token,tasks")
 CONVERSATION_DEFAULT = parse_fields("id,updated_time")
 MESSAGE_DEFAULT = parse_fields("id,created_time")
@@ -142,6 +149,8 @@ class Faults:
     # Instagram listings ignore `folder` (the notes leave open whether Graph honours it there):
     # every folder, and no folder, lists all of the account's threads.
     instagram_ignores_folder: bool = False
+    # Graph refuses `tags` (the listing of Messenger threads archived before mid-2018) with 100.
+    refuses_tags: bool = False
 
     def __post_init__(self) -> None:
         if self.error_language is not None and self.error_language not in USER_TEXTS:
@@ -175,6 +184,7 @@ class Call:
     error_code: int | None
     object_id: str | None
     page_id: str | None = None  # the Page whose token made the call
+    host: str = FACEBOOK  # the host that answered it
 
 
 class GraphError(Exception):
@@ -275,6 +285,7 @@ class _Request:
     head: str
     rest: list[str]
     target: Target
+    host: str = FACEBOOK
     short_page: float | None = None  # share of a page kept when the short-page fault fires
     headers: dict[str, str] = field(default_factory=dict)
     nested_queries: dict[int, str] = field(default_factory=dict)  # by id() of the selection
@@ -624,37 +635,55 @@ class Emulator:
         self._unsend_after_listing: set[str] = set()
         self._failing_threads: dict[str, Callable[[], GraphError]] = {}
         self._failing_listings: dict[tuple[str, str, str], Callable[[], GraphError]] = {}
+        self._refused_fields: dict[str, set[str]] = {}  # Page id → conversation fields
         self._app_throttles: dict[str, float] = {}  # Page id → seconds, from its next call
         self._app_throttled_until: float | None = None
         self._cursor_epoch = 0
+        inbox = self.inbox
         self._page_tokens = {
-            p.access_token: p for p in [*self.inbox.pages, self.inbox.unmanaged_page]
+            p.access_token: p
+            for p in [*inbox.pages, inbox.unmanaged_page, *inbox.instagram_accounts]
         }
         self._traces = itertools.count(1)
         self._server: _Server | None = None
+        self._instagram_server: _Server | None = None
         # Kept after `stop`: calls released from the gate as it stops still build their links.
         self._base_url: str | None = None
-        self._thread: threading.Thread | None = None
+        self._instagram_base_url: str | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        self._server = _Server(("127.0.0.1", self._port), self)
+        self._server = _Server(("127.0.0.1", self._port), self, FACEBOOK)
         self._base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-        self._thread = threading.Thread(target=serve, name="graph-api-emulator", daemon=True)
-        self._thread.start()
+        self._instagram_server = _Server(("127.0.0.1", 0), self, INSTAGRAM)
+        self._instagram_base_url = f"http://127.0.0.1:{self._instagram_server.server_address[1]}"
+        self._threads = [
+            threading.Thread(
+                target=functools.partial(server.serve_forever, poll_interval=0.05),
+                name=f"graph-api-emulator-{server.host}",
+                daemon=True,
+            )
+            for server in (self._server, self._instagram_server)
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is None or self._thread is None:
+        if self._server is None:
             return
         self.release()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        for server in (self._server, self._instagram_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        for thread in self._threads:
+            thread.join()
         self._server = None
-        self._thread = None
+        self._instagram_server = None
+        self._threads = []
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -667,6 +696,19 @@ class Emulator:
         if self._base_url is None:
             raise RuntimeError("start the emulator first")
         return self._base_url
+
+    @property
+    def instagram_base_url(self) -> str:
+        """The Instagram API with Instagram Login (graph.instagram.com): Instagram User tokens
+        only, as the Facebook host takes Facebook tokens only (190 for the other's)."""
+        if self._instagram_base_url is None:
+            raise RuntimeError("start the emulator first")
+        return self._instagram_base_url
+
+    @property
+    def instagram_login_token(self) -> str:
+        """The Instagram User token of the account without a Page."""
+        return self.inbox.instagram_accounts[0].access_token
 
     @property
     def user_token(self) -> str:
@@ -731,6 +773,12 @@ class Emulator:
         """A reaction by a participant (the first customer unless `user_id` says who)."""
         with self._lock:
             self.inbox.react(message_id, emoji, user_id)
+
+    def customer_writes(self, conversation_id: str, text: str, created: int) -> str:
+        """A new message from the thread's first customer, sent at `created` (Unix seconds);
+        its id."""
+        with self._lock:
+            return self.inbox.customer_writes(conversation_id, text, created).id
 
     def edit_message(self, message_id: str, text: str) -> None:
         with self._lock:
@@ -811,6 +859,12 @@ class Emulator:
         with self._lock:
             self._failing_listings[(page_id, platform, folder)] = failure
 
+    def refuse_field(self, page_id: str, field: str) -> None:
+        """Conversation fields asked with the Page's token that Graph refuses with 100, as it
+        may refuse `is_owner` to an app without Conversation Routing."""
+        with self._lock:
+            self._refused_fields.setdefault(page_id, set()).add(field)
+
     def throttle_app(self, page_id: str, seconds: float) -> None:
         """The next call made with the Page's token reaches the app's request limit: it, and
         every call with any of the app's tokens for `seconds` from then, answers code 4."""
@@ -852,8 +906,10 @@ class Emulator:
         with self._traffic.flight(page.id if page else None):
             yield
 
-    def _answer(self, method: str, target: str, authorization: str | None) -> _Reply:
-        request = self._request(method, target, authorization)
+    def _answer(
+        self, method: str, target: str, authorization: str | None, host: str = FACEBOOK
+    ) -> _Reply:
+        request = self._request(method, target, authorization, host)
         delay = self.latency + self._uniform(0.0, self.latency_jitter)
         if delay:
             time.sleep(delay)
@@ -870,12 +926,13 @@ class Emulator:
             reply.error_code,
             _object_id(request.target),
             request.page.id if request.page else None,
+            host,
         )
         with self._lock:
             self._calls.append(call)
         return reply
 
-    def _request(self, method: str, target: str, authorization: str | None) -> _Request:
+    def _request(self, method: str, target: str, authorization: str | None, host: str) -> _Request:
         raw_path, query, token = _credentials(target, authorization)
         path = unquote(raw_path)
         version = VERSION_PREFIX.match(path)
@@ -896,6 +953,7 @@ class Emulator:
             head=head,
             rest=rest,
             target=resolved,
+            host=host,
         )
         if self._chance(self.faults.short_page_rate):
             request.short_page = self._uniform(0.2, 0.8)
@@ -998,6 +1056,9 @@ class Emulator:
                 return render(values, self._fields(request, "User", USER_DEFAULT))
             case User(), ["accounts"]:
                 return self._accounts(request)
+            case Page(), [] if target.login == INSTAGRAM:
+                fields = self._fields(request, "InstagramUser", INSTAGRAM_USER_DEFAULT)
+                return render(target.graph_values(), fields)
             case Page(), []:
                 fields = self._fields(request, "Page", PAGE_DEFAULT)
                 return render(target.graph_values(), fields)
@@ -1026,7 +1087,10 @@ class Emulator:
         token = request.token
         if token is None:
             raise GraphError(104, "An access token is required to request this resource.")
-        if request.token_kind == "invalid":
+        # Each host reads only its own tokens: an Instagram User token on graph.facebook.com,
+        # or a Facebook token on graph.instagram.com, is not a token there.
+        host = request.page.login if request.page else FACEBOOK
+        if request.token_kind == "invalid" or host != request.host:
             raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
         subcode = self._expired.get(token)
         if subcode is not None:
@@ -1147,6 +1211,16 @@ class Emulator:
             raise GraphError(2500, f"Cannot parse fields: {err}") from err
         except FieldsValueError as err:
             raise GraphError(100, str(err)) from err
+        if node_type == "Conversation" and request.page is not None:
+            with self._lock:
+                refused = self._refused_fields.get(request.page.id, set())
+            for field in fields:
+                if field.name in refused:
+                    raise GraphError(
+                        100,
+                        f"(#100) Tried accessing nonexisting field ({field.name}) on node type "
+                        "(Conversation)",
+                    )
         return fields
 
     def _limit(self, raw: str | None) -> int:
@@ -1215,6 +1289,10 @@ class Emulator:
 
         return self._listing(request, window, account)
 
+    def _base(self, request: _Request) -> str:
+        """The host a request came to, for the links of its answer."""
+        return self.instagram_base_url if request.host == INSTAGRAM else self.base_url
+
     def _conversations(self, request: _Request, page: Page) -> dict[str, Any]:
         """A Page's threads of one platform and folder. Without `folder`, the inbox: what
         Graph lists then is not documented, and the inbox is what a person sees first."""
@@ -1224,13 +1302,16 @@ class Emulator:
         platform = raw_platform.lower()
         if platform not in PLATFORMS:
             raise GraphError(100, f"(#100) Invalid platform: {raw_platform}")
+        if platform not in page.platforms and page.login == INSTAGRAM:
+            raise GraphError(100, f"(#100) Invalid platform for an Instagram account: {platform}")
         if platform == "instagram" and page.instagram is None:
             raise GraphError(
                 100, f"(#100) The Page {page.id} has no linked Instagram professional account"
             )
-        folder = request.query.get("folder", "inbox").lower()
+        folder = self._folder(request, platform)
         ignores_folder = platform == "instagram" and self.faults.instagram_ignores_folder
-        if folder not in FOLDERS and not ignores_folder:
+        by_tag = "tags" in request.query
+        if folder not in FOLDERS and not (ignores_folder or by_tag):
             raise GraphError(100, f"(#100) Param folder must be one of {', '.join(FOLDERS)}")
         self._check_permissions(page.id, platform)
         with self._lock:
@@ -1254,6 +1335,17 @@ class Emulator:
             window,
             lambda conversation: self._conversation_json(request, conversation, fields),
         )
+
+    def _folder(self, request: _Request, platform: str) -> str:
+        """The folder a listing asks for: `folder`, or the legacy archive by its tag."""
+        tags = request.query.get("tags")
+        if tags is None:
+            return request.query.get("folder", "inbox").lower()
+        if self.faults.refuses_tags or platform != "messenger" or tags != LEGACY_ARCHIVE_TAG:
+            raise GraphError(100, f"(#100) Param tags must be one of {{{LEGACY_ARCHIVE_TAG}}}")
+        if "folder" in request.query:
+            raise GraphError(100, "(#100) Param tags cannot be used with folder")
+        return LEGACY_ARCHIVE
 
     def _folder_keys(
         self, page: Page, platform: str, folder: str, user_id: str | None
@@ -1310,7 +1402,7 @@ class Emulator:
             query = {k: v for k, v in request.query.items() if k not in ("after", "before")}
             query.setdefault("limit", str(DEFAULT_LIMIT))
             query |= {"access_token": request.token or "", name: cursor}
-            return f"{self.base_url}{request.raw_path}?{urlencode(query)}"
+            return f"{self._base(request)}{request.raw_path}?{urlencode(query)}"
 
         if not window.entries:
             after = request.query.get("after")
@@ -1342,7 +1434,8 @@ class Emulator:
             if query is None:
                 query = request.nested_queries[id(selection)] = _nested_query(request, selection)
             # Cursors are URL-safe base64: nothing to escape.
-            return f"{self.base_url}/{request.version}/{owner_id}/{edge}?{query}&{name}={cursor}"
+            base = self._base(request)
+            return f"{base}/{request.version}/{owner_id}/{edge}?{query}&{name}={cursor}"
 
         data = [item(value) for _, value in window.entries]
         return {"data": data, "paging": self._paging(window, link, marks_end=marks_end)}
@@ -1439,9 +1532,10 @@ class Emulator:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+    def __init__(self, address: tuple[str, int], emulator: Emulator, host: str) -> None:
         super().__init__(address, _Handler)
         self.emulator = emulator
+        self.host = host
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up early (a timeout in a test) is not an emulator failure.
@@ -1463,7 +1557,7 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.server.emulator
         authorization = self.headers.get("Authorization")
         with emulator._in_flight(self.path, authorization):
-            reply = emulator._answer(self.command, self.path, authorization)
+            reply = emulator._answer(self.command, self.path, authorization, self.server.host)
             if reply.drop:
                 self.close_connection = True
                 return
@@ -1498,10 +1592,14 @@ def serve(
         print(f"Graph API emulator listening on {emulator.base_url} (Ctrl-C stops it)")
         print("Point meta-inbox at it: paste these lines into the shell that runs it")
         print(f"export SOURCES__META_INBOX__BASE_URL={emulator.base_url}")
+        print(f"export SOURCES__META_INBOX__INSTAGRAM_BASE_URL={emulator.instagram_base_url}")
         print(f"export SOURCES__META_INBOX__ACCESS_TOKEN={emulator.user_token}")
         print("or, to export one Page with its Page token, use one of these tokens:")
         for page in emulator.inbox.pages:
             print(f"  {page.id} ({page.name}): {page.access_token}")
+        account = emulator.inbox.instagram_accounts[0]
+        print("or, for the Instagram account without a Page (Instagram Login), this one:")
+        print(f"  {account.id} (@{account.name}): {account.access_token}")
         sys.stdout.flush()
         try:
             while True:
