@@ -28,7 +28,6 @@ def _part(updated: int, sent: list[int], *, final: bool = True) -> ThreadPart:
         conversation={"id": "t_1", "updated_time": _at(updated).isoformat()},
         messages=messages,
         rechecked=False,
-        new_after=None,
         final=final,
         complete=final,
         listed=[(f"m_{minutes}", _at(minutes)) for minutes in sent],
