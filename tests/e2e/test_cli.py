@@ -303,6 +303,7 @@ def test_pages_lists_what_the_token_reads(workspace: Workspace, emulator: Emulat
             "name": page.name,
             "instagram_id": page.instagram.id if page.instagram else None,
             "instagram_username": page.instagram.username if page.instagram else None,
+            "login": "facebook_page",
         }
         for page in emulator.inbox.pages
     ]
