@@ -171,6 +171,8 @@ class ExportSession:
             stats=self.stats,
             pacer=self.connection.pacer,
             session=self.connection.session,
+            # The shared session's pool is mounted again: as large as the calls in flight.
+            pool_size=settings.max_concurrency,
         )
         self.api = ConversationsApi(
             self.connection,
