@@ -137,6 +137,11 @@ class Settings(Analysis):
         "it, and slower for a while after a throttle (0: no limit)",
     )
     max_concurrency: int = _setting(16, "Graph calls in flight at once, all Pages together")
+    read_ahead_messages: int = _setting(
+        20_000,
+        "messages read and not yet handed to the load, all Pages together, past which no new "
+        "listing call starts: what bounds a run's memory",
+    )
     slow_down_at_percent: float = _setting(
         75.0, "usage (`X-Business-Use-Case-Usage`) from which calls are spaced out"
     )
@@ -191,7 +196,12 @@ class Settings(Analysis):
         for name in ("page_size", "messages_page_size", "attachments_page_size"):
             if not 1 <= getattr(self, name) <= 100:
                 raise BadInput(f"{name} must be between 1 and 100.")
-        for name in ("max_concurrency", "max_attempts", "checkpoint_threads"):
+        for name in (
+            "max_concurrency",
+            "max_attempts",
+            "checkpoint_threads",
+            "read_ahead_messages",
+        ):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be at least 1.")
         for name in (

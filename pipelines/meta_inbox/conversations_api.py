@@ -174,6 +174,11 @@ class Listing:
     upcoming: Upcoming | None = None
     note: str | None = None  # what this call learned that the run should say once
 
+    @property
+    def messages(self) -> int:
+        """Messages nested in the listed threads."""
+        return sum(map(_nested_count, self.threads))
+
 
 class ConversationsApi:
     """The calls of one run, with the page sizes to ask for."""

@@ -135,7 +135,11 @@ def export(
         run = _Run(pipeline, session, ledger, "full-refresh" if full_refresh else mode.value)
         run.views = views
         try:
-            with _exclusive(pipeline), _graceful_signals(session, pipeline):
+            with (
+                _exclusive(pipeline),
+                destinations.held_open(pipeline),
+                _graceful_signals(session, pipeline),
+            ):
                 return run.execute()
         finally:
             session.close()
@@ -282,6 +286,7 @@ class _Run:
             for resource in resources:
                 resource.apply_hints(write_disposition="append")
         self.pipeline.run(data, loader_file_format=self.loader_file_format)
+        destinations.checkpoint(self.pipeline)
         destinations.remember_location(self.pipeline)
 
     def _reconcile(self) -> None:

@@ -31,6 +31,7 @@ covers a thread that was not extracted.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -183,11 +184,23 @@ class InboxReader:
         report: ReadReport,
         *,
         max_concurrency: int,
+        read_ahead: int = 20_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.plan = plan
         self.report = report
+        # Messages of listing pages not yet handed over whole, and the listing calls waiting
+        # for them to fall under `read_ahead`: a listing brings up to 100 threads of up to 100
+        # messages each, so memory is bounded in messages, not in calls or items.
+        self.read_ahead = read_ahead
+        self._held = 0
+        # A listing call in flight holds what it is expected to bring: the mean of the
+        # listings so far (at first a quarter of the bound, so that few start at once).
+        self._listed = [0, 0]  # messages, listings
+        self._waiting: collections.deque[tuple[FacebookPage, Callable[[], None]]] = (
+            collections.deque()
+        )
         # Room for what the calls in flight bring, twice over: enough to keep fetching while a
         # checkpoint loads, little to lose when a run is killed.
         self._out: queue.Queue[Any] = queue.Queue(maxsize=max(8, 2 * max_concurrency))
@@ -250,6 +263,10 @@ class InboxReader:
             item = self._out.get(timeout=timeout)
         except queue.Empty:
             item = None
+            if self._scheduler.idle():
+                # Nothing in flight will release what is held (a folder that failed half
+                # way holds its pages): the bound gives way rather than stall the run.
+                self._admit(force=True)
         if self._fatal is not None:
             raise self._fatal
         return item
@@ -257,12 +274,15 @@ class InboxReader:
     @property
     def done(self) -> bool:
         """Nothing more will come. Idle first: an idle scheduler puts nothing more."""
-        return self._scheduler.idle() and self._out.empty()
+        with self._lock:
+            waiting = bool(self._waiting)
+        return self._scheduler.idle() and self._out.empty() and not waiting
 
     def stop(self, reason: BaseException | None = None) -> None:
         """Start no new call; calls in flight end and what they read is still handed over."""
         with self._lock:
             self._stopping = True
+            self._waiting.clear()
             if reason is not None and self.report.stopped_by is None:
                 self.report.stopped_by = reason
         for page_id in list(self._pages):
@@ -283,6 +303,53 @@ class InboxReader:
     def submit(self, page: FacebookPage, task: Callable[[], None], *, first: bool = False) -> None:
         if self.active(page):
             self._scheduler.submit(page.id, lambda: self._run(page, task), first=first)
+
+    def submit_listing(self, page: FacebookPage, task: Callable[[], None]) -> None:
+        """A listing call, started once the messages held fall under `read_ahead`."""
+        with self._lock:
+            self._waiting.append((page, task))
+        self._admit()
+
+    def hold(self, listing: int) -> None:
+        """A listing brought `listing` messages: held until handed over (`release`)."""
+        with self._lock:
+            self._held += listing
+            self._listed[0] += listing
+            self._listed[1] += 1
+
+    def release(self, messages: int) -> None:
+        with self._lock:
+            self._held -= messages
+        self._admit()
+
+    def _admit(self, force: bool = False) -> None:
+        while True:
+            with self._lock:
+                messages, listings = self._listed
+                expected = messages // listings if listings else self.read_ahead // 4
+                if not self._waiting or (
+                    self._held + expected > self.read_ahead and self._held > 0 and not force
+                ):
+                    return
+                page, task = self._waiting.popleft()
+                self._held += expected
+            force = False
+            self.submit(page, self._reserved(task, expected), first=True)
+
+    def _reserved(self, task: Callable[[], None], expected: int) -> Callable[[], None]:
+        """The task, giving back what its call was expected to bring once it ran (a task tried
+        again after a throttle gives it back once)."""
+        reservation = [expected]
+
+        def run() -> None:
+            try:
+                task()
+            finally:
+                given_back, reservation[0] = reservation[0], 0
+                if given_back:
+                    self.release(given_back)
+
+        return run
 
     def active(self, page: FacebookPage) -> bool:
         return not self._stopping and page.id not in self._failed
@@ -394,6 +461,7 @@ class _ListingPage:
     newest: datetime | None = None
     oldest: datetime | None = None
     next_url: str | None = None  # Graph's `next` past this page, without its secrets
+    held: int = 0  # messages it brought, held until every thread of it is handed over
 
 
 class _Chain:
@@ -555,9 +623,7 @@ class _FolderWalk:
         else:
             self.chains = [self.tail]
         for chain in self.chains:
-            self.reader.submit(
-                self.page, lambda chain=chain: self._list(chain, chain.first_url), first=True
-            )
+            self._list_next(chain, chain.first_url)
 
     def first_time(self, chain: _Chain) -> bool:
         """Threads this folder never read: a backfill's, below what an interrupted pass did."""
@@ -595,8 +661,10 @@ class _FolderWalk:
             self._distrusted(chain, "an empty page")
             return
         entry = _ListingPage(
-            next_url=without_secrets(listing.next_url) if listing.next_url else None
+            next_url=without_secrets(listing.next_url) if listing.next_url else None,
+            held=listing.messages,
         )
+        self.reader.hold(entry.held)
         with self.lock:
             self.details_limited = listing.details_limited
             chain.upcoming = listing.upcoming
@@ -634,7 +702,7 @@ class _FolderWalk:
         self.handed_over(chain, entry)
 
     def _list_next(self, chain: _Chain, next_url: str | None) -> None:
-        self.reader.submit(self.page, lambda: self._list(chain, next_url), first=True)
+        self.reader.submit_listing(self.page, lambda: self._list(chain, next_url))
 
     def _distrusted(self, chain: _Chain, answer: str) -> None:
         """A position kept from an earlier run that Graph refused or answered with nothing: the
@@ -678,6 +746,10 @@ class _FolderWalk:
         frontier, and put the folder's progress on the queue when it moved."""
         with self.lock:
             entry.pending -= 1
+            emptied = not entry.pending
+        if emptied:
+            self.reader.release(entry.held)
+        with self.lock:
             moved = False
             while (
                 chain.handed_over < len(chain.pages) and not chain.pages[chain.handed_over].pending

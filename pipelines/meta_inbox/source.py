@@ -301,7 +301,12 @@ class ExportSession:
             user_ids=tuple(settings.user_ids or ()),
         )
         self.reader = InboxReader(
-            self.api, plan, self.report, max_concurrency=settings.max_concurrency, clock=self.clock
+            self.api,
+            plan,
+            self.report,
+            max_concurrency=settings.max_concurrency,
+            read_ahead=settings.read_ahead_messages,
+            clock=self.clock,
         )
         self.reader.start(pages, dict(folders), dict(loaded_max))
         if self._stop_reason is not None:
