@@ -501,26 +501,27 @@ class _Shaper:
 
 
 def _without_nul(tables: dict[str, pa.Table], counts: RunCounts) -> dict[str, pa.Table]:
-    """The tables with NUL (which no PostgreSQL text holds) replaced, in Arrow. One search over
-    all their text tells whether any holds one: almost no batch does."""
-    text = [
-        (name, index)
-        for name, arrow in tables.items()
-        for index, column in enumerate(arrow.schema)
-        if pa.types.is_string(column.type)
-    ]
-    chunks = [chunk for name, index in text for chunk in tables[name].column(index).chunks]
-    if not chunks or not pc.any(pc.match_substring(pa.chunked_array(chunks), "\x00")).as_py():
-        return tables
-    for name, index in text:
-        arrow = tables[name]
-        column = arrow.column(index)
-        found = pc.sum(pc.match_substring(column, "\x00")).as_py()
-        if found:
-            counts.repaired_values += found
-            fixed = pc.replace_substring(column, "\x00", rows.REPLACEMENT)
-            tables[name] = arrow.set_column(index, arrow.schema.field(index), fixed)
+    """The tables with NUL (which no PostgreSQL text holds) replaced, in Arrow."""
+    for name, arrow in tables.items():
+        for index, column_type in enumerate(arrow.schema):
+            column = arrow.column(index)
+            if not pa.types.is_string(column_type.type) or not _may_hold_nul(column):
+                continue
+            found = pc.sum(pc.match_substring(column, "\x00")).as_py()
+            if found:
+                counts.repaired_values += found
+                fixed = pc.replace_substring(column, "\x00", rows.REPLACEMENT)
+                arrow = arrow.set_column(index, column_type, fixed)
+        tables[name] = arrow
     return tables
+
+
+def _may_hold_nul(column: pa.ChunkedArray) -> bool:
+    """Whether the bytes of the column's text hold a zero: in UTF-8, only NUL encodes to one.
+    A search of the raw bytes costs a sixtieth of Arrow's search value by value, and almost
+    no column holds one."""
+    data = (chunk.buffers()[2] for chunk in column.chunks)
+    return any(b"\x00" in memoryview(buffer).tobytes() for buffer in data if buffer is not None)
 
 
 def _rows(batch: Batch) -> Iterator[tuple[Table, dict[str, Any]]]:
