@@ -96,8 +96,8 @@ def after_erasure(part: ThreadPart, erased_at: datetime) -> ThreadPart | None:
     def later(created: datetime | None) -> bool:
         return created is not None and created > erased_at
 
-    times = zip(part.messages, part.created, strict=True)
-    kept = [(message, created) for message, created in times if later(created)]
+    sent = zip(part.messages, part.created, strict=True)
+    kept = [(message, created) for message, created in sent if later(created)]
     listed = [(i, created) for i, created in part.listed if later(created)]
     final = part.final and later(parse_time(part.conversation.get("updated_time")))
     if not (kept or listed or final):

@@ -798,7 +798,7 @@ class _ThreadRead:
         older = next_page_url(listing)
         wants_more = older is not None and bool(messages) and not below_floor
         wants_more = wants_more and not self.how.recheck
-        listed = []
+        listed: list[tuple[str, datetime]] = []
         if self.walk.read_plan.mode is Mode.RECONCILE:
             listed = [(str(m["id"]), t) for m, t in zip(messages, times, strict=True) if t]
         self._settle(kept, listed, new_work=len(unfinished) + wants_more)
