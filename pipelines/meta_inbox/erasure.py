@@ -96,12 +96,14 @@ def after_erasure(part: ThreadPart, erased_at: datetime) -> ThreadPart | None:
     def later(created: datetime | None) -> bool:
         return created is not None and created > erased_at
 
-    messages = [m for m in part.messages if later(parse_time(m.get("created_time")))]
+    sent = zip(part.messages, part.created, strict=True)
+    kept = [(message, created) for message, created in sent if later(created)]
     listed = [(i, created) for i, created in part.listed if later(created)]
     final = part.final and later(parse_time(part.conversation.get("updated_time")))
-    if not (messages or listed or final):
+    if not (kept or listed or final):
         return None
-    return replace(part, messages=messages, listed=listed, final=final)
+    messages, times = [m for m, _ in kept], [created for _, created in kept]
+    return replace(part, messages=messages, listed=listed, final=final, times=times)
 
 
 def _store(pipeline: dlt.Pipeline) -> _SqlStore | _LakeStore:

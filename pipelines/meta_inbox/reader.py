@@ -38,9 +38,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from .conversations_api import (
@@ -102,12 +103,27 @@ class ThreadPart:
     final: bool
     complete: bool = False  # final, and every message of the thread was listed
     listed: list[tuple[str, datetime]] = field(default_factory=list)  # reconcile: all messages
+    # Each message's `created_time` as the reader parsed it (see `created`).
+    times: InitVar[list[datetime | None] | None] = None
+    _created: list[datetime | None] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
+
+    def __post_init__(self, times: list[datetime | None] | None) -> None:
+        self._created = times
 
     @property
+    def created(self) -> list[datetime | None]:
+        """Each message's `created_time`, parsed once: counting, state and rows all need it.
+        The reader parses them as it reads; parts made otherwise, when first asked."""
+        if self._created is None:
+            self._created = [parse_time(message.get("created_time")) for message in self.messages]
+        return self._created
+
+    @cached_property
     def newest(self) -> datetime | None:
         """The newest time this part loads: the thread's, or a message's if later."""
-        times = [parse_time(self.conversation.get("updated_time"))]
-        times += [parse_time(message.get("created_time")) for message in self.messages]
+        times = [parse_time(self.conversation.get("updated_time")), *self.created]
         return max(filter(None, times), default=None)
 
 
@@ -835,29 +851,35 @@ class _ThreadRead:
     def _take(self, listing: dict[str, Any]) -> None:
         """Hand over a page of messages (nested or older) and ask for what is still needed."""
         messages = listing.get("data") or []
-        kept: list[dict[str, Any]] = []
-        unfinished: list[tuple[dict[str, Any], str]] = []
+        times = [parse_time(message.get("created_time")) for message in messages]
+        kept: list[tuple[dict[str, Any], datetime | None]] = []
+        unfinished: list[tuple[dict[str, Any], datetime | None, str]] = []
         below_floor = False
-        for message in messages:
-            if not _sent_at_or_after(message, self.how.floor):
+        floor = self.how.floor
+        for message, created in zip(messages, times, strict=True):
+            if floor is not None and created is not None and created < floor:
                 below_floor = True
                 continue
             attachments = message.get("attachments")
             following = attachments_go_on(attachments) if isinstance(attachments, dict) else None
             if following is None:
-                kept.append(message)
+                kept.append((message, created))
             elif not self.how.recheck:
-                unfinished.append((message, following))
+                unfinished.append((message, created, following))
             # A rechecked message whose attachments go on would lose the rest: not merged again.
         older = next_page_url(listing)
         wants_more = older is not None and bool(messages) and not below_floor
         wants_more = wants_more and not self.how.recheck
-        listed = messages if self.walk.read_plan.mode is Mode.RECONCILE else []
+        listed: list[tuple[str, datetime]] = []
+        if self.walk.read_plan.mode is Mode.RECONCILE:
+            listed = [(str(m["id"]), t) for m, t in zip(messages, times, strict=True) if t]
         self._settle(kept, listed, new_work=len(unfinished) + wants_more)
-        for message, following in unfinished:
+        for message, created, following in unfinished:
             self.reader.submit(
                 self.walk.page,
-                lambda m=message, f=following: self._more_attachments(m, m["attachments"], f),
+                lambda m=message, t=created, f=following: self._more_attachments(
+                    m, t, m["attachments"], f
+                ),
             )
         if wants_more:
             assert older is not None
@@ -885,7 +907,11 @@ class _ThreadRead:
         self._take(listing)
 
     def _more_attachments(
-        self, message: dict[str, Any], attachments: dict[str, Any], url: str
+        self,
+        message: dict[str, Any],
+        created: datetime | None,
+        attachments: dict[str, Any],
+        url: str,
     ) -> None:
         """One more page of a message's attachments; the message is handed over with all of
         them once its list is complete."""
@@ -901,10 +927,11 @@ class _ThreadRead:
         following = attachments_go_on(more) if more else None
         if following is not None and following != url:
             self.reader.submit(
-                self.walk.page, lambda: self._more_attachments(message, so_far, following)
+                self.walk.page,
+                lambda: self._more_attachments(message, created, so_far, following),
             )
             return
-        self._settle([{**message, "attachments": so_far}], [], new_work=0)
+        self._settle([({**message, "attachments": so_far}, created)], [], new_work=0)
 
     def _skip(self, error: GraphError, message_id: str | None) -> None:
         self.skipped = self.skipped or message_id is None
@@ -920,7 +947,11 @@ class _ThreadRead:
         )
 
     def _settle(
-        self, messages: list[dict[str, Any]], listed: list[dict[str, Any]], *, new_work: int
+        self,
+        messages: list[tuple[dict[str, Any], datetime | None]],
+        listed: list[tuple[str, datetime]],
+        *,
+        new_work: int,
     ) -> None:
         """One unit of work done, `new_work` started: hand over what it read. The part after
         which nothing is pending is the thread's last, and moves its folder's frontier."""
@@ -928,40 +959,34 @@ class _ThreadRead:
             self.pending += new_work - 1
             last = self.pending == 0
         walk = self.walk
+        loadable = [(m, t) for m, t in messages if self._loadable(m, t)]
         part = ThreadPart(
             page=walk.page,
             platform=walk.platform,
             folder=walk.folder,
             conversation=self.conversation,
-            messages=[m for m in messages if self._loadable(m)],
+            messages=[m for m, _ in loadable],
             rechecked=self.how.recheck,
             final=last,
             complete=last and self.how.floor is None and not self.how.recheck and not self.skipped,
-            listed=[(str(m["id"]), t) for m in listed if (t := parse_time(m.get("created_time")))],
+            listed=listed,
+            times=[t for _, t in loadable],
         )
         if part.messages or part.listed or last:
             self.reader.put(part)
         if last:
             walk.handed_over(self.chain, self.entry)
 
-    def _loadable(self, message: dict[str, Any]) -> bool:
+    def _loadable(self, message: dict[str, Any], created: datetime | None) -> bool:
         """Every message with details; one without only where no copy can exist already."""
         if has_details(message) or self.first_time:
             return True
-        created = parse_time(message.get("created_time"))
         loaded = self.walk.loaded_max
         return loaded is None or (created is not None and created > loaded)
 
 
 def _updated(raw: dict[str, Any]) -> datetime | None:
     return parse_time(raw.get("updated_time"))
-
-
-def _sent_at_or_after(message: dict[str, Any], floor: datetime | None) -> bool:
-    if floor is None:
-        return True
-    created = parse_time(message.get("created_time"))
-    return created is None or created >= floor
 
 
 def _iso(value: datetime | None) -> str | None:

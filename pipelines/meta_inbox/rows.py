@@ -194,7 +194,15 @@ def history_row(
     }
 
 
-def message_row(thread: ThreadContext, message: dict[str, Any]) -> dict[str, Any]:
+def message_row(
+    thread: ThreadContext,
+    message: dict[str, Any],
+    created: datetime | None,
+    attachment_count: int,
+    reaction_count: int,
+) -> dict[str, Any]:
+    """The message's row; `created` is its parsed `created_time`, and the counts are those of
+    its rows in `message_attachments` and `message_reactions`."""
     sender = message.get("from") or {}
     reply_to = message.get("reply_to") or {}
     story_type, story = _story(message.get("story"))
@@ -205,7 +213,7 @@ def message_row(thread: ThreadContext, message: dict[str, Any]) -> dict[str, Any
         "conversation_id": thread.conversation_id,
         "page_id": thread.page_id,
         "platform": thread.platform,
-        "created_time": parse_time(message.get("created_time")),
+        "created_time": created,
         "from_id": sender.get("id"),
         **_person_columns("from_", sender),
         "is_from_page": _is_page(thread, sender.get("id")) if details else None,
@@ -219,14 +227,16 @@ def message_row(thread: ThreadContext, message: dict[str, Any]) -> dict[str, Any
         "story_id": story.get("id"),
         "story_link": story_link,
         "story_link_expires_at": url_expiry(story_link),
-        "attachment_count": len(listed(message.get("attachments"))) if details else None,
-        "reaction_count": sum(1 for _ in _reactions(message)) if details else None,
+        "attachment_count": attachment_count if details else None,
+        "reaction_count": reaction_count if details else None,
         "details_available": details,
         "deleted_at": None,
     }
 
 
-def attachment_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
+def attachment_rows(
+    thread: ThreadContext, message_id: str, message: dict[str, Any]
+) -> list[dict[str, Any]]:
     rows = []
     for position, item in enumerate(listed(message.get("attachments"))):
         image = item.get("image_data") or {}
@@ -241,7 +251,7 @@ def attachment_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict
         )
         rows.append(
             {
-                "message_id": str(message["id"]),
+                "message_id": message_id,
                 "position": position,
                 "attachment_id": item.get("id"),
                 "conversation_id": thread.conversation_id,
@@ -296,10 +306,12 @@ def attachment_type(item: dict[str, Any]) -> str:
     return "file" if item.get("file_url") or mime else "unknown"
 
 
-def reaction_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
+def reaction_rows(
+    thread: ThreadContext, message_id: str, message: dict[str, Any]
+) -> list[dict[str, Any]]:
     return [
         {
-            "message_id": str(message["id"]),
+            "message_id": message_id,
             "position": position,
             "reaction": reaction,
             "user_id": user.get("id"),
@@ -312,10 +324,12 @@ def reaction_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[s
     ]
 
 
-def recipient_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
+def recipient_rows(
+    thread: ThreadContext, message_id: str, message: dict[str, Any]
+) -> list[dict[str, Any]]:
     return [
         {
-            "message_id": str(message["id"]),
+            "message_id": message_id,
             "recipient_id": str(person.get("id")),
             **_person_columns("", person),
             "conversation_id": thread.conversation_id,
@@ -325,23 +339,28 @@ def recipient_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[
     ]
 
 
-def tag_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
-    names = (tag["name"] for tag in listed(message.get("tags")) if isinstance(tag, dict))
+def tag_rows(
+    thread: ThreadContext, message_id: str, message: dict[str, Any]
+) -> list[dict[str, Any]]:
+    tags = listed(message.get("tags"))
+    names = dict.fromkeys(t["name"] for t in tags if isinstance(t, dict) and t["name"])
     return [
         {
-            "message_id": str(message["id"]),
+            "message_id": message_id,
             "tag": name,
             "conversation_id": thread.conversation_id,
             "page_id": thread.page_id,
         }
-        for name in dict.fromkeys(n for n in names if n)
+        for name in names
     ]
 
 
-def share_rows(thread: ThreadContext, message: dict[str, Any]) -> list[dict[str, Any]]:
+def share_rows(
+    thread: ThreadContext, message_id: str, message: dict[str, Any]
+) -> list[dict[str, Any]]:
     return [
         {
-            "message_id": str(message["id"]),
+            "message_id": message_id,
             "position": position,
             "share_id": share.get("id"),
             "link": _url(share.get("link")),
@@ -392,11 +411,18 @@ def _story(value: Any) -> tuple[str | None, dict[str, Any]]:
 
 
 def _person_columns(prefix: str, person: dict[str, Any]) -> dict[str, Any]:
+    name, email, username = _PERSON_COLUMNS[prefix]
     return {
-        f"{prefix}name": person.get("name"),
-        f"{prefix}email": person.get("email"),
-        f"{prefix}username": person.get("username"),
+        name: person.get("name"),
+        email: person.get("email"),
+        username: person.get("username"),
     }
+
+
+# Column names of a person's values, per prefix: made once, not for every row.
+_PERSON_COLUMNS = {
+    prefix: (f"{prefix}name", f"{prefix}email", f"{prefix}username") for prefix in ("", "from_")
+}
 
 
 def _url(value: Any) -> str | None:

@@ -9,6 +9,7 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from meta_inbox import rows, source
 from meta_inbox.conversations_api import FacebookPage
 from meta_inbox.reader import PageRead, ThreadPart
 from meta_inbox.rows import Privacy, parse_time, repaired
-from meta_inbox.source import Batch
+from meta_inbox.source import Batch, RunCounts
 from meta_inbox.tables import TABLES, Table
 
 pytest_plugins = ["support"]
@@ -1225,6 +1226,35 @@ def test_repaired_leaves_storable_text_alone() -> None:
     columns = {"message": ["Merci !! 😍", "", None, 3], "name": ["Nguyễn Văn An"]}
     assert repaired(columns) == 0
     assert columns == {"message": ["Merci !! 😍", "", None, 3], "name": ["Nguyễn Văn An"]}
+
+
+@pytest.mark.parametrize("mark", ["\ud83d", "\x00"], ids=["lone surrogate", "NUL"])
+def test_the_source_loads_repaired_values_and_counts_each(mark: str) -> None:
+    """What the shaper hands to dlt: the rows above, each value holding `mark` repaired."""
+    parts = [
+        *thread_parts(tainted(MESSENGER, mark), "messenger"),
+        *thread_parts(tainted(INSTAGRAM, mark), "instagram"),
+    ]
+    session = SimpleNamespace(privacy=Privacy(), counts=RunCounts())
+
+    arrow = source._Shaper(session)._shaped(Batch(OBSERVED_AT, parts=parts))
+
+    made = shaped(parts)
+    assert set(arrow) == set(made)
+    for name, table_rows in made.items():
+        assert arrow[name].to_pylist() == [
+            {k: v.replace(mark, "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
+            for row in table_rows
+        ], name
+    marked = sum(
+        isinstance(value, str) and mark in value
+        for table_rows in made.values()
+        for row in table_rows
+        for value in row.values()
+    )
+    assert session.counts.repaired_values == marked
+    # JSON text escapes NUL but not lone surrogates: two JSON values hold the latter only.
+    assert marked == (655 if mark == "\x00" else 657)
 
 
 # -- times -----------------------------------------------------------------------------------------
