@@ -77,7 +77,7 @@ _EXTRAS = {"postgres": "postgres", "redshift": "redshift", "bigquery": "bigquery
 # peak memory is made of: measured, a bound and one thread cut a backfill's peak by a tenth at
 # no cost in time (the load is a small part of a run). Applied only where the user configured
 # no DuckDB credentials of their own.
-DUCKDB_LOADING = {"memory_limit": "64MB", "threads": 1}
+DUCKDB_LOADING = {"memory_limit": "64MB", "threads": 1, "checkpoint_threshold": "32MB"}
 # dlt runs up to 20 load jobs at once. In DuckDB each is a query of this process, and a
 # checkpoint's ten merges and copies side by side added 100-170 MB to its peak (measured at
 # 123k messages), where one after another they took no more time: DuckDB writes one at a time.
@@ -125,13 +125,6 @@ def _duckdb_credentials(pipeline_name: str) -> Any:
     if isinstance(given, str) and _relative_file(given):
         return DuckDbCredentials(str(Path(given).resolve()))
     return None
-
-
-def checkpoint(pipeline: dlt.Pipeline) -> None:
-    """DuckDB: write what the load added into the file now (see `held_open`)."""
-    if pipeline.destination.destination_name == "duckdb":
-        with pipeline.sql_client() as client:
-            client.execute_sql("checkpoint")
 
 
 @contextmanager
