@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from typing import Any
 
 from harness import cli_env, stored_messages
 
-from meta_inbox.emulator import Emulator, Limits
+from meta_inbox.emulator import Call, Emulator, Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -78,12 +79,13 @@ def main() -> None:
         emulator.reset_calls()
         started = time.monotonic()
         record = _export(Path(root), emulator)
-        wall = time.monotonic() - started
+        ended = time.monotonic()
+        wall = ended - started
 
-        calls = emulator.calls
+        calls = sorted(emulator.calls, key=lambda call: call.arrived)
         # Only Page-token calls draw on a Page's budget; the user token's listing does not.
         per_page = Counter(call.page_id for call in calls if call.token_kind == "page")
-        busiest = max(per_page.values())
+        busiest_page, busiest = per_page.most_common(1)[0]
         floor = busiest / PER_SECOND
         peaks = [emulator.peak_in_flight(page.id) for page in inbox.pages]
         throttled = sum(call.error_code in THROTTLE_CODES for call in calls)
@@ -91,6 +93,7 @@ def main() -> None:
         print(f"wall       {wall:7.1f} s")
         print(f"floor      {floor:7.1f} s  (busiest Page: {busiest} calls at {PER_SECOND:g}/s)")
         print(f"wall/floor {wall / floor:7.2f}")
+        _print_phases(calls, busiest_page, started, ended, args.latency)
         print(
             f"peak in flight: {min(peaks)}-{max(peaks)} calls per Page, "
             f"{emulator.peak_pages_in_flight()} of {len(inbox.pages)} Pages at once"
@@ -100,6 +103,44 @@ def main() -> None:
             f"waited {record['throttle_wait_seconds']:.1f} s)"
         )
         print(f"messages loaded {stored_messages(Path(root))[0]}, expected {expected}")
+
+
+def _print_phases(
+    calls: list[Call], busiest_page: str, started: float, ended: float, latency: float
+) -> None:
+    """Where the wall time goes: the process's own costs before its first call, between the
+    Pages' discovery and their first call, and after the last answer; the busiest Page's calls
+    from first to last against the least its budget allows."""
+    first, last = calls[0], max(calls, key=lambda call: call.answered)
+    first_page_call = next(call for call in calls if call.token_kind == "page")
+    discovered = max(
+        (call.answered for call in calls if call.arrived < first_page_call.arrived),
+        default=first.answered,
+    )
+    start = first.arrived - started
+    setup = first_page_call.arrived - discovered
+    end = ended - last.answered
+    print(
+        f"fixed      {start + setup + end:7.2f} s  = start {start:.2f} s (process start to its "
+        f"first call) + {setup:.2f} s (discovery's answer to the first Page call) + end "
+        f"{end:.2f} s (last answer to exit: last load, views, run record)"
+    )
+    arrivals = [call.arrived for call in calls if call.page_id == busiest_page]
+    # The bucket starts full: its first `burst` calls go at once, the others at the rate.
+    burst = max(1, math.ceil(PER_SECOND))
+    least = max(0, len(arrivals) - burst) / PER_SECOND
+    span = arrivals[-1] - arrivals[0]
+    print(
+        f"busiest Page: first to last call {span:.1f} s, its budget allows {least:.1f} s "
+        f"({span / least if least else 1:.2f}x)"
+    )
+    # No run beats the Pages' discovery, the busiest Page's paced calls and its last answer.
+    unavoidable = (discovered - first.arrived) + least + latency
+    print(
+        f"floor with answers {unavoidable:7.1f} s (discovery {discovered - first.arrived:.1f} s "
+        f"+ paced span {least:.1f} s + last answer {latency:g} s): wall / it "
+        f"{(ended - started) / unavoidable:.2f}"
+    )
 
 
 def _export(folder: Path, emulator: Emulator) -> dict[str, Any]:
