@@ -181,8 +181,9 @@ class _Run:
             pipeline.run()
         # A destination without its credentials or package fails now, before any call to Graph.
         pipeline.destination_client()
-        # The destination is read while Graph answers the Pages' discovery: its queries then
-        # cost a run nothing. A discovery that fails is the error to report, as before either.
+        # The destination is read while Graph answers the Pages' discovery, which its queries
+        # would otherwise follow. Should both fail, the discovery's error is the one reported,
+        # as when it came first.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="discovery") as pool:
             discovery = pool.submit(session.discover)
             try:
