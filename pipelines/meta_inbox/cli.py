@@ -580,7 +580,8 @@ def entry() -> NoReturn:
     ):
         sys.exit(code)
     atexit._run_exitfuncs()
-    sys.stdout.flush()
+    with contextlib.suppress(BrokenPipeError):  # the reader left (`| head`), as in `main`
+        sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
