@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import ctypes
 import gc
@@ -12,11 +13,12 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 
@@ -588,5 +590,28 @@ def _fail(error: Exception, debug: bool) -> int:
     return ExitCode.UNEXPECTED
 
 
+def entry() -> NoReturn:
+    """The `meta-inbox` program: `main`, then out without tearing the interpreter down.
+
+    Freeing the modules and objects of dlt, pyarrow and DuckDB one at a time costs a run
+    0.2-0.5 s of CPU after its work is done, for memory the kernel takes back at once. Only
+    what exit owes others is done first: the exit handlers (logging's flush among them) and
+    the standard streams. A thread still running (a load a second Ctrl-C left) is waited
+    for, as Python's own exit does.
+    """
+    code = main()
+    if any(
+        not thread.daemon
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+    ):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    with contextlib.suppress(BrokenPipeError):  # the reader left (`| head`), as in `main`
+        sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -16,6 +16,7 @@ import signal
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -184,10 +185,17 @@ class _Run:
             pipeline.run()
         # A destination without its credentials or package fails now, before any call to Graph.
         pipeline.destination_client()
-        session.discover()
-        session.stored = destinations.StoredMessages(pipeline)
-        session.erased = erased_threads(pipeline)
-        destinations.apply_refreshes(pipeline)
+        # The destination is read while Graph answers the Pages' discovery, which its queries
+        # would otherwise follow. Should both fail, the discovery's error is the one reported,
+        # as when it came first.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="discovery") as pool:
+            discovery = pool.submit(session.discover)
+            try:
+                session.stored = destinations.StoredMessages(pipeline)
+                session.erased = erased_threads(pipeline)
+                destinations.apply_refreshes(pipeline)
+            finally:
+                discovery.result()
         if not self.ledger:
             session.record = self._last_slice_record
         while True:

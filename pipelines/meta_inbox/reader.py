@@ -236,6 +236,7 @@ class InboxReader:
             max_concurrency=max_concurrency,
             clock=clock,
             on_error=self._task_failed,
+            on_idle=self._wake,
         )
 
     # -- the consumer's side -------------------------------------------------------------
@@ -315,6 +316,12 @@ class InboxReader:
 
     def put(self, item: Any) -> None:
         self._out.put(item)
+
+    def _wake(self) -> None:
+        """The consumer waiting in `take` learns at once that the reading is done, not at its
+        timeout (a run's last slice would wait for it). A full queue wakes it anyway."""
+        with contextlib.suppress(queue.Full):
+            self._out.put_nowait(None)
 
     def submit(self, page: FacebookPage, task: Callable[[], None], *, first: bool = False) -> None:
         if self.active(page):

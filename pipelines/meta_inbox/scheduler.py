@@ -64,10 +64,13 @@ class CallScheduler:
         max_concurrency: int,
         clock: Callable[[], float],
         on_error: Callable[[BaseException], None],
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_idle` is called when the last task ends with none queued: nothing more runs."""
         self._pacer = pacer
         self._clock = clock
         self._on_error = on_error
+        self._on_idle = on_idle
         self._lanes: dict[str, _Lane] = {}
         self._order = itertools.count()
         self._last_turn: dict[str, int] = {}
@@ -133,6 +136,9 @@ class CallScheduler:
                     if again is not None and lane in self._lanes:  # not dropped meanwhile
                         self._run_again(self._lanes[lane], queued, again)
                     self._cond.notify_all()
+                    idle = self._running == 0 and not any(self._lanes.values())
+                if idle:
+                    self._on_idle()
 
     def _run_again(self, lane: _Lane, queued: _Queued, delay: float) -> None:
         queued.not_before = self._clock() + delay

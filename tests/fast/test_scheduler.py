@@ -69,11 +69,18 @@ def scheduler_for(tasks: Tasks, clock: FakeClock) -> Iterator[MakeScheduler]:
     made: list[CallScheduler] = []
 
     def make(
-        calls_per_second: float = 0.0, max_concurrency: int = 1, pacer: Pacer | None = None
+        calls_per_second: float = 0.0,
+        max_concurrency: int = 1,
+        pacer: Pacer | None = None,
+        on_idle: Callable[[], None] = lambda: None,
     ) -> tuple[CallScheduler, Pacer]:
         pacer = pacer or Pacer(calls_per_second, clock=clock, sleep=clock.sleep)
         scheduler = CallScheduler(
-            pacer, max_concurrency=max_concurrency, clock=clock, on_error=tasks.errors.append
+            pacer,
+            max_concurrency=max_concurrency,
+            clock=clock,
+            on_error=tasks.errors.append,
+            on_idle=on_idle,
         )
         made.append(scheduler)
         return scheduler, pacer
@@ -98,6 +105,38 @@ def test_never_more_tasks_at_once_than_max_concurrency(
 
     assert tasks.peak == 2
     assert sorted(tasks.ran) == sorted(gates)
+
+
+def test_the_scheduler_says_when_the_last_task_ended(
+    tasks: Tasks, scheduler_for: MakeScheduler
+) -> None:
+    idle: list[list[str]] = []  # the tasks finished when the scheduler said it was idle
+    said = threading.Event()
+
+    def on_idle() -> None:
+        idle.append(list(tasks.finished))
+        said.set()
+
+    scheduler, _ = scheduler_for(max_concurrency=2, on_idle=on_idle)
+    gates = {name: threading.Event() for name in ("first", "second", "follow-up")}
+    follow_up = tasks.task("follow-up", gates["follow-up"])
+
+    def first() -> None:
+        tasks.task("first", gates["first"])()
+        scheduler.submit("lane-a", follow_up)  # as a listing queues its threads' calls
+
+    scheduler.submit("lane-a", first)
+    scheduler.submit("lane-b", tasks.task("second", gates["second"]))
+    tasks.wait_for(2)
+    gates["second"].set()
+    gates["first"].set()
+    tasks.wait_for(3)
+    assert idle == []  # the follow-up still runs: tasks ended, but not the last one
+    gates["follow-up"].set()
+
+    assert said.wait(WAIT)
+    assert [sorted(finished) for finished in idle] == [["first", "follow-up", "second"]]
+    assert scheduler.idle()
 
 
 def test_a_lane_whose_turn_is_far_away_does_not_hold_back_the_others(

@@ -185,6 +185,9 @@ class Call:
     object_id: str | None
     page_id: str | None = None  # the Page whose token made the call
     host: str = FACEBOOK  # the host that answered it
+    # On the emulator's clock: when the call was let in, and when its answer was ready.
+    arrived: float = 0.0
+    answered: float = 0.0
 
 
 class GraphError(Exception):
@@ -909,6 +912,7 @@ class Emulator:
     def _answer(
         self, method: str, target: str, authorization: str | None, host: str = FACEBOOK
     ) -> _Reply:
+        arrived = self._clock()
         request = self._request(method, target, authorization, host)
         delay = self.latency + self._uniform(0.0, self.latency_jitter)
         if delay:
@@ -927,6 +931,8 @@ class Emulator:
             _object_id(request.target),
             request.page.id if request.page else None,
             host,
+            arrived,
+            self._clock(),
         )
         with self._lock:
             self._calls.append(call)
