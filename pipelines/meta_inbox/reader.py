@@ -280,10 +280,10 @@ class InboxReader:
             item = self._out.get(timeout=timeout)
         except queue.Empty:
             item = None
-            if self._scheduler.idle():
-                # Nothing in flight will release what is held (a folder that failed half
-                # way holds its pages): the bound gives way rather than stall the run.
-                self._admit(force=True)
+        if item is None and self._scheduler.idle():
+            # Nothing in flight will release what is held (a folder that failed half way
+            # holds its pages): the bound gives way rather than stall the run.
+            self._admit(force=True)
         if self._fatal is not None:
             raise self._fatal
         return item
