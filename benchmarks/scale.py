@@ -3,6 +3,12 @@ fetching alone, and what the run after it costs when nothing has changed.
 
     .venv/bin/python benchmarks/scale.py --scale 250
     .venv/bin/python benchmarks/scale.py --scales 30,250   # the state's size at two sizes
+    .venv/bin/python benchmarks/scale.py --scales 1,250 --small-change
+
+`--small-change` then writes the same few messages into the same few threads at each size and
+runs twice: once with the recheck window off (what the change alone costs: at 1M messages it
+should take no more than twice the wall time it takes at demo size, scale 1) and once with the
+default window after another such change (the rows it reads again, and its CPU).
 
 The real CLI runs unpaced against the emulator at zero latency, into a DuckDB file in a temporary
 folder. Peak RSS is each CLI process's own (the emulator lives in this process, so it is not
@@ -37,13 +43,18 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=250, help="threads per folder ×")
     parser.add_argument("--scales", help="several scales, comma-separated (overrides --scale)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--small-change", action="store_true", help="see above")
     args = parser.parse_args()
     scales = [int(s) for s in args.scales.split(",")] if args.scales else [args.scale]
-    for scale in scales:
-        _measure(scale, args.seed)
+    walls = [_measure(scale, args.seed, args.small_change) for scale in scales]
+    if args.small_change and len(scales) > 1:
+        print(
+            f"small change, window off: {walls[-1]:.1f} s at scale {scales[-1]} against "
+            f"{walls[0]:.1f} s at scale {scales[0]}: {walls[-1] / walls[0]:.2f}x"
+        )
 
 
-def _measure(scale: int, seed: int) -> None:
+def _measure(scale: int, seed: int, small_change: bool) -> float:
     started = time.monotonic()
     emulator = Emulator(seed=seed, scale=scale)  # builds the whole inbox in memory
     built = time.monotonic() - started
@@ -55,7 +66,7 @@ def _measure(scale: int, seed: int) -> None:
             f"(the emulator took {built:.1f} s to build them)"
         )
         folder = Path(root)
-        env = cli_env(emulator, folder, max_calls_per_second=0)
+        env = cli_env(emulator, folder, **UNPACED)
 
         emulator.reset_calls()
         wall, cpu, rss, record = _run(folder, env)
@@ -80,6 +91,49 @@ def _measure(scale: int, seed: int) -> None:
             f"  no change  {wall:7.1f} s  peak RSS {rss:6.0f} MB  {record['api_calls']} calls  "
             f"{record['new_messages']} new messages  CPU {cpu:.1f} s"
         )
+        if not small_change:
+            return wall
+
+        threads = _change(emulator, 1)
+        wall, cpu, rss, record = _run(folder, cli_env(emulator, folder, **UNPACED, **NO_WINDOW))
+        print(
+            f"  small change ({len(threads)} threads, {MESSAGES_WRITTEN} messages), recheck window "
+            f"off: {wall:.1f} s  peak RSS {rss:.0f} MB  {record['api_calls']} calls  "
+            f"{record['new_messages']} new messages  CPU {cpu:.1f} s"
+        )
+        _change(emulator, 2)
+        windowed = _run(folder, env)
+        rechecked = windowed[3]
+        print(
+            f"  same change, default window: {windowed[0]:.1f} s  peak RSS {windowed[2]:.0f} MB  "
+            f"{rechecked['rechecked_threads']} threads and {rechecked['messages_merged_again']} "
+            f"messages read again  CPU {windowed[1]:.1f} s: "
+            f"{windowed[1] / max(rechecked['messages'], 1) * 1e6:.0f} µs per message read"
+        )
+        return wall
+
+
+UNPACED = {"max_calls_per_second": 0}
+NO_WINDOW = {"recheck_window_days": 0}
+CHANGED_THREADS = 6
+MESSAGES_WRITTEN = 13
+
+
+def _change(emulator: Emulator, round_: int) -> list[str]:
+    """Customers write `MESSAGES_WRITTEN` messages into the `CHANGED_THREADS` threads of the
+    Pages' Messenger inboxes that moved last (thread ids differ from scale to scale; these are
+    alike at every scale), an hour after the inbox's newest message."""
+    inbox = emulator.inbox
+    recent = sorted(
+        (c for c in inbox.page_conversations if c.platform == "messenger" and c.folder == "inbox"),
+        key=lambda conversation: conversation.updated_time,
+    )
+    threads = [conversation.id for conversation in recent[-CHANGED_THREADS:]]
+    inbox.now += 3600
+    for number in range(MESSAGES_WRITTEN):
+        thread = threads[number % len(threads)]
+        emulator.customer_writes(thread, f"round {round_}, message {number}", inbox.now + number)
+    return threads
 
 
 def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, float, dict[str, Any]]:

@@ -349,7 +349,7 @@ class InboxReader:
         while True:
             with self._lock:
                 messages, listings = self._listed
-                expected = messages // listings if listings else self.read_ahead // 4
+                expected = max(1, messages // listings if listings else self.read_ahead // 4)
                 if not self._waiting or (
                     self._held + expected > self.read_ahead and self._held > 0 and not force
                 ):

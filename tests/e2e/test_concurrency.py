@@ -3,6 +3,7 @@ Counted by the emulator; nothing here depends on timing."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,37 @@ def test_every_page_keeps_calls_in_flight_at_its_budget(
         pages = emulator.inbox.pages
         assert all(emulator.peak_in_flight(page.id) >= 2 for page in pages)
         assert emulator.peak_pages_in_flight() >= 2
+
+
+def test_listing_calls_wait_while_what_was_read_exceeds_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`read_ahead_messages` bounds the messages read and not yet handed to the load. At 1, a
+    listing call starts only once every thread of the listing before it was handed over: no
+    two listings are ever in flight together, however many Pages and folders wait, and the
+    export is as exact, with as many calls, as without the bound."""
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    for folder in ("bounded", "unbounded"):
+        (tmp_path / folder).mkdir()
+    with Emulator(seed=7, scale=1, pages=4, latency=0.05) as emulator:
+        workspace = Workspace(tmp_path / "bounded", emulator)
+
+        result = workspace.export(read_ahead_messages=1)
+
+        assert result.exit_code == 0, result.problems
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        assert workspace.duplicate_ids() == NO_DUPLICATES
+        listings = sorted(
+            (call.arrived, call.answered)
+            for call in emulator.calls
+            if call.path.endswith("/conversations") and "messages" in call.params.get("fields", "")
+        )
+        assert len(listings) > 20
+        assert all(later >= ended for (_, ended), (later, _) in itertools.pairwise(listings))
+        bounded = len(emulator.calls)
+    with Emulator(seed=7, scale=1, pages=4, latency=0.05) as emulator:
+        Workspace(tmp_path / "unbounded", emulator).export()
+        assert len(emulator.calls) == bounded
 
 
 # A cap the heaviest listings of the inbox exceed at full page sizes (they weigh 190-270 kB).
