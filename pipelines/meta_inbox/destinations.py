@@ -75,9 +75,12 @@ _EXTRAS = {"postgres": "postgres", "redshift": "redshift", "bigquery": "bigquery
            "clickhouse": "clickhouse"}  # fmt: skip
 # DuckDB takes 80 % of the machine's memory by default, and its merges are what a checkpoint's
 # peak memory is made of: measured, a bound and one thread cut a backfill's peak by a tenth at
-# no cost in time (the load is a small part of a run). Applied only where the user configured
-# no DuckDB credentials of their own.
-DUCKDB_LOADING = {"memory_limit": "64MB", "threads": 1, "checkpoint_threshold": "32MB"}
+# no cost in time (the load is a small part of a run). 64 MB made merges fail (out of memory)
+# at 430k messages. DuckDB writes its log into the file past `checkpoint_threshold` (1.5 sets
+# it near 1 GB), and each time compresses the tables it changed, the staging ones too: once
+# per load cost a quarter of a backfill's CPU. Applied only where the user configured no
+# DuckDB credentials of their own.
+DUCKDB_LOADING = {"memory_limit": "256MB", "threads": 1, "checkpoint_threshold": "32MB"}
 # dlt runs up to 20 load jobs at once. In DuckDB each is a query of this process, and a
 # checkpoint's ten merges and copies side by side added 100-170 MB to its peak (measured at
 # 123k messages), where one after another they took no more time: DuckDB writes one at a time.
