@@ -294,6 +294,7 @@ class _Run:
             for resource in resources:
                 resource.apply_hints(write_disposition="append")
         self.pipeline.run(data, loader_file_format=self.loader_file_format)
+        destinations.checkpoint(self.pipeline)
         destinations.remember_location(self.pipeline)
 
     def _reconcile(self) -> None:
