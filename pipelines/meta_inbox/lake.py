@@ -15,13 +15,17 @@ paths start), or from inside the folder.
 Rows read again (the recheck window, reconciles) would make a table's files many times its
 live rows, and every query of the views pays for all of them: `compact` rewrites a table whose
 files hold more than `COMPACT_ABOVE` times the rows its view keeps into one file of those rows,
-which the views read as they read the files it replaces.
+which the views read as they read the files it replaces. Each load also adds a file per table,
+and each file carries its own schema (about 10 kB for one run record) and is opened by every
+query: past `MERGE_ABOVE` files, `compact` merges a table's files but its largest into one, all
+their rows kept, so that step costs what was loaded since, not the table's size.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -37,6 +41,8 @@ log = logging.getLogger("meta_inbox")
 VIEWS_DATABASE = "lake.duckdb"
 # Rows in a table's files per row of its view above which `compact` rewrites the table.
 COMPACT_ABOVE = 1.5
+# Files in a table's folder above which `compact` merges all of them but the largest.
+MERGE_ABOVE = 4
 # In a table's folder while it is compacted: the files the new one replaces (`compact`).
 _JOURNAL = "_compaction.json"
 _DUCKDB_TYPES = {
@@ -74,7 +80,9 @@ def write_views(
 
 def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
     """Rewrite each table of `lake/<dataset>` whose files hold more than `COMPACT_ABOVE` times
-    its live rows into one file of those rows; per table rewritten, its rows before and after.
+    its live rows into one file of those rows, and merge the files but the largest of a table
+    that has more than `MERGE_ABOVE`; per table rewritten or merged, the rows its files held
+    before and after.
 
     A crash leaves at worst the new file beside the old ones until the next compaction deletes
     them: the journal names them before the new file takes its place. Files written while a
@@ -92,24 +100,57 @@ def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
             connection.execute(_view(table, lake, dataset))
         # Parents before children: a child's view keeps the rows of its parent's latest load.
         for table in (*TABLES, RUNS):
-            files = sorted((folder / table.name).glob("*.parquet"))
-            stored = sum(pq.read_metadata(file).num_rows for file in files)
+            started = time.monotonic()
+            rows = {file: pq.read_metadata(file).num_rows for file in _files(folder, table)}
+            stored = sum(rows.values())
             view = f'"{dataset}"."{table.name}"'
-            live = connection.execute(f"select count(*) from {view}").fetchone()[0]
-            if len(files) < 2 or stored <= COMPACT_ABOVE * live:
+            if len(rows) < 2:
                 continue
-            name = f"compacted.{uuid.uuid4().hex}.parquet"
-            written = folder / table.name / f"{name}.tmp"
-            connection.execute(
-                f"copy (select * from {view}) to '{_literal(written.as_posix())}' (format parquet)"
+            live = connection.execute(f"select count(*) from {view}").fetchone()[0]
+            if stored > COMPACT_ABOVE * live:
+                replaced, kept = list(rows), live
+                source = f"select * from {view}"
+            elif len(rows) > MERGE_ABOVE:
+                replaced = sorted(rows, key=rows.__getitem__)[:-1]
+                kept = stored
+                source = f"select * from {_read(replaced)}"
+            else:
+                continue
+            _replace(folder / table.name, replaced, source, connection)
+            compacted[table.name] = (stored, kept)
+            log.info(
+                "lake: %s rewritten from %d rows in %d files to %d rows in %d in %.2f s",
+                table.name,
+                stored,
+                len(rows),
+                kept,
+                len(rows) - len(replaced) + 1,
+                time.monotonic() - started,
             )
-            journal = {"new": name, "replaced": [file.name for file in files]}
-            (folder / table.name / _JOURNAL).write_text(json.dumps(journal), encoding="utf-8")
-            written.rename(written.with_suffix(""))
-            _finish(folder / table.name)
-            compacted[table.name] = (stored, live)
-            log.info("lake: %s compacted from %d rows in %d files", table.name, stored, len(files))
     return compacted
+
+
+def _files(folder: Path, table: Table) -> list[Path]:
+    return sorted((folder / table.name).glob("*.parquet"))
+
+
+def _read(files: list[Path]) -> str:
+    names = ", ".join(f"'{_literal(file.as_posix())}'" for file in files)
+    return f"read_parquet([{names}], union_by_name = true)"
+
+
+def _replace(
+    table_folder: Path, replaced: list[Path], source: str, connection: duckdb.DuckDBPyConnection
+) -> None:
+    """Write the rows of `source` into a new file of `table_folder` that takes the place of the
+    files `replaced`, journaled (`_finish`)."""
+    name = f"compacted.{uuid.uuid4().hex}.parquet"
+    written = table_folder / f"{name}.tmp"
+    connection.execute(f"copy ({source}) to '{_literal(written.as_posix())}' (format parquet)")
+    journal = {"new": name, "replaced": [file.name for file in replaced]}
+    (table_folder / _JOURNAL).write_text(json.dumps(journal), encoding="utf-8")
+    written.rename(written.with_suffix(""))
+    _finish(table_folder)
 
 
 def _finish(table_folder: Path) -> None:
