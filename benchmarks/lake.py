@@ -44,15 +44,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=168, help="runs after the backfill")
     parser.add_argument("--queries", action="store_true", help="a backfill, then the queries")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", type=Path, help="work in this new folder and keep it")
     args = parser.parse_args()
     with (
         Emulator(seed=args.seed, scale=args.scale) as emulator,
-        tempfile.TemporaryDirectory() as root,
+        tempfile.TemporaryDirectory() as temporary,
     ):
+        root = args.keep or Path(temporary)
         if args.queries:
-            _queries(emulator, Path(root))
+            _queries(emulator, root)
         else:
-            _hourly(emulator, Path(root), args.runs)
+            _hourly(emulator, root, args.runs)
 
 
 def _hourly(emulator: Emulator, root: Path, runs: int) -> None:

@@ -134,6 +134,12 @@ def test_rows_merged_again_do_not_stay_in_the_files_the_views_read(
             stored = ds.dataset(lake_folder / "inbox" / table, format="parquet").count_rows()
             assert live == workspace.query(f"select count(*) from {table}")[0][0], table
             assert stored <= lake.COMPACT_ABOVE * live, (table, stored, live)
+        # Each run adds a file per table it loads into: they are merged, not kept for ever.
+        for table in (*TABLE_NAMES, "_meta_inbox_runs"):
+            files = list((lake_folder / "inbox" / table).glob("*.parquet"))
+            assert len(files) <= lake.MERGE_ABOVE, (table, len(files))
+        runs = connection.execute("select status, mode from _meta_inbox_runs").fetchall()
+        assert runs == [("success", "regular")] * 5
         for sql in (
             "select id, conversation_id, message, reaction_count from messages order by id",
             "select message_id, position, reaction, user_id from message_reactions order by all",
