@@ -37,6 +37,11 @@ def test_the_lake_reads_like_the_warehouse(workspace: Workspace, emulator: Emula
     assert workspace.export(**LAKE).exit_code == 0
     assert workspace.export().exit_code == 0
 
+    # The views read a compacted file (one row per key) and the files loaded since.
+    for table in ("conversations", "messages", "message_reactions"):
+        names = [p.name for p in (lake_folder / "inbox" / table).glob("*.parquet")]
+        assert sorted(name.startswith("compacted.") for name in names) == [False, True], names
+
     views = workspace.cli("lake-views", "meta_inbox_lake")
 
     assert views.returncode == 0, views.stderr
