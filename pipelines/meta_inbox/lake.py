@@ -14,11 +14,18 @@ paths start), or from inside the folder.
 
 Rows read again (the recheck window, reconciles) would make a table's files many times its
 live rows, and every query of the views pays for all of them: `compact` rewrites a table whose
-files hold more than `COMPACT_ABOVE` times the rows its view keeps into one file of those rows,
-which the views read as they read the files it replaces. Each load also adds a file per table,
-and each file carries its own schema (about 10 kB for one run record) and is opened by every
-query: past `MERGE_ABOVE` files, `compact` merges a table's files but its largest into one, all
+files hold more than `COMPACT_ABOVE` times the rows its view keeps (or that has no compacted
+file yet) into one compacted file of those rows. Each load also adds a file per table, and
+each file carries its own schema (about 10 kB for one run record) and is opened by every query:
+past `MERGE_ABOVE` files loaded since the last compaction, `compact` merges them into one, all
 their rows kept, so that step costs what was loaded since, not the table's size.
+
+A compacted file holds one row per key, each older than the rows of the table's other files:
+a view chooses between rows only for the keys that these other files hold, so a query reads a
+million compacted messages without ordering them by key. A child row is stale once its parent
+has a row of a later load; a parent compacted has its children compacted after it, so that
+the parent's compacted rows need not be looked at. The views name each compacted file: once it
+is replaced, they read its rows as any other file's (slower, never wrong) until written again.
 """
 
 from __future__ import annotations
