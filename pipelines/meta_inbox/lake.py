@@ -14,8 +14,9 @@ paths start), or from inside the folder.
 
 Rows read again (the recheck window, reconciles) would make a table's files many times its
 live rows, and every query of the views pays for all of them: `compact` rewrites a table whose
-files hold more than `COMPACT_ABOVE` times the rows its view keeps (or that has no compacted
-file yet) into one compacted file of those rows. Each load also adds a file per table, and
+files hold more than `COMPACT_ABOVE` times the rows its view keeps, or take that many times
+their bytes compacted (or that has no compacted file yet), into one compacted file of those
+rows. Each load also adds a file per table, and
 each file carries its own schema (about 10 kB for one run record) and is opened by every query:
 past `MERGE_ABOVE` files loaded since the last compaction, `compact` merges them into one, all
 their rows kept, so that step costs what was loaded since, not the table's size.
@@ -47,7 +48,8 @@ from .tables import REFRESHES, RUNS, TABLES, Table
 log = logging.getLogger("meta_inbox")
 
 VIEWS_DATABASE = "lake.duckdb"
-# Rows in a table's files per row of its view above which `compact` rewrites the table.
+# Rows (and bytes) in a table's files per row of its view (per byte of those rows compacted)
+# above which `compact` rewrites the table.
 COMPACT_ABOVE = 1.5
 # Files in a table's folder above which `compact` merges all of them but the largest.
 MERGE_ABOVE = 4
@@ -92,7 +94,8 @@ def write_views(
 
 def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
     """Rewrite each table of `lake/<dataset>` that has no compacted file, or whose files hold
-    more than `COMPACT_ABOVE` times its live rows, into one compacted file of those rows, and
+    more than `COMPACT_ABOVE` times its live rows (or their bytes compacted), or whose parent
+    was compacted after it, into one compacted file of those rows, and
     merge the files written since into one past `MERGE_ABOVE`; per table rewritten or merged,
     the rows its files held before and after.
 
@@ -117,7 +120,7 @@ def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
         connection.execute(f'create schema "{dataset}"')
         connection.execute(_view(REFRESHES, lake, dataset))
         # Parents first: a parent compacted makes its children's compacted files older than
-        # its own, which the children's views cannot tell from stale (`_child`).
+        # its own, which the children's views cannot tell from stale (`_view`).
         for table in (*TABLES, RUNS):
             started = time.monotonic()
             connection.execute(_view(table, lake, dataset))
@@ -134,6 +137,7 @@ def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
                 base is None
                 or _older(base, _base(folder, _parent(table)))
                 or stored > COMPACT_ABOVE * live
+                or (newer and _swollen(folder / table.name / base, rows, live))
             ):
                 replaced, kind, kept = list(rows), "compacted", live
                 source = f"select * from {view}"
@@ -153,6 +157,14 @@ def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
                 time.monotonic() - started,
             )
     return compacted
+
+
+def _swollen(base: Path, rows: dict[Path, int], live: int) -> bool:
+    """Whether a table's files take more than `COMPACT_ABOVE` times the bytes its `live` rows
+    would take compacted, as many per row as in its compacted file `base`: dlt's files take
+    more per row than compacted ones, and each carries its schema."""
+    size = sum(file.stat().st_size for file in rows)
+    return size * rows[base] > COMPACT_ABOVE * live * base.stat().st_size
 
 
 def _files(folder: Path, table: Table) -> list[Path]:
