@@ -16,10 +16,10 @@ Rows read again (the recheck window, reconciles) would make a table's files many
 live rows, and every query of the views pays for all of them: `compact` rewrites a table whose
 files hold more than `COMPACT_ABOVE` times the rows its view keeps, or take that many times
 their bytes compacted (or that has no compacted file yet), into one compacted file of those
-rows. Each load also adds a file per table, and
-each file carries its own schema (about 10 kB for one run record) and is opened by every query:
-past `MERGE_ABOVE` files loaded since the last compaction, `compact` merges them into one, all
-their rows kept, so that step costs what was loaded since, not the table's size.
+rows. Each load also adds a file per table, and each file carries its own schema (about 10 kB
+for one run record) and is opened by every query: past `MERGE_ABOVE` files loaded since the
+last compaction, `compact` merges them into one, all their rows kept, so that step costs what
+was loaded since, not the table's size.
 
 A compacted file holds one row per key, each older than the rows of the table's other files:
 a view chooses between rows only for the keys that these other files hold, so a query reads a
@@ -51,7 +51,7 @@ VIEWS_DATABASE = "lake.duckdb"
 # Rows (and bytes) in a table's files per row of its view (per byte of those rows compacted)
 # above which `compact` rewrites the table.
 COMPACT_ABOVE = 1.5
-# Files in a table's folder above which `compact` merges all of them but the largest.
+# Files loaded since a table's last compaction above which `compact` merges them into one.
 MERGE_ABOVE = 4
 # DuckDB's memory limit while `compact` runs.
 COMPACTION_MEMORY = "256MB"
@@ -95,9 +95,9 @@ def write_views(
 def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
     """Rewrite each table of `lake/<dataset>` that has no compacted file, or whose files hold
     more than `COMPACT_ABOVE` times its live rows (or their bytes compacted), or whose parent
-    was compacted after it, into one compacted file of those rows, and
-    merge the files written since into one past `MERGE_ABOVE`; per table rewritten or merged,
-    the rows its files held before and after.
+    was compacted after it, into one compacted file of those rows, and merge the files loaded
+    since into one past `MERGE_ABOVE`; per table rewritten or merged, the rows its files held
+    before and after.
 
     A crash leaves at worst the new file beside the old ones until the next compaction deletes
     them: the journal names them before the new file takes its place. Files written while a
@@ -128,14 +128,14 @@ def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
             if not rows:
                 continue
             stored = sum(rows.values())
-            base = _base(folder, table)
+            base = _base(folder, table.name)
             view = f'"{dataset}"."{table.name}"'
             live = connection.execute(f"select count(*) from {view}").fetchone()[0]
             newer = [file for file in rows if file.name != base]
             # The run records have no older versions: they are only merged.
             if table is not RUNS and (
                 base is None
-                or _older(base, _base(folder, _parent(table)))
+                or _older(base, _base(folder, table.parent))
                 or stored > COMPACT_ABOVE * live
                 or (newer and _swollen(folder / table.name / base, rows, live))
             ):
@@ -171,21 +171,17 @@ def _files(folder: Path, table: Table) -> list[Path]:
     return sorted((folder / table.name).glob("*.parquet"))
 
 
-def _base(folder: Path, table: Table | None) -> str | None:
+def _base(folder: Path, table: str | None) -> str | None:
     """The name of `table`'s compacted file (the newest, should a crash have left two)."""
     if table is None:
         return None
-    names = sorted(file.name for file in (folder / table.name).glob("compacted.*.parquet"))
+    names = sorted(file.name for file in (folder / table).glob("compacted.*.parquet"))
     return names[-1] if names else None
 
 
 def _older(base: str, parent_base: str | None) -> bool:
     """Whether a child's compacted file `base` was written before its parent's."""
     return parent_base is not None and base < parent_base
-
-
-def _parent(table: Table) -> Table | None:
-    return next((t for t in TABLES if t.name == table.parent), None)
 
 
 def _read(files: list[Path]) -> str:
@@ -253,30 +249,28 @@ def _view(table: Table, lake: Path, dataset: str) -> str:
     if table in (RUNS, REFRESHES):
         rows = f"read_parquet('{_literal(files)}/*.parquet', union_by_name = true)"
         return f"create or replace view {name} as {_latest(table, rows)}"
-    base = _base(lake / dataset, table)
+    base = _base(lake / dataset, table.name)
     refreshed = any((lake / dataset / REFRESHES.name).glob("*.parquet"))
-    rows = _rows(table, dataset, base)
+    rows = _rows(table.name, dataset, base)
     live = _live(table, rows, dataset) if refreshed else rows
     if table.parent is None:
         return f"create or replace view {name} as {_newest(table, live, base)}"
-    parent = _parent(table)
-    parent_base = _base(lake / dataset, parent)
+    parent_base = _base(lake / dataset, table.parent)
     # A child row is stale once its parent has a row of a later load. The rows of the
     # parent's compacted file are no later than the rows of a child's compacted file written
     # after it, nor than those loaded since: then only the parent's other files are looked at.
     skipped = parent_base if base is not None and not _older(base, parent_base) else None
     return (
         f"create or replace view {name} as select * exclude (_in_base) from {live} as child "
-        f"where not exists (select 1 from {_rows(parent, dataset, skipped)} as parent "
+        f"where not exists (select 1 from {_rows(table.parent, dataset, skipped)} as parent "
         f"where not parent._in_base and parent.id = child.{table.merge_key} "
         "and parent._dlt_load_id > child._dlt_load_id)"
     )
 
 
-def _rows(table: Table | None, dataset: str, base: str | None) -> str:
+def _rows(table: str, dataset: str, base: str | None) -> str:
     """The rows of `table`'s files, with `_in_base`: whether a row is in its file `base`."""
-    assert table is not None, "a child table names its parent"
-    files = f"{_literal(dataset)}/{table.name}/*.parquet"
+    files = f"{_literal(dataset)}/{table}/*.parquet"
     if base is None:
         return f"(select *, false as _in_base from read_parquet('{files}', union_by_name = true))"
     return (
