@@ -67,14 +67,14 @@ def _hourly(emulator: Emulator, root: Path, runs: int) -> None:
     seconds: list[float] = []
     compactions: list[float] = []
     for number in range(1, runs + 1):
-        if not _can_reopen(emulator):
-            print(f"the emulator's inbox has no archived thread left to reopen: {number - 1} runs")
-            break
         emulator.add_activity(seed=number)
         done = _run(emulator, hourly)
         seconds.append(done.wall)
         compactions += [float(m[2]) for m in _REWRITTEN.finditer(done.stderr)]
-        if number % 24 == 0 or number == runs:
+        last = number == runs or not _can_reopen(emulator)
+        if last and number < runs:
+            print("the emulator's inbox has no archived thread left to reopen")
+        if number % 24 == 0 or last:
             print(
                 f"after run {number}: {_size(hourly)}, {_live_rows(hourly)} live rows; "
                 f"runs since: median {statistics.median(seconds):.1f} s, max "
@@ -83,6 +83,8 @@ def _hourly(emulator: Emulator, root: Path, runs: int) -> None:
             )
             _against_fresh(emulator, hourly, root / f"fresh{number}")
             seconds, compactions = [], []
+        if last:
+            break
 
 
 def _can_reopen(emulator: Emulator) -> bool:
