@@ -1,9 +1,13 @@
 """What the benchmarks share: the environment of a `meta-inbox` process pointed at the emulator,
-and what a DuckDB export holds."""
+what one such process costs, and what a DuckDB export holds."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -33,3 +37,33 @@ def stored_messages(folder: Path) -> tuple[int, int]:
             "select count(*), count(*) - count(distinct id) from inbox.messages"
         ).fetchone()
     return int(total), int(duplicates)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One process: its wall seconds, its own CPU seconds (user and system: on a shared machine,
+    steadier than wall time), its own peak RSS in MB, and what it printed."""
+
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+    stdout: str
+    stderr: str
+
+
+def measured_run(command: list[str], folder: Path, env: dict[str, str]) -> Measured:
+    """Run `command` in `folder`; exit on a failure, with the end of what it printed."""
+    # Files, not pipes: nothing reads the output while this process sits in wait4.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=err)
+        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would keep the largest run's peak.
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"exit code {code}: {stderr[-2000:]}")
+    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout, stderr)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from harness import cli_env, stored_messages
+from harness import cli_env, measured_run, stored_messages
 
 from meta_inbox.emulator import Emulator
 from meta_inbox.emulator.server import Call
@@ -137,23 +135,9 @@ def _change(emulator: Emulator, round_: int) -> list[str]:
 
 
 def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, float, dict[str, Any]]:
-    """One `meta-inbox run`: its wall seconds, its own CPU seconds (user and system: on a shared
-    machine, steadier than wall time), its own peak RSS in MB, and its run record."""
-    command = [sys.executable, "-m", "meta_inbox.cli", "run", "--json"]
-    # Files, not pipes: nothing reads the output while this process sits in wait4.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=err)
-        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would keep the largest run's peak.
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.monotonic() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            err.seek(0)
-            raise SystemExit(f"exit code {process.returncode}: {err.read()[-2000:].decode()}")
-        out.seek(0)
-        cpu = usage.ru_utime + usage.ru_stime
-        return wall, cpu, usage.ru_maxrss / 1024, json.loads(out.read())
+    """One `meta-inbox run`: its wall seconds, CPU seconds, peak RSS in MB and run record."""
+    done = measured_run([sys.executable, "-m", "meta_inbox.cli", "run", "--json"], folder, env)
+    return done.wall, done.cpu, done.peak_rss_mb, json.loads(done.stdout)
 
 
 def _replay(emulator: Emulator, calls: list[Call]) -> float:

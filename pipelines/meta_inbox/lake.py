@@ -14,14 +14,27 @@ paths start), or from inside the folder.
 
 Rows read again (the recheck window, reconciles) would make a table's files many times its
 live rows, and every query of the views pays for all of them: `compact` rewrites a table whose
-files hold more than `COMPACT_ABOVE` times the rows its view keeps into one file of those rows,
-which the views read as they read the files it replaces.
+files hold more than `COMPACT_ABOVE` times the rows its view keeps, or take that many times
+their bytes compacted (or that has no compacted file yet), into one compacted file of those
+rows. Each load also adds a file per table, and each file carries its own schema (about 10 kB
+for one run record) and is opened by every query: past `MERGE_ABOVE` files loaded since the
+last compaction, `compact` merges them into one, all their rows kept, so that step costs what
+was loaded since, not the table's size.
+
+A compacted file holds one row per key, each older than the rows of the table's other files:
+a view chooses between rows only for the keys that these other files hold, so a query reads a
+million compacted messages without ordering them by key. A child row is stale once its parent
+has a row of a later load; a parent compacted has its children compacted after it, so that
+the parent's compacted rows need not be looked at. The views name each compacted file: once it
+is replaced, they read its rows as any other file's (slower, never wrong) until written again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -35,10 +48,17 @@ from .tables import REFRESHES, RUNS, TABLES, Table
 log = logging.getLogger("meta_inbox")
 
 VIEWS_DATABASE = "lake.duckdb"
-# Rows in a table's files per row of its view above which `compact` rewrites the table.
+# Rows (and bytes) in a table's files per row of its view (per byte of those rows compacted)
+# above which `compact` rewrites the table.
 COMPACT_ABOVE = 1.5
+# Files loaded since a table's last compaction above which `compact` merges them into one.
+MERGE_ABOVE = 4
+# DuckDB's memory limit while `compact` runs.
+COMPACTION_MEMORY = "256MB"
 # In a table's folder while it is compacted: the files the new one replaces (`compact`).
 _JOURNAL = "_compaction.json"
+# Rows per row group of the files `compact` writes: those of dlt's own files.
+_ROW_GROUP = 20_000
 _DUCKDB_TYPES = {
     "text": "VARCHAR",
     "bigint": "BIGINT",
@@ -73,8 +93,11 @@ def write_views(
 
 
 def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
-    """Rewrite each table of `lake/<dataset>` whose files hold more than `COMPACT_ABOVE` times
-    its live rows into one file of those rows; per table rewritten, its rows before and after.
+    """Rewrite each table of `lake/<dataset>` that has no compacted file, or whose files hold
+    more than `COMPACT_ABOVE` times its live rows (or their bytes compacted), or whose parent
+    was compacted after it, into one compacted file of those rows, and merge the files loaded
+    since into one past `MERGE_ABOVE`; per table rewritten or merged, the rows its files held
+    before and after.
 
     A crash leaves at worst the new file beside the old ones until the next compaction deletes
     them: the journal names them before the new file takes its place. Files written while a
@@ -85,31 +108,110 @@ def compact(lake: Path, dataset: str) -> dict[str, tuple[int, int]]:
         return compacted
     for table in (*TABLES, RUNS):
         _finish(folder / table.name)
-    with duckdb.connect() as connection:
+    # Bounded: past the limit DuckDB spills to the temporary folder; without insertion order
+    # it writes a table's rows as it reads them instead of holding them in order; a second
+    # thread's buffers made the window over a million messages run out of the limit.
+    settings = {"memory_limit": COMPACTION_MEMORY, "preserve_insertion_order": False, "threads": 1}
+    with (
+        tempfile.TemporaryDirectory() as spill,
+        duckdb.connect(config={**settings, "temp_directory": spill}) as connection,
+    ):
         connection.execute(f"set file_search_path = '{_literal(lake.resolve().as_posix())}'")
         connection.execute(f'create schema "{dataset}"')
-        for table in (*TABLES, RUNS, REFRESHES):
-            connection.execute(_view(table, lake, dataset))
-        # Parents before children: a child's view keeps the rows of its parent's latest load.
+        connection.execute(_view(REFRESHES, lake, dataset))
+        # Parents first: a parent compacted makes its children's compacted files older than
+        # its own, which the children's views cannot tell from stale (`_view`).
         for table in (*TABLES, RUNS):
-            files = sorted((folder / table.name).glob("*.parquet"))
-            stored = sum(pq.read_metadata(file).num_rows for file in files)
+            started = time.monotonic()
+            connection.execute(_view(table, lake, dataset))
+            rows = {file: pq.read_metadata(file).num_rows for file in _files(folder, table)}
+            if not rows:
+                continue
+            stored = sum(rows.values())
+            base = _base(folder, table.name)
             view = f'"{dataset}"."{table.name}"'
             live = connection.execute(f"select count(*) from {view}").fetchone()[0]
-            if len(files) < 2 or stored <= COMPACT_ABOVE * live:
+            newer = [file for file in rows if file.name != base]
+            # The run records have no older versions: they are only merged.
+            if table is not RUNS and (
+                base is None
+                or _older(base, _base(folder, table.parent))
+                or stored > COMPACT_ABOVE * live
+                or (newer and _swollen(folder / table.name / base, rows, live))
+            ):
+                replaced, kind, kept = list(rows), "compacted", live
+                source = f"select * from {view}"
+            elif len(newer) > MERGE_ABOVE:
+                replaced, kind, source, kept = newer, "merged", _read(newer), stored
+            else:
                 continue
-            name = f"compacted.{uuid.uuid4().hex}.parquet"
-            written = folder / table.name / f"{name}.tmp"
-            connection.execute(
-                f"copy (select * from {view}) to '{_literal(written.as_posix())}' (format parquet)"
+            _replace(folder / table.name, kind, replaced, source, connection)
+            compacted[table.name] = (stored, kept)
+            log.info(
+                "lake: %s rewritten from %d rows in %d files to %d rows in %d in %.2f s",
+                table.name,
+                stored,
+                len(rows),
+                kept,
+                len(rows) - len(replaced) + 1,
+                time.monotonic() - started,
             )
-            journal = {"new": name, "replaced": [file.name for file in files]}
-            (folder / table.name / _JOURNAL).write_text(json.dumps(journal), encoding="utf-8")
-            written.rename(written.with_suffix(""))
-            _finish(folder / table.name)
-            compacted[table.name] = (stored, live)
-            log.info("lake: %s compacted from %d rows in %d files", table.name, stored, len(files))
     return compacted
+
+
+def _swollen(base: Path, rows: dict[Path, int], live: int) -> bool:
+    """Whether a table's files take more than `COMPACT_ABOVE` times the bytes its `live` rows
+    would take compacted, as many per row as in its compacted file `base`: dlt's files take
+    more per row than compacted ones, and each carries its schema."""
+    size = sum(file.stat().st_size for file in rows)
+    return size * rows[base] > COMPACT_ABOVE * live * base.stat().st_size
+
+
+def _files(folder: Path, table: Table) -> list[Path]:
+    return sorted((folder / table.name).glob("*.parquet"))
+
+
+def _base(folder: Path, table: str | None) -> str | None:
+    """The name of `table`'s compacted file (the newest, should a crash have left two)."""
+    if table is None:
+        return None
+    names = sorted(file.name for file in (folder / table).glob("compacted.*.parquet"))
+    return names[-1] if names else None
+
+
+def _older(base: str, parent_base: str | None) -> bool:
+    """Whether a child's compacted file `base` was written before its parent's."""
+    return parent_base is not None and base < parent_base
+
+
+def _read(files: list[Path]) -> str:
+    names = ", ".join(f"'{_literal(file.as_posix())}'" for file in files)
+    return f"select * from read_parquet([{names}], union_by_name = true)"
+
+
+def _replace(
+    table_folder: Path,
+    kind: str,
+    replaced: list[Path],
+    source: str,
+    connection: duckdb.DuckDBPyConnection,
+) -> None:
+    """Write the rows of `source` into a new file of `table_folder` that takes the place of the
+    files `replaced`, journaled (`_finish`). Its name starts with `kind` and sorts after the
+    names of the files of that kind written before."""
+    name = f"{kind}.{time.time_ns():020d}.{uuid.uuid4().hex[:8]}.parquet"
+    written = table_folder / f"{name}.tmp"
+    # Row groups of dlt's own size: DuckDB's default holds 122,880 rows of a table in memory.
+    # zstd: the rows leave a join in another order than dlt wrote them, which made snappy
+    # files of message recipients a quarter larger; zstd ones are smaller than dlt's.
+    connection.execute(
+        f"copy ({source}) to '{_literal(written.as_posix())}' "
+        f"(format parquet, row_group_size {_ROW_GROUP}, compression zstd)"
+    )
+    journal = {"new": name, "replaced": [file.name for file in replaced]}
+    (table_folder / _JOURNAL).write_text(json.dumps(journal), encoding="utf-8")
+    written.rename(written.with_suffix(""))
+    _finish(table_folder)
 
 
 def _finish(table_folder: Path) -> None:
@@ -144,24 +246,58 @@ def _view(table: Table, lake: Path, dataset: str) -> str:
         )
         columns += ", NULL::VARCHAR AS _dlt_load_id"
         return f"create or replace view {name} as select {columns} where false"
-    rows = f"read_parquet('{_literal(files)}/*.parquet', union_by_name = true)"
     if table in (RUNS, REFRESHES):
+        rows = f"read_parquet('{_literal(files)}/*.parquet', union_by_name = true)"
         return f"create or replace view {name} as {_latest(table, rows)}"
+    base = _base(lake / dataset, table.name)
     refreshed = any((lake / dataset / REFRESHES.name).glob("*.parquet"))
+    rows = _rows(table.name, dataset, base)
     live = _live(table, rows, dataset) if refreshed else rows
-    if table.insert_only:
-        order = "_dlt_load_id asc"
-        keys = ", ".join(table.primary_key)
-        return (
-            f"create or replace view {name} as select * from {live} "
-            f"qualify row_number() over (partition by {keys} order by {order}) = 1"
-        )
     if table.parent is None:
-        return f"create or replace view {name} as {_latest(table, live)}"
+        return f"create or replace view {name} as {_newest(table, live, base)}"
+    parent_base = _base(lake / dataset, table.parent)
+    # A child row is stale once its parent has a row of a later load. The rows of the
+    # parent's compacted file are no later than the rows of a child's compacted file written
+    # after it, nor than those loaded since: then only the parent's other files are looked at.
+    skipped = parent_base if base is not None and not _older(base, parent_base) else None
     return (
-        f"create or replace view {name} as select child.* from {live} as child "
-        f'join "{dataset}"."{table.parent}" as parent on parent.id = child.{table.merge_key} '
-        "and parent._dlt_load_id = child._dlt_load_id"
+        f"create or replace view {name} as select * exclude (_in_base) from {live} as child "
+        f"where not exists (select 1 from {_rows(table.parent, dataset, skipped)} as parent "
+        f"where not parent._in_base and parent.id = child.{table.merge_key} "
+        "and parent._dlt_load_id > child._dlt_load_id)"
+    )
+
+
+def _rows(table: str, dataset: str, base: str | None) -> str:
+    """The rows of `table`'s files, with `_in_base`: whether a row is in its file `base`."""
+    files = f"{_literal(dataset)}/{table}/*.parquet"
+    if base is None:
+        return f"(select *, false as _in_base from read_parquet('{files}', union_by_name = true))"
+    return (
+        f"(select * exclude (filename), parse_filename(filename) = '{_literal(base)}' as _in_base "
+        f"from read_parquet('{files}', union_by_name = true, filename = true))"
+    )
+
+
+def _newest(table: Table, rows: str, base: str | None) -> str:
+    """Per key, the row of its latest load (of its first, for an `insert_only` table). The
+    compacted file `base` holds one row per key, older than the other files' rows: only the
+    keys these hold need a choice between rows."""
+    keys = ", ".join(table.primary_key)
+    order = "asc" if table.insert_only else "desc"
+    choice = f"qualify row_number() over (partition by {keys} order by _dlt_load_id {order}) = 1"
+    if base is None:
+        return f"select * exclude (_in_base) from {rows} {choice}"
+    match = " and ".join(f"newer.{key} = candidate.{key}" for key in table.primary_key)
+    # Subqueries, not CTEs: DuckDB stores a view's CTE without `not materialized`, and then
+    # materializes each row of the table.
+    elsewhere = f"exists (select 1 from {rows} as newer where not newer._in_base and {match})"
+    return (
+        f"select * exclude (_in_base) from {rows} as candidate "
+        f"where _in_base and not {elsewhere} "
+        "union all "
+        f"select * exclude (_in_base) from (select * from {rows} as candidate "
+        f"where not _in_base or {elsewhere} {choice})"
     )
 
 

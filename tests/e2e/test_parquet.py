@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 
 from conftest import Workspace
 from meta_inbox import lake
@@ -19,7 +20,9 @@ from model import TABLE_NAMES, detailed_messages, expected_counts, selected
 LAKE = {"destination": "filesystem", "pipeline_name": "lake"}
 
 
-def test_the_lake_reads_like_the_warehouse(workspace: Workspace, emulator: Emulator) -> None:
+def test_the_lake_reads_like_the_warehouse(
+    workspace: Workspace, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lake_folder = workspace.root / "meta_inbox_lake"
     first = workspace.run("--destination", "filesystem", "--pipeline-name", "lake")
     assert first.code == 0, first.output
@@ -34,8 +37,15 @@ def test_the_lake_reads_like_the_warehouse(workspace: Workspace, emulator: Emula
         ), table
     detailed = detailed_messages(emulator.inbox.conversations)
     emulator.add_activity(seed=1)
+    # Not compacted again: the views read a compacted file (one row per key) and the files
+    # loaded since, rows read again among them.
+    monkeypatch.setattr(lake, "COMPACT_ABOVE", 100.0)
     assert workspace.export(**LAKE).exit_code == 0
     assert workspace.export().exit_code == 0
+
+    for table in ("conversations", "messages", "message_reactions"):
+        names = [p.name for p in (lake_folder / "inbox" / table).glob("*.parquet")]
+        assert sorted(name.startswith("compacted.") for name in names) == [False, True], names
 
     views = workspace.cli("lake-views", "meta_inbox_lake")
 
@@ -134,6 +144,12 @@ def test_rows_merged_again_do_not_stay_in_the_files_the_views_read(
             stored = ds.dataset(lake_folder / "inbox" / table, format="parquet").count_rows()
             assert live == workspace.query(f"select count(*) from {table}")[0][0], table
             assert stored <= lake.COMPACT_ABOVE * live, (table, stored, live)
+        # Each run adds a file per table it loads into: they are merged, not kept for ever.
+        for table in (*TABLE_NAMES, "_meta_inbox_runs"):
+            files = list((lake_folder / "inbox" / table).glob("*.parquet"))
+            assert len(files) <= lake.MERGE_ABOVE, (table, len(files))
+        runs = connection.execute("select status, mode from _meta_inbox_runs").fetchall()
+        assert runs == [("success", "regular")] * 5
         for sql in (
             "select id, conversation_id, message, reaction_count from messages order by id",
             "select message_id, position, reaction, user_id from message_reactions order by all",
@@ -159,13 +175,16 @@ def test_a_compaction_cut_short_is_finished_or_undone_by_the_next(
     journal = {"new": "compacted.2.parquet", "replaced": [attachments.name]}
     (folder / "message_attachments" / "_compaction.json").write_text(json.dumps(journal))
 
-    assert lake.compact(workspace.root / "meta_inbox_lake", "inbox") == {}
+    compacted = lake.compact(workspace.root / "meta_inbox_lake", "inbox")
 
+    # The children's compacted files are older than their parent's new one: compacted again.
+    counts = expected_counts(selected(emulator.inbox))
+    participants = counts["conversation_participants"]
+    assert compacted == {"conversation_participants": (participants, participants)}
     assert sorted(p.name for p in (folder / "conversations").iterdir()) == ["compacted.1.parquet"]
     assert sorted(p.name for p in (folder / "message_attachments").iterdir()) == [attachments.name]
     lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
-    counts = expected_counts(selected(emulator.inbox))
     with lake.connect(workspace.root / "meta_inbox_lake") as connection:
-        for table in ("conversations", "message_attachments"):
+        for table in ("conversations", "conversation_participants", "message_attachments"):
             stored = connection.execute(f"select count(*) from inbox.{table}").fetchone()[0]
             assert stored == counts[table], table
