@@ -4,13 +4,11 @@ what one such process costs, and what a DuckDB export holds."""
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from launcher import launched
 
 from meta_inbox.emulator import Emulator
 
@@ -52,18 +50,9 @@ class Measured:
 
 
 def measured_run(command: list[str], folder: Path, env: dict[str, str]) -> Measured:
-    """Run `command` in `folder`; exit on a failure, with the end of what it printed."""
-    # Files, not pipes: nothing reads the output while this process sits in wait4.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=err)
-        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would keep the largest run's peak.
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"exit code {code}: {stderr[-2000:]}")
-    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout, stderr)
+    """Run `command` in `folder` (see `launcher.py`); exit on a failure, with the end of what
+    it printed."""
+    run = launched(command, str(folder), env)
+    if run["code"] != 0:
+        raise SystemExit(f"exit code {run['code']}: {run['stderr'][-2000:]}")
+    return Measured(run["wall"], run["cpu"], run["peak_rss_mb"], run["stdout"], run["stderr"])
