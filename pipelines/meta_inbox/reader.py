@@ -200,7 +200,7 @@ class InboxReader:
         report: ReadReport,
         *,
         max_concurrency: int,
-        read_ahead: int = 20_000,
+        read_ahead: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api

@@ -152,28 +152,27 @@ class ExportSession:
         self.report = ReadReport()
         self.counts = RunCounts()
         self.privacy = Privacy(settings.pii, settings.pii_salt or "")
-        self.connection = GraphConnection(
-            base_url=settings.base_url,
-            api_version=settings.api_version,
-            pacing=settings.pacing(),
-            app_secret=settings.app_secret,
-            redactor=self.redactor,
-            stats=self.stats,
-            pool_size=settings.max_concurrency,
-        )
+
+        def connection(base_url: str, **shared: Any) -> GraphConnection:
+            # The shared session's pool is mounted again by each: as large as the calls in flight.
+            return GraphConnection(
+                base_url=base_url,
+                api_version=settings.api_version,
+                pacing=settings.pacing(),
+                app_secret=settings.app_secret,
+                redactor=self.redactor,
+                stats=self.stats,
+                pool_size=settings.max_concurrency,
+                **shared,
+            )
+
+        self.connection = connection(settings.base_url)
         # The Instagram API with Instagram Login: another host, the same session, pace and
         # statistics.
-        instagram = GraphConnection(
-            base_url=settings.instagram_base_url,
-            api_version=settings.api_version,
-            pacing=settings.pacing(),
-            app_secret=settings.app_secret,
-            redactor=self.redactor,
-            stats=self.stats,
+        instagram = connection(
+            settings.instagram_base_url,
             pacer=self.connection.pacer,
             session=self.connection.session,
-            # The shared session's pool is mounted again: as large as the calls in flight.
-            pool_size=settings.max_concurrency,
         )
         self.api = ConversationsApi(
             self.connection,
