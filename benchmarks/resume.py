@@ -6,7 +6,8 @@ end, against one run that is never interrupted.
 The real CLI runs unpaced against the emulator at zero latency, into DuckDB files in a temporary
 folder, checkpointing every `--checkpoint-threads` threads. The uninterrupted run goes first, in
 its own workspace, to give U, its calls. Then, in a fresh workspace, run k is killed once it has
-made k/4 of U calls of its own (each picks up at the last checkpoint of the run before it). The
+made k/4 of U calls of its own (each picks up at the last checkpoint of the run before it); a
+run that ends before its kill point has finished the export, and no further run is made. The
 kill is placed by the emulator's gate, which holds the next call on arrival, so it lands at the
 same call however loaded the machine is. Figures only; no threshold is asserted anywhere.
 """
@@ -59,12 +60,16 @@ def main() -> None:
             emulator.reset_calls()
             killed = _killed_run(emulator, resumed, args.checkpoint_threads, kill_at)
             calls.append(len(emulator.calls))
-            outcome = "killed after" if killed else "ended before its kill point,"
-            print(f"run {len(calls)}: {outcome} {kill_at} calls; {calls[-1]} made in all")
-        emulator.reset_calls()
-        record = _run(_start(emulator, resumed, args.checkpoint_threads))
-        calls.append(len(emulator.calls))
-        print(f"run {len(calls)}: to the end; {calls[-1]} calls, {record['status']}")
+            if not killed:
+                # The export is whole: a further run would be the next scheduled one.
+                print(f"run {len(calls)}: to the end before its kill point; {calls[-1]} calls")
+                break
+            print(f"run {len(calls)}: killed after {kill_at} calls; {calls[-1]} made in all")
+        else:
+            emulator.reset_calls()
+            record = _run(_start(emulator, resumed, args.checkpoint_threads))
+            calls.append(len(emulator.calls))
+            print(f"run {len(calls)}: to the end; {calls[-1]} calls, {record['status']}")
 
         loaded, duplicates = stored_messages(resumed)
         print(

@@ -446,18 +446,19 @@ def _local_place(pipeline: dlt.Pipeline) -> Path | None:
 class StoredMessages:
     """What the destination held before a run, to tell new messages from those merged again:
     per Page and platform its newest message time (a message sent later is new without asking)
-    and, asked a batch at a time, which ids of the older ones it holds."""
+    and, asked once per slice, which ids of the older ones it holds."""
 
-    CHUNK = 1_000
+    # Ids per query: each query scans the table's ids once (some 60 ms at 1M messages in DuckDB
+    # for 5,000 ids); dlt's dataset would also parse the query's every literal (sqlglot).
+    CHUNK = 5_000
 
     def __init__(self, pipeline: dlt.Pipeline) -> None:
-        self.dataset = pipeline.dataset()
+        self.pipeline = pipeline
         self.newest: dict[tuple[str, str], datetime] = {}
-        if MESSAGES.name not in self.dataset.schema.tables:
+        if MESSAGES.name not in pipeline.dataset().schema.tables:
             return
         rows = self._rows(
-            f"select page_id, platform, max(created_time) from {MESSAGES.name} "
-            "group by page_id, platform"
+            "select page_id, platform, max(created_time) from {messages} group by page_id, platform"
         )
         self.newest = {
             (page, platform): parse_time(newest) for page, platform, newest in rows if newest
@@ -467,16 +468,22 @@ class StoredMessages:
         found: set[str] = set()
         for start in range(0, len(ids), self.CHUNK):
             listed = ", ".join(quoted(i) for i in ids[start : start + self.CHUNK])
-            rows = self._rows(f"select distinct id from {MESSAGES.name} where id in ({listed})")
+            rows = self._rows(f"select distinct id from {{messages}} where id in ({listed})")
             found.update(row[0] for row in rows)
         return found
 
     def _rows(self, sql: str) -> list[tuple[Any, ...]]:
         """In a thread of its own: a query waiting on a lock held elsewhere (PostgreSQL) waits
         in C, where the main thread would take no SIGINT or SIGTERM until the lock is gone."""
+
+        def query() -> list[tuple[Any, ...]]:
+            with self.pipeline.sql_client() as client:
+                table = client.make_qualified_table_name(MESSAGES.name)
+                return list(client.execute_sql(sql.replace("{messages}", table)) or [])
+
         pool = ThreadPoolExecutor(max_workers=1)
         try:
-            return pool.submit(lambda: self.dataset.query(sql).fetchall()).result()
+            return pool.submit(query).result()
         finally:
             pool.shutdown(wait=False)
 

@@ -15,6 +15,13 @@ State is a few values per (Page, platform, folder), never per thread:
   `next`. A kept position is distrusted: when Graph refuses it or answers it with an empty page
   (an expired cursor may do either), the tail starts from the head again and skips what is done.
   `folder_plan.py` says what each listed thread gets, and why nothing is lost.
+- `generation` (with `pass` None): the run that began the reading in which this folder's pass
+  ended. A run killed or stopped leaves its generation open (the source keeps it), and the next
+  run finishes that generation before anything else: it reads neither the folders whose pass
+  ended in it nor the heads of the passes it interrupted, only their tails. What moved in them
+  since is above their watermark, which the next generation's passes read from; the watermark
+  of a pass that ends without its head is the interrupted pass's `top`. A restart thus costs the
+  calls since the last checkpoint, not a listing of every folder again.
 - `loaded_max` (per Page and platform, kept by the source): the newest message time ever
   loaded. An Instagram message whose details Graph withholds is loaded only when newer than
   that, or when its folder is read for the first time: a copy loaded earlier with its details is
@@ -201,6 +208,7 @@ class InboxReader:
         *,
         max_concurrency: int,
         read_ahead: int,
+        slice_threads: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
@@ -210,10 +218,16 @@ class InboxReader:
         # for them to fall under `read_ahead`: a listing brings up to 100 threads of up to 100
         # messages each, so memory is bounded in messages, not in calls or items.
         self.read_ahead = read_ahead
+        # Nor more than a checkpoint's slice (`slice_threads` threads, in the mean messages
+        # of the threads listed so far): the next slice is read while one loads, and a run
+        # killed loses no more than those two.
+        self.slice_threads = slice_threads
+        self.generation: str | None = None
+        self.resumed = False
         self._held = 0
         # A listing call in flight holds what it is expected to bring: the mean of the
         # listings so far (at first a quarter of the bound, so that few start at once).
-        self._listed = [0, 0]  # messages, listings
+        self._listed = [0, 0, 0]  # messages, listings, threads
         self._waiting: collections.deque[tuple[FacebookPage, Callable[[], None]]] = (
             collections.deque()
         )
@@ -246,7 +260,12 @@ class InboxReader:
         pages: list[FacebookPage],
         folder_states: dict[str, dict[str, Any]],
         loaded_max: dict[str, str],
+        generation: str | None = None,
+        resumed: bool = False,
     ) -> None:
+        """Start reading. `generation` names the reading folder states record their end in;
+        `resumed`: it was begun by an earlier run, which this one finishes (see above)."""
+        self.generation, self.resumed = generation, resumed
         for page in pages:
             self._pages[page.id] = page
             self._refused[page.id] = set()
@@ -262,13 +281,18 @@ class InboxReader:
                     for folder in platform_folders(platform, self.plan.folders)
                 ]
                 if platform == "instagram":
-                    _InstagramProbe(self, page, walks).begin()
+                    if not all(walk.ended_in_generation for walk in walks):
+                        _InstagramProbe(self, page, walks).begin()
                     continue
                 # The legacy archive is listed once another folder's first page answered: the
                 # Page's `is_owner` is then known to be asked or dropped, so that a refusal of
                 # its listing (100) is the tag's, and costs one call.
                 legacy = [walk for walk in walks if walk.folder == LEGACY_ARCHIVE]
-                others = [walk for walk in walks if walk.folder != LEGACY_ARCHIVE]
+                others = [
+                    walk
+                    for walk in walks
+                    if walk.folder != LEGACY_ARCHIVE and not walk.ended_in_generation
+                ]
                 if others:
                     others[0].followers = legacy
                 for walk in others or legacy:
@@ -333,12 +357,14 @@ class InboxReader:
             self._waiting.append((page, task))
         self._admit()
 
-    def hold(self, listing: int) -> None:
-        """A listing brought `listing` messages: held until handed over (`release`)."""
+    def hold(self, listing: int, threads: int) -> None:
+        """A listing brought `listing` messages of `threads` threads: held until handed over
+        (`release`)."""
         with self._lock:
             self._held += listing
             self._listed[0] += listing
             self._listed[1] += 1
+            self._listed[2] += threads
 
     def release(self, messages: int) -> None:
         with self._lock:
@@ -348,10 +374,13 @@ class InboxReader:
     def _admit(self, force: bool = False) -> None:
         while True:
             with self._lock:
-                messages, listings = self._listed
+                messages, listings, threads = self._listed
                 expected = max(1, messages // listings if listings else self.read_ahead // 4)
+                bound = self.read_ahead
+                if self.slice_threads and threads:
+                    bound = min(bound, max(1, messages * self.slice_threads // threads))
                 if not self._waiting or (
-                    self._held + expected > self.read_ahead and self._held > 0 and not force
+                    self._held + expected > bound and self._held > 0 and not force
                 ):
                     return
                 page, task = self._waiting.popleft()
@@ -604,6 +633,13 @@ class _FolderWalk:
         state = {} if user_id else folder_states.get(self.key) or {}
         reconcile = self.read_plan.mode is Mode.RECONCILE or user_id is not None
         self.previous: dict[str, Any] = {} if reconcile else state.get("pass") or {}
+        self.ended_in_generation = (
+            reader.resumed
+            and not reconcile
+            and bool(state)
+            and state.get("pass") is None
+            and state.get("generation") == reader.generation
+        )
         self.previous_down_to = parse_time(self.previous.get("down_to"))
         self.plan = FolderPlan(
             reconcile=reconcile,
@@ -629,6 +665,9 @@ class _FolderWalk:
     # -- planning -------------------------------------------------------------------------
 
     def begin(self) -> None:
+        if self.ended_in_generation:
+            self._release_followers()
+            return
         top = self.plan.previous_top
         if top is not None:
             self.plan = replace(
@@ -638,11 +677,13 @@ class _FolderWalk:
             )
             self.planned = True
             head, tail = self.plan.resumed_chains(self.previous_down_to or top)
-            self.head = _Chain(None, head)
             # A position kept by a meta-inbox that kept cursors (`after`) is not followed:
             # the tail starts from the head and skips what was done.
             self.tail = _Chain(self.previous.get("next"), tail)
-            self.chains = [self.head, self.tail]
+            self.chains = [self.tail]
+            if not self.reader.resumed:
+                self.head = _Chain(None, head)
+                self.chains.insert(0, self.head)
         else:
             self.chains = [self.tail]
         for chain in self.chains:
@@ -687,7 +728,7 @@ class _FolderWalk:
             next_url=without_secrets(listing.next_url) if listing.next_url else None,
             held=listing.messages,
         )
-        self.reader.hold(entry.held)
+        self.reader.hold(entry.held, len(listing.threads))
         with self.lock:
             self.details_limited = listing.details_limited
             chain.upcoming = listing.upcoming
@@ -796,8 +837,9 @@ class _FolderWalk:
     def _state(self, finished: bool) -> dict[str, Any] | None:
         if finished:
             seen = [page.newest for chain in self.chains for page in chain.pages]
-            newest = max(filter(None, [*seen, self.watermark]), default=None)
-            return {"watermark": _iso(newest), "pass": None}
+            tops = [*seen, self.plan.previous_top, self.watermark]
+            newest = max(filter(None, tops), default=None)
+            return {"watermark": _iso(newest), "pass": None, "generation": self.reader.generation}
         if self.plan.reconcile:
             return None
         done = self.tail.pages[: self.tail.handed_over]

@@ -191,6 +191,9 @@ class ExportSession:
         # Threads `meta-inbox forget` erased, with when (set by `export`).
         self.erased: dict[str, datetime] = {}
         self._threads_with_new: set[str] = set()
+        # The slice's thread parts not yet counted: thread, messages, ids the destination may
+        # hold, whether the part ends its thread.
+        self._uncounted: list[tuple[str, int, list[str], bool]] = []
         self._stop_reason: BaseException | None = None
         self._last_progress = clock()
 
@@ -255,7 +258,10 @@ class ExportSession:
                 break
         self.counts.checkpoints += 1
         batch = self._counted(batch)
+        self._count_slice()
         if self.finished:
+            if self.report.stopped_by is None and not self.settings.user_ids:
+                state.pop("generation", None)
             batch.pages = self.reader.pages_read()
             if self.record is not None:
                 batch.record = self.record()
@@ -306,9 +312,22 @@ class ExportSession:
             self.report,
             max_concurrency=settings.max_concurrency,
             read_ahead=settings.read_ahead_messages,
+            slice_threads=settings.checkpoint_threads if self.checkpoints else None,
             clock=self.clock,
         )
-        self.reader.start(pages, dict(folders), dict(loaded_max))
+        # A run whose reading ends closes its generation; a run killed or stopped leaves it
+        # open, and the next one finishes it first (see reader.py). One person's history is
+        # read outside of them: it keeps no folder state.
+        resumed = state.get("generation")
+        if not settings.user_ids:
+            state["generation"] = resumed or self.started_at.isoformat()
+        self.reader.start(
+            pages,
+            dict(folders),
+            dict(loaded_max),
+            generation=state.get("generation"),
+            resumed=resumed is not None and not settings.user_ids,
+        )
         if self._stop_reason is not None:
             self.reader.stop(self._stop_reason)
         return refreshed
@@ -322,33 +341,40 @@ class ExportSession:
             self.observer(part)
 
     def _counted(self, batch: Batch) -> Batch:
-        """The batch, its new messages counted: those sent after the destination's newest of
-        their Page and platform, and older ones it does not hold (one lookup per batch, before
-        the batch is loaded)."""
+        """The batch; its messages are counted as new or merged again with the slice's last
+        batch (`_count_slice`), so that the destination is asked once per slice."""
         newest = self.stored.newest if self.stored else {}
-        maybe_known: list[str] = []
         for part in batch.parts:
             latest = newest.get((part.page.id, part.platform))
-            if latest is not None:
-                maybe_known += [
+            # Those sent after the destination's newest of their Page and platform are new
+            # without asking; the older ones are new if the destination does not hold them.
+            maybe_known = (
+                [
                     str(message["id"])
                     for message, created in zip(part.messages, part.created, strict=True)
                     if created is None or created <= latest
                 ]
-        known = self.stored.known(maybe_known) if self.stored and maybe_known else set()
+                if latest is not None
+                else []
+            )
+            self._uncounted.append(
+                (str(part.conversation["id"]), len(part.messages), maybe_known, part.final)
+            )
+        return batch
+
+    def _count_slice(self) -> None:
+        uncounted, self._uncounted = self._uncounted, []
+        asked = [i for _, _, maybe_known, _ in uncounted for i in maybe_known]
+        known = self.stored.known(asked) if self.stored and asked else set()
         counts = self.counts
-        for part in batch.parts:
-            thread = str(part.conversation["id"])
-            new = len(part.messages)
-            if known:
-                new -= sum(str(message["id"]) in known for message in part.messages)
+        for thread, messages, maybe_known, final in uncounted:
+            new = messages - sum(i in known for i in maybe_known)
             counts.new_messages += new
             if new and thread not in self._threads_with_new:
                 self._threads_with_new.add(thread)
                 counts.threads_with_new_messages += 1
-            if part.final and thread not in self._threads_with_new:
+            if final and thread not in self._threads_with_new:
                 counts.rechecked_threads += 1
-        return batch
 
     def _progress(self) -> None:
         if self.clock() - self._last_progress >= PROGRESS_EVERY:
