@@ -11,10 +11,13 @@ export RUNTIME__DLTHUB_TELEMETRY := false
 demo: $(VENV)/.installed
 	$(BIN)/meta-inbox demo
 
-# Both tiers: the fast one first, so that a broken row shape fails in seconds.
+# Both tiers: the fast one first, so that a broken row shape fails in seconds. The end-to-end
+# tier runs a file per worker (E2E_WORKERS), each worker with its own PostgreSQL server.
+E2E_WORKERS ?= 2
+
 test: $(VENV)/.installed
 	$(BIN)/pytest tests/fast
-	$(BIN)/pytest tests --ignore=tests/fast
+	$(BIN)/pytest tests --ignore=tests/fast -n $(E2E_WORKERS) --dist loadfile
 
 test-fast: $(VENV)/.installed
 	$(BIN)/pytest tests/fast
