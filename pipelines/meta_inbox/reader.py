@@ -835,8 +835,13 @@ class _FolderWalk:
             self.reader.walk_done(self.page, self.platform)
 
     def _state(self, finished: bool) -> dict[str, Any] | None:
+        # A pass resumed without its head lists, in its tail, threads that moved above the
+        # interrupted pass since, and skips them: the newest of those pages may not raise its
+        # top or watermark, below which the next pass would not look for them. Every thread
+        # such a tail reads is below the interrupted pass's top.
+        headless = self.head is None and self.plan.previous_top is not None
         if finished:
-            seen = [page.newest for chain in self.chains for page in chain.pages]
+            seen = [] if headless else [p.newest for chain in self.chains for p in chain.pages]
             tops = [*seen, self.plan.previous_top, self.watermark]
             newest = max(filter(None, tops), default=None)
             return {"watermark": _iso(newest), "pass": None, "generation": self.reader.generation}
@@ -844,7 +849,7 @@ class _FolderWalk:
             return None
         done = self.tail.pages[: self.tail.handed_over]
         previous = self.previous
-        tops = [*(page.newest for page in done), self.plan.previous_top]
+        tops = [*([] if headless else (page.newest for page in done)), self.plan.previous_top]
         if self.head is not None and self.head.finished:
             tops += [page.newest for page in self.head.pages]
         lows = [*(page.oldest for page in done), self.previous_down_to]

@@ -10,6 +10,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -211,6 +212,59 @@ def test_an_expired_cursor_falls_back_to_the_top(
         refused = [c for c in emulator.calls if c.error_code == 100 and "after" in c.params]
         assert bool(refused) == (expiry == "error")
         assert result.record["skipped_threads"] == 0
+
+
+@pytest.mark.parametrize("cursor", ["kept", "empty", "error"])
+def test_what_moves_while_a_run_is_resumed_is_read_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cursor: str
+) -> None:
+    """A run that finishes a killed run's reading lists no folder head, so two threads that
+    move above the killed pass meanwhile (their new messages farther apart than the lookback)
+    are left to the next run, which reads both whole. Where Graph no longer takes the kept
+    cursor, the resumed tail lists from the head and skips them: the pass's watermark stays
+    at the killed pass's top, or the next run would stop above the older of the two."""
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    # No recheck window: a recheck would read the moved threads' newest messages anyway.
+    sharp = {"lookback_seconds": "1", "recheck_window_days": "0"}
+    expiry = "error" if cursor == "kept" else cursor
+    with Emulator(seed=7, scale=1, faults=Faults(cursor_expiry=expiry)) as emulator:
+        workspace = Workspace(tmp_path, emulator)
+        process = workspace.start("run", **SMALL, **sharp)
+        _hold_once_half_read(workspace, emulator)
+        _kill(process)
+        emulator.release()
+        if cursor != "kept":
+            emulator.expire_cursors()
+        folders = workspace.state()["folders"]
+        key, half = next((key, f["pass"]) for key, f in folders.items() if f["pass"])
+        top = int(datetime.fromisoformat(half["top"]).timestamp())
+        down_to = int(datetime.fromisoformat(half["down_to"]).timestamp())
+        page_id, platform, folder = key.split("/")
+        done = [
+            c.id
+            for c in emulator.inbox.page_conversations
+            if (c.page_id, c.platform, c.folder) == (page_id, platform, folder)
+            and down_to <= c.updated_time <= top
+        ]
+        assert len(done) >= 2
+        written = [
+            emulator.customer_writes(done[0], "later", top + 10),
+            emulator.customer_writes(done[-1], "later still", top + 20),
+        ]
+        settings = {**_settings(), **{name: int(value) for name, value in sharp.items()}}
+
+        resumed = workspace.export(**settings)
+
+        assert resumed.exit_code == 0, resumed.problems
+        assert workspace.state()["folders"][key]["watermark"] == half["top"]
+        listed = ", ".join(f"'{i}'" for i in written)
+        assert workspace.query(f"select id from inbox.messages where id in ({listed})") == []
+
+        after = workspace.export(**settings)
+
+        assert after.exit_code == 0, after.problems
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        assert workspace.duplicate_ids() == NO_DUPLICATES
 
 
 def test_checkpoints_are_counted_and_state_stays_small(
