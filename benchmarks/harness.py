@@ -55,4 +55,9 @@ def measured_run(command: list[str], folder: Path, env: dict[str, str]) -> Measu
     run = launched(command, str(folder), env)
     if run["code"] != 0:
         raise SystemExit(f"exit code {run['code']}: {run['stderr'][-2000:]}")
+    # dlt retries a load job that failed for a reason it counts as transient (DuckDB out of
+    # memory among them): the run succeeds, and its figures include the retries.
+    retried = run["stderr"].count("Transient exception")
+    if retried:
+        print(f"  ({retried} load job(s) retried after a transient error: see the run's log)")
     return Measured(run["wall"], run["cpu"], run["peak_rss_mb"], run["stdout"], run["stderr"])

@@ -119,7 +119,8 @@ class Stored(Protocol):
 
     newest: dict[tuple[str, str], datetime]  # per (Page, platform): its newest message time
 
-    def known(self, ids: list[str]) -> set[str]: ...
+    def known(self, ids: list[str], since: datetime | None) -> set[str]:
+        """Which of `ids` the destination holds; `since`: none of them was sent before."""
 
 
 class ExportSession:
@@ -191,9 +192,9 @@ class ExportSession:
         # Threads `meta-inbox forget` erased, with when (set by `export`).
         self.erased: dict[str, datetime] = {}
         self._threads_with_new: set[str] = set()
-        # The slice's thread parts not yet counted: thread, messages, ids the destination may
-        # hold, whether the part ends its thread.
-        self._uncounted: list[tuple[str, int, list[str], bool]] = []
+        # The slice's thread parts not yet counted: thread, messages, the ids (and times) of
+        # those the destination may hold, whether the part ends its thread.
+        self._uncounted: list[tuple[str, int, list[tuple[str, datetime | None]], bool]] = []
         self._stop_reason: BaseException | None = None
         self._last_progress = clock()
 
@@ -350,7 +351,7 @@ class ExportSession:
             # without asking; the older ones are new if the destination does not hold them.
             maybe_known = (
                 [
-                    str(message["id"])
+                    (str(message["id"]), created)
                     for message, created in zip(part.messages, part.created, strict=True)
                     if created is None or created <= latest
                 ]
@@ -364,11 +365,17 @@ class ExportSession:
 
     def _count_slice(self) -> None:
         uncounted, self._uncounted = self._uncounted, []
-        asked = [i for _, _, maybe_known, _ in uncounted for i in maybe_known]
-        known = self.stored.known(asked) if self.stored and asked else set()
+        asked = [message for _, _, maybe_known, _ in uncounted for message in maybe_known]
+        known: set[str] = set()
+        if self.stored and asked:
+            times = [created for _, created in asked]
+            # The time bounds the lookup to the table's recent part (DuckDB skips the row
+            # groups of older messages): a message is stored with the time it is read with.
+            since = None if None in times else min(t for t in times if t is not None)
+            known = self.stored.known([i for i, _ in asked], since)
         counts = self.counts
         for thread, messages, maybe_known, final in uncounted:
-            new = messages - sum(i in known for i in maybe_known)
+            new = messages - sum(i in known for i, _ in maybe_known)
             counts.new_messages += new
             if new and thread not in self._threads_with_new:
                 self._threads_with_new.add(thread)
