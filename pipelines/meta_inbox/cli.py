@@ -60,6 +60,7 @@ EXIT_CODES = """exit codes:
   13  the destination's credentials are missing
   14  a package the destination needs is not installed
   15  Graph could not be reached at all: check base_url and the network
+  16  DuckDB ran out of memory while loading: raise duckdb_memory_limit
   130 interrupted by Ctrl-C (SIGINT); 143 by SIGTERM: what was read is loaded
 """
 
@@ -569,6 +570,27 @@ def _configure_logging(debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], force=True
     )
     logging.getLogger("meta_inbox").setLevel(logging.DEBUG if debug else logging.INFO)
+    dlt_logger = logging.getLogger("dlt")
+    for kept in [f for f in dlt_logger.filters if isinstance(f, _WithoutTraceback)]:
+        dlt_logger.removeFilter(kept)
+    if not debug:
+        dlt_logger.addFilter(_WithoutTraceback())
+
+
+class _WithoutTraceback(logging.Filter):
+    """dlt logs a load job it retries (DuckDB out of memory, a lost connection) with its
+    traceback, attached or in the message: without --debug, the line alone. The run's last
+    line says what to do."""
+
+    MARK = "Traceback (most recent call last):"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        message = record.getMessage()
+        if self.MARK in message:
+            record.msg = message.split(self.MARK)[0] + "(a traceback: run with --debug to see it)"
+            record.args = None
+        return True
 
 
 def _fail(error: Exception, debug: bool) -> int:

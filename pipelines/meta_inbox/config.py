@@ -33,6 +33,9 @@ PLATFORMS = ("messenger", "instagram")
 FOLDERS = ("inbox", "other", "page_done", "spam", LEGACY_ARCHIVE)
 PII_MODES = ("keep", "hash", "drop")
 _PAGE_ID = re.compile(r"^\d{1,32}$")
+# DuckDB's bound while a run loads (see `destinations.DUCKDB_LOADING` for what was measured).
+DUCKDB_MEMORY_LIMIT = "96MB"
+_MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(K|M|G|T)i?B$", re.IGNORECASE)
 
 
 def _setting(default: Any, description: str, *, secret: bool = False, shown: str = "") -> Any:
@@ -164,6 +167,11 @@ class Settings(Analysis):
     # Each checkpoint is a dlt load with fixed costs of its own: 1.2 s of CPU at 126k messages
     # (measured: 5 checkpoints of 1,000 threads took 17.1 s, 2 of 2,500 13.8 s, 1 12.4 s).
     checkpoint_threads: int = _setting(2500, "... and after this many threads")
+    duckdb_memory_limit: str = _setting(
+        DUCKDB_MEMORY_LIMIT,
+        "memory DuckDB may use while a run loads the file meta-inbox makes for it (not DuckDB "
+        "credentials of your own): raise it if a run stops out of memory (exit 16)",
+    )
     pii: str = _setting("keep", "`keep`, `hash` or `drop` personal columns: see Privacy")
     pii_salt: TSecretStrValue | None = _setting(
         None, "key of the hashes with `pii = hash` (required then)", secret=True
@@ -191,6 +199,11 @@ class Settings(Analysis):
             raise BadInput(
                 "pii = hash needs a secret salt: set pii_salt (SOURCES__META_INBOX__PII_SALT or "
                 ".dlt/secrets.toml)."
+            )
+        if not _MEMORY_SIZE.match(str(self.duckdb_memory_limit).strip()):
+            raise BadInput(
+                f"duckdb_memory_limit {self.duckdb_memory_limit!r} is not a size: write it as "
+                "DuckDB does, e.g. 96MB or 1GB."
             )
         for name in ("base_url", "instagram_base_url"):
             if not re.match(r"^https?://[^/\s]+", getattr(self, name)):

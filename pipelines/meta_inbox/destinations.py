@@ -52,10 +52,12 @@ from dlt.common.schema.typing import TSchemaTables
 from dlt.destinations import postgres
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
+from .config import DUCKDB_MEMORY_LIMIT
 from .errors import (
     BadInput,
     DestinationCredentialsMissing,
     DestinationLocked,
+    DestinationOutOfMemory,
     DestinationUnwritable,
     MissingExtra,
     causes,
@@ -80,7 +82,7 @@ _EXTRAS = {"postgres": "postgres", "redshift": "redshift", "bigquery": "bigquery
 # messages (its merges read the big tables): 321 MB at 128 MB, 288 MB at 96 MB, which loaded
 # the 1.09M backfill without an out-of-memory retry; 64 MB made merges fail (out of memory) at
 # 430k. Applied only where the user configured no DuckDB credentials of their own.
-DUCKDB_LOADING = {"memory_limit": "96MB", "threads": 1}
+DUCKDB_LOADING = {"memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 1}
 # dlt runs up to 20 load jobs at once. In DuckDB each is a query of this process, and a
 # checkpoint's ten merges and copies side by side added 100-170 MB to its peak (measured at
 # 123k messages), where one after another they took no more time: DuckDB writes one at a time.
@@ -149,7 +151,7 @@ def checkpoint(pipeline: dlt.Pipeline) -> None:
 
 
 @contextmanager
-def held_open(pipeline: dlt.Pipeline) -> Iterator[None]:
+def held_open(pipeline: dlt.Pipeline, memory_limit: str = DUCKDB_MEMORY_LIMIT) -> Iterator[None]:
     """While a run lasts, its DuckDB file stays open. dlt's connection pool closes the database
     when its last connection is returned, so each load job and query opened the file again and
     closing it wrote a checkpoint: measured, 30 % of a backfill's CPU. The pipeline gets its own
@@ -161,12 +163,15 @@ def held_open(pipeline: dlt.Pipeline) -> Iterator[None]:
         return
     import duckdb
 
+    config = credentials.global_config
+    if config == DUCKDB_LOADING:  # meta-inbox's own bound, which `duckdb_memory_limit` moves
+        config = {**config, "memory_limit": memory_limit}
     connection = duckdb.connect(credentials.database)
     try:
         held = copy.copy(destination)
         held.config_params = {
             **destination.config_params,
-            "credentials": DuckDbCredentials(connection, global_config=credentials.global_config),
+            "credentials": DuckDbCredentials(connection, global_config=config),
         }
         pipeline.destination = held
         yield
@@ -312,9 +317,17 @@ def explained_failures(destination: Any) -> Iterator[None]:
 def problem_of(error: BaseException, destination: Any) -> Exception | None:
     """The plain-language error for a destination failure a user can fix, else None."""
     for cause in causes(error):
-        if isinstance(cause, DestinationLocked | DestinationUnwritable | MissingExtra):
+        if isinstance(
+            cause, DestinationLocked | DestinationUnwritable | DestinationOutOfMemory | MissingExtra
+        ):
             return None
         text = str(cause)
+        if type(cause).__name__ == "OutOfMemoryException":  # duckdb's, not imported for others
+            return DestinationOutOfMemory(
+                f"DuckDB ran out of memory while loading ({text.splitlines()[0]}): raise "
+                "duckdb_memory_limit (SOURCES__META_INBOX__DUCKDB_MEMORY_LIMIT); what earlier "
+                "checkpoints loaded is kept, and the next run goes on from there."
+            )
         if "Could not set lock on file" in text or "Conflicting lock" in text:
             path = _quoted_path(text)
             return DestinationLocked(

@@ -65,6 +65,10 @@ class DestinationUnwritable(MetaInboxError):
     """Files cannot be written where the destination or the pipeline keeps them."""
 
 
+class DestinationOutOfMemory(MetaInboxError):
+    """DuckDB ran out of the memory it was given while loading."""
+
+
 class DestinationCredentialsMissing(MetaInboxError):
     """The destination needs credentials that no config provider holds."""
 

@@ -14,6 +14,7 @@ from .errors import (
     Busy,
     DestinationCredentialsMissing,
     DestinationLocked,
+    DestinationOutOfMemory,
     DestinationUnwritable,
     FolderFailed,
     Interrupted,
@@ -43,6 +44,7 @@ class ExitCode(IntEnum):
     DESTINATION_CREDENTIALS = 13
     MISSING_EXTRA = 14
     GRAPH_UNREACHABLE = 15
+    DESTINATION_OUT_OF_MEMORY = 16
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
     TERMINATED = 143  # 128 + SIGTERM
 
@@ -60,6 +62,7 @@ _PLAIN = (
     (DestinationLocked, ExitCode.DESTINATION_LOCKED, "{error}"),
     (DestinationUnwritable, ExitCode.DESTINATION_UNWRITABLE, "{error}"),
     (DestinationCredentialsMissing, ExitCode.DESTINATION_CREDENTIALS, "{error}"),
+    (DestinationOutOfMemory, ExitCode.DESTINATION_OUT_OF_MEMORY, "{error}"),
     (MissingExtra, ExitCode.MISSING_EXTRA, "{error}"),
     (
         ThrottleBudgetExceeded,

@@ -138,7 +138,7 @@ def export(
         try:
             with (
                 _exclusive(pipeline),
-                destinations.held_open(pipeline),
+                destinations.held_open(pipeline, settings.duckdb_memory_limit),
                 _graceful_signals(session, pipeline),
             ):
                 return run.execute()

@@ -85,6 +85,27 @@ def test_a_pipeline_folder_that_cannot_be_written(workspace: Workspace) -> None:
     assert "Cannot write /sys/kernel/meta-inbox" in _one_line(done.stderr)
 
 
+def test_duckdb_out_of_memory_stops_with_a_line_and_loses_nothing(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    """A bound DuckDB cannot load under: exit 16, one line saying which setting to raise, no
+    traceback (dlt logs the load jobs it retries). The next run, given the memory, loads the
+    whole inbox once: what the failed run committed, if anything, was a checkpoint's."""
+    failed = workspace.run(duckdb_memory_limit="8MB", checkpoint_threads="20")
+
+    assert failed.code == 16, failed.output
+    line = _one_line(failed.stderr)
+    assert line.startswith("meta-inbox: DuckDB ran out of memory while loading"), line
+    assert "raise duckdb_memory_limit" in line
+    assert "Traceback" not in failed.stderr
+
+    finished = workspace.run()
+
+    assert finished.code == 0, finished.output
+    assert workspace.counts() == expected_counts(selected(emulator.inbox))
+    assert workspace.duplicate_ids() == NO_DUPLICATES
+
+
 def test_missing_destination_credentials(workspace: Workspace, emulator: Emulator) -> None:
     env = {k: v for k, v in workspace.env().items() if not k.startswith("DESTINATION__")}
     done = workspace.cli("run", "--destination", "postgres", env=env)

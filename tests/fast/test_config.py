@@ -77,6 +77,10 @@ def settings(**values: Any) -> Settings:
         ({"max_calls_per_second": -1.0}, "max_calls_per_second must not be negative."),
         ({"max_throttle_wait": -1.0}, "max_throttle_wait must not be negative."),
         ({"checkpoint_seconds": -1.0}, "checkpoint_seconds must not be negative."),
+        (
+            {"duckdb_memory_limit": "lots"},
+            "duckdb_memory_limit 'lots' is not a size: write it as DuckDB does, e.g. 96MB or 1GB.",
+        ),
     ],
     ids=lambda value: (
         "-".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else ""

@@ -11,6 +11,7 @@ from meta_inbox.errors import (
     Busy,
     DestinationCredentialsMissing,
     DestinationLocked,
+    DestinationOutOfMemory,
     DestinationUnwritable,
     Interrupted,
     MissingExtra,
@@ -77,6 +78,7 @@ UNREACHABLE = "Graph API at http://127.0.0.1:9 could not be reached (connection 
         (DestinationUnwritable("Cannot write to /data."), 12, None),
         (DestinationCredentialsMissing("postgres needs credentials."), 13, None),
         (MissingExtra("pip install 'meta-inbox[postgres]'"), 14, None),
+        (DestinationOutOfMemory("DuckDB ran out of memory while loading."), 16, None),
         (
             Interrupted(2, "SIGINT"),
             130,
