@@ -743,10 +743,13 @@ class _FolderWalk:
             # Popped, so that a thread handed over is not held by its listing page meanwhile.
             raw = threads.pop()
             updated = _updated(raw)
-            if updated is not None:
+            how = self.plan.decide(updated, chain.role)
+            # A page spans the threads this pass takes: one it skips was done by an earlier
+            # pass, or moved above a pass resumed without its head since, and must not raise
+            # the pass's top or watermark, below which the next pass would not look for it.
+            if updated is not None and how is not Skip.SKIP:
                 entry.newest = max(entry.newest or updated, updated)
                 entry.oldest = min(entry.oldest or updated, updated)
-            how = self.plan.decide(updated, chain.role)
             if how is Skip.STOP:
                 stop = True
             elif isinstance(how, ReadHow) and self.reader.first_sighting(
@@ -835,13 +838,8 @@ class _FolderWalk:
             self.reader.walk_done(self.page, self.platform)
 
     def _state(self, finished: bool) -> dict[str, Any] | None:
-        # A pass resumed without its head lists, in its tail, threads that moved above the
-        # interrupted pass since, and skips them: the newest of those pages may not raise its
-        # top or watermark, below which the next pass would not look for them. Every thread
-        # such a tail reads is below the interrupted pass's top.
-        headless = self.head is None and self.plan.previous_top is not None
         if finished:
-            seen = [] if headless else [p.newest for chain in self.chains for p in chain.pages]
+            seen = [page.newest for chain in self.chains for page in chain.pages]
             tops = [*seen, self.plan.previous_top, self.watermark]
             newest = max(filter(None, tops), default=None)
             return {"watermark": _iso(newest), "pass": None, "generation": self.reader.generation}
@@ -849,7 +847,7 @@ class _FolderWalk:
             return None
         done = self.tail.pages[: self.tail.handed_over]
         previous = self.previous
-        tops = [*([] if headless else (page.newest for page in done)), self.plan.previous_top]
+        tops = [*(page.newest for page in done), self.plan.previous_top]
         if self.head is not None and self.head.finished:
             tops += [page.newest for page in self.head.pages]
         lows = [*(page.oldest for page in done), self.previous_down_to]

@@ -241,7 +241,7 @@ class ExportSession:
                 threads += item.final
             elif isinstance(item, FolderProgress):
                 if batch:
-                    yield self._counted(batch)
+                    yield self._to_count(batch)
                     batch = Batch(self.started_at)
                 state["folders"][item.key] = item.state
                 if item.state["pass"] is None:
@@ -249,7 +249,7 @@ class ExportSession:
             elif self.reader.done:
                 break
             if batch.size >= BATCH_ROWS or (item is None and batch):
-                yield self._counted(batch)
+                yield self._to_count(batch)
                 batch = Batch(self.started_at)
             self._progress()
             if self.checkpoints and (
@@ -258,10 +258,10 @@ class ExportSession:
             ):
                 break
         self.counts.checkpoints += 1
-        batch = self._counted(batch)
+        batch = self._to_count(batch)
         self._count_slice()
         if self.finished:
-            if self.report.stopped_by is None and not self.settings.user_ids:
+            if self.report.stopped_by is None and self.reader.generation:
                 state.pop("generation", None)
             batch.pages = self.reader.pages_read()
             if self.record is not None:
@@ -319,15 +319,12 @@ class ExportSession:
         # A run whose reading ends closes its generation; a run killed or stopped leaves it
         # open, and the next one finishes it first (see reader.py). One person's history is
         # read outside of them: it keeps no folder state.
-        resumed = state.get("generation")
+        generation, resumed = None, False
         if not settings.user_ids:
-            state["generation"] = resumed or self.started_at.isoformat()
+            resumed = "generation" in state
+            generation = state.setdefault("generation", self.started_at.isoformat())
         self.reader.start(
-            pages,
-            dict(folders),
-            dict(loaded_max),
-            generation=state.get("generation"),
-            resumed=resumed is not None and not settings.user_ids,
+            pages, dict(folders), dict(loaded_max), generation=generation, resumed=resumed
         )
         if self._stop_reason is not None:
             self.reader.stop(self._stop_reason)
@@ -341,7 +338,7 @@ class ExportSession:
         if self.observer is not None:
             self.observer(part)
 
-    def _counted(self, batch: Batch) -> Batch:
+    def _to_count(self, batch: Batch) -> Batch:
         """The batch; its messages are counted as new or merged again with the slice's last
         batch (`_count_slice`), so that the destination is asked once per slice."""
         newest = self.stored.newest if self.stored else {}
@@ -371,7 +368,7 @@ class ExportSession:
             times = [created for _, created in asked]
             # The time bounds the lookup to the table's recent part (DuckDB skips the row
             # groups of older messages): a message is stored with the time it is read with.
-            since = None if None in times else min(t for t in times if t is not None)
+            since = None if None in times else min(times)
             known = self.stored.known([i for i, _ in asked], since)
         counts = self.counts
         for thread, messages, maybe_known, final in uncounted:
