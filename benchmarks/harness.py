@@ -45,6 +45,7 @@ class Measured:
     wall: float
     cpu: float
     peak_rss_mb: float
+    peak_anonymous_mb: float  # of it, the process's own memory (sampled), not mapped files
     stdout: str
     stderr: str
 
@@ -60,4 +61,11 @@ def measured_run(command: list[str], folder: Path, env: dict[str, str]) -> Measu
     retried = run["stderr"].count("Transient exception")
     if retried:
         print(f"  ({retried} load job(s) retried after a transient error: see the run's log)")
-    return Measured(run["wall"], run["cpu"], run["peak_rss_mb"], run["stdout"], run["stderr"])
+    return Measured(
+        run["wall"],
+        run["cpu"],
+        run["peak_rss_mb"],
+        run["peak_anonymous_mb"],
+        run["stdout"],
+        run["stderr"],
+    )

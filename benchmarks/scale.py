@@ -71,7 +71,7 @@ def _measure(scale: int, seed: int, small_change: bool) -> float:
         calls = emulator.calls
         stored, _ = stored_messages(folder)
         print(
-            f"  backfill   {wall:7.1f} s  peak RSS {rss:6.0f} MB  {record['api_calls']} calls  "
+            f"  backfill   {wall:7.1f} s  peak RSS {rss}  {record['api_calls']} calls  "
             f"{record['checkpoints']} checkpoints  {stored} of {expected} messages"
         )
         print(f"  CPU        {cpu:7.1f} s: {cpu / expected * 1e6:.0f} µs per message")
@@ -86,7 +86,7 @@ def _measure(scale: int, seed: int, small_change: bool) -> float:
         emulator.reset_calls()
         wall, cpu, rss, record = _run(folder, env)
         print(
-            f"  no change  {wall:7.1f} s  peak RSS {rss:6.0f} MB  {record['api_calls']} calls  "
+            f"  no change  {wall:7.1f} s  peak RSS {rss}  {record['api_calls']} calls  "
             f"{record['new_messages']} new messages  CPU {cpu:.1f} s"
         )
         if not small_change:
@@ -96,14 +96,14 @@ def _measure(scale: int, seed: int, small_change: bool) -> float:
         wall, cpu, rss, record = _run(folder, cli_env(emulator, folder, **UNPACED, **NO_WINDOW))
         print(
             f"  small change ({len(threads)} threads, {MESSAGES_WRITTEN} messages), recheck window "
-            f"off: {wall:.1f} s  peak RSS {rss:.0f} MB  {record['api_calls']} calls  "
+            f"off: {wall:.1f} s  peak RSS {rss}  {record['api_calls']} calls  "
             f"{record['new_messages']} new messages  CPU {cpu:.1f} s"
         )
         _change(emulator, 2)
         windowed = _run(folder, env)
         rechecked = windowed[3]
         print(
-            f"  same change, default window: {windowed[0]:.1f} s  peak RSS {windowed[2]:.0f} MB  "
+            f"  same change, default window: {windowed[0]:.1f} s  peak RSS {windowed[2]}  "
             f"{rechecked['rechecked_threads']} threads and {rechecked['messages_merged_again']} "
             f"messages read again  CPU {windowed[1]:.1f} s: "
             f"{windowed[1] / max(rechecked['messages'], 1) * 1e6:.0f} µs per message read"
@@ -134,10 +134,12 @@ def _change(emulator: Emulator, round_: int) -> list[str]:
     return threads
 
 
-def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, float, dict[str, Any]]:
-    """One `meta-inbox run`: its wall seconds, CPU seconds, peak RSS in MB and run record."""
+def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, str, dict[str, Any]]:
+    """One `meta-inbox run`: its wall seconds, CPU seconds, peak RSS (and anonymous memory)
+    and run record."""
     done = measured_run([sys.executable, "-m", "meta_inbox.cli", "run", "--json"], folder, env)
-    return done.wall, done.cpu, done.peak_rss_mb, json.loads(done.stdout)
+    memory = f"{done.peak_rss_mb:.0f} MB (anonymous {done.peak_anonymous_mb:.0f} MB)"
+    return done.wall, done.cpu, memory, json.loads(done.stdout)
 
 
 def _replay(emulator: Emulator, calls: list[Call]) -> float:
