@@ -278,6 +278,27 @@ def apply_refreshes(pipeline: dlt.Pipeline) -> list[str]:
         return done
 
 
+def drop_stale_children(pipeline: dlt.Pipeline, load_ids: Iterable[str]) -> None:
+    """Delete the child rows of parents merged again in these loads that the loads did not
+    write again. A child table's merge replaces the rows of the parents it has rows for, so
+    the reactions of a message whose last reaction was taken back would stay. Only loads that
+    merged stored rows again need it; the lake's views leave such rows out by themselves."""
+    if not speaks_sql(pipeline):
+        return
+    with pipeline.sql_client() as client:
+        children = [t for t in TABLES if t.parent and _has_table(client, t.name)]
+        for load_id in load_ids:
+            # Literals: DuckDB skips the row groups of other loads only for a constant.
+            load = quoted(load_id)
+            for table in children:
+                child = client.make_qualified_table_name(table.name)
+                parent = client.make_qualified_table_name(str(table.parent))
+                client.execute_sql(
+                    f"delete from {child} where _dlt_load_id <> {load} and {table.merge_key} "
+                    f"in (select id from {parent} where _dlt_load_id = {load})"
+                )
+
+
 def _has_table(client: Any, name: str) -> bool:
     schema = client.make_qualified_table_name_path(None, quote=False)[-1]
     rows = client.execute_sql(

@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -182,7 +182,8 @@ class _Run:
             # dlt's run() would load what an interrupted run left and stop there; a scheduled
             # job must also fetch what is new, so finish the old load first.
             log.info("finishing the load that an interrupted run left pending")
-            pipeline.run()
+            finished = pipeline.run()
+            destinations.drop_stale_children(pipeline, _slices(finished.load_packages))
         # A destination without its credentials or package fails now, before any call to Graph.
         pipeline.destination_client()
         # The destination is read while Graph answers the Pages' discovery, which its queries
@@ -199,7 +200,7 @@ class _Run:
         if not self.ledger:
             session.record = self._last_slice_record
         while True:
-            self._load(meta_inbox(session=session))
+            self._load(meta_inbox(session=session), merged_before=self._merged_again())
             if session.refresh and session.counts.checkpoints == 1:
                 destinations.apply_refreshes(pipeline)
             if session.finished:
@@ -286,14 +287,23 @@ class _Run:
             "meta_inbox_version": meta_inbox_version(),
         }
 
-    def _load(self, data: Any) -> None:
+    def _merged_again(self) -> int:
+        """Messages the run read that the destination held already."""
+        counts = self.session.counts
+        return counts.messages - counts.new_messages
+
+    def _load(self, data: Any, merged_before: int | None = None) -> None:
+        """Load `data`. A slice says how many stored messages the run had merged again before
+        it: one that merged more may have left some of their children stale."""
         if self.pipeline.destination.destination_name == "filesystem":
             # Parquet files are only appended to (the lake views keep the latest rows); saying
             # so spares dlt a warning per table that merge falls back to append.
             resources = data.resources.values() if hasattr(data, "resources") else data
             for resource in resources:
                 resource.apply_hints(write_disposition="append")
-        self.pipeline.run(data, loader_file_format=self.loader_file_format)
+        info = self.pipeline.run(data, loader_file_format=self.loader_file_format)
+        if merged_before is not None and self._merged_again() > merged_before:
+            destinations.drop_stale_children(self.pipeline, info.loads_ids)
         destinations.checkpoint(self.pipeline)
         destinations.remember_location(self.pipeline)
 
@@ -350,6 +360,21 @@ class _Run:
         except Exception as unrecorded:
             reason = str(innermost(unrecorded)).splitlines()[0]
             log.warning("could not record the run in %s: %s", RUNS.name, reason)
+
+
+def _slices(packages: Iterable[Any]) -> list[str]:
+    """The loads of slices among `packages`: a reconcile's corrections merge parents alone
+    (their children as stored), slices write children too."""
+    children = {table.name for table in TABLES if table.parent}
+    return [
+        package.load_id
+        for package in packages
+        if any(
+            job.job_file_info.table_name in children
+            for jobs in package.jobs.values()
+            for job in jobs
+        )
+    ]
 
 
 # Failures that leave no way, or no reason, to write a run record into the destination.

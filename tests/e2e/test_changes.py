@@ -70,6 +70,44 @@ def test_recent_reactions_edits_and_read_state_reach_a_regular_run(
     assert workspace.counts() == expected_counts(selected(inbox))
 
 
+def test_reactions_taken_back_leave_no_rows_in_the_warehouse_or_the_lake(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    inbox = emulator.inbox
+    thread = _recent(inbox)
+    alone, shared = thread.messages[-1], thread.messages[-2]
+    customer, page = thread.customers[0].id, thread.page_side.id
+    emulator.react(alone.id, "🔥")
+    emulator.react(shared.id, "👍")
+    emulator.react(shared.id, "😮", page)
+    lake_run = {"destination": "filesystem", "pipeline_name": "lake"}
+    assert workspace.export().exit_code == 0
+    assert workspace.export(**lake_run).exit_code == 0
+    reactions = "select message_id, reaction, user_id from message_reactions where message_id in "
+    reactions += f"('{alone.id}', '{shared.id}') order by message_id, user_id"
+    assert sorted(workspace.query(reactions)) == sorted(
+        [(alone.id, "🔥", customer), (shared.id, "👍", customer), (shared.id, "😮", page)]
+    )
+    emulator.unreact(alone.id)
+    emulator.unreact(shared.id)
+    emulator.reset_calls()
+
+    result = workspace.export()
+
+    assert result.exit_code == 0, result.problems
+    # The recheck window read the thread again: listing calls only.
+    assert len(emulator.calls) == 1 + folder_count(inbox)
+    assert workspace.query(reactions) == [(shared.id, "😮", page)]
+    counts = f"select id, reaction_count from messages where id in ('{alone.id}', '{shared.id}')"
+    assert sorted(workspace.query(counts)) == sorted([(alone.id, 0), (shared.id, 1)])
+    assert workspace.counts() == expected_counts(selected(inbox))
+    assert workspace.export(**lake_run).exit_code == 0
+    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+        connection.execute("set schema = 'inbox'")
+        assert connection.execute(reactions).fetchall() == [(shared.id, "😮", page)]
+
+
 def test_instagram_message_without_details_never_replaces_a_detailed_copy(
     workspace: Workspace, emulator: Emulator
 ) -> None:

@@ -23,6 +23,13 @@ POSTGRES = {"destination": "postgres"}
 def test_postgres_load_is_exact_and_incremental(
     workspace: Workspace, emulator: Emulator, postgres_dsn: str
 ) -> None:
+    # A reaction on the newest thread, taken back before the second run (which reads it again).
+    newest = max(
+        (c for c in selected(emulator.inbox) if c.platform == "messenger"),
+        key=lambda c: c.updated_time,
+    )
+    reacted = newest.messages[-1].id
+    emulator.react(reacted, "🔥")
     first = workspace.run("--destination", "postgres")
 
     assert first.code == 0, first.output
@@ -40,10 +47,16 @@ def test_postgres_load_is_exact_and_incremental(
 
     detailed = detailed_messages(emulator.inbox.conversations)
     activity = emulator.add_activity(seed=1)
+    emulator.unreact(reacted)
     second = workspace.export(**POSTGRES)
 
     assert second.exit_code == 0, second.problems
     assert counts(postgres_dsn) == expected_counts(selected(emulator.inbox), detailed)
+    assert query(
+        postgres_dsn,
+        f"select count(*) from {SCHEMA}.message_reactions where message_id = %s",
+        (reacted,),
+    ) == [(0,)]
     assert query(
         postgres_dsn,
         f"select folder from {SCHEMA}.conversations where id = %s",

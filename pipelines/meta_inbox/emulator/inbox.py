@@ -481,6 +481,14 @@ class Inbox:
         message.reactions = _with_reaction(message.reactions, emoji, reactor)
         return message
 
+    def unreact(self, message_id: str, user_id: str | None = None) -> Message:
+        """A person takes their reaction back; a message nobody reacts to any more has none."""
+        message = self._messages[message_id]
+        conversation = self._conversations[message.conversation_id]
+        person = user_id or conversation.customers[0].id
+        message.reactions = _without_reaction(message.reactions, person)
+        return message
+
     def edit_message(self, message_id: str, text: str) -> Message:
         message = self._messages[message_id]
         message.text = text
@@ -602,6 +610,17 @@ def _with_reaction(
         if group["reaction"] == emoji:
             group["users"].append(reactor)
     return {"data": [group for group in groups if group["users"]]}
+
+
+def _without_reaction(reactions: dict[str, Any] | None, person: str) -> dict[str, Any] | None:
+    groups = (reactions or {}).get("data", [reactions] if reactions else [])
+    kept = [
+        {**group, "users": [u for u in group["users"] if u["id"] != person]} for group in groups
+    ]
+    kept = [group for group in kept if group["users"]]
+    if not kept:
+        return None
+    return {"data": kept} if "data" in reactions else kept[0]
 
 
 def _renamed_reactors(reactions: dict[str, Any], reactor: dict[str, str]) -> dict[str, Any]:

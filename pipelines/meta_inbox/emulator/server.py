@@ -777,6 +777,11 @@ class Emulator:
         with self._lock:
             self.inbox.react(message_id, emoji, user_id)
 
+    def unreact(self, message_id: str, user_id: str | None = None) -> None:
+        """A participant takes their reaction back (the first customer unless `user_id` says)."""
+        with self._lock:
+            self.inbox.unreact(message_id, user_id)
+
     def customer_writes(self, conversation_id: str, text: str, created: int) -> str:
         """A new message from the thread's first customer, sent at `created` (Unix seconds);
         its id."""
