@@ -20,8 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import pyarrow as pa
-
+from . import arrow_memory  # noqa: F401  (before pyarrow loads: see the module)
 from .config import FOLDERS, PLATFORMS, Settings, config_toml, settings_markdown
 from .conversations_api import INSTAGRAM_LOGIN
 from .destinations import explained_failures, location
@@ -498,9 +497,8 @@ def _emulator(args: argparse.Namespace) -> int:
 def _return_freed_memory() -> None:
     """An export decodes and shapes megabytes at a time on many threads. glibc gives each
     thread an arena of its own and Arrow's allocator keeps what it freed: with two arenas and
-    the system allocator, a long run's memory stays near what it uses (benchmarks/scale.py
-    measures it)."""
-    pa.set_memory_pool(pa.system_memory_pool())
+    the system allocator (`arrow_memory`), a long run's memory stays near what it uses
+    (benchmarks/scale.py measures it)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
 

@@ -365,11 +365,7 @@ class ExportSession:
         asked = [message for _, _, maybe_known, _ in uncounted for message in maybe_known]
         known: set[str] = set()
         if self.stored and asked:
-            times = [created for _, created in asked]
-            # The time bounds the lookup to the table's recent part (DuckDB skips the row
-            # groups of older messages): a message is stored with the time it is read with.
-            since = None if None in times else min(times)
-            known = self.stored.known([i for i, _ in asked], since)
+            known = self.stored.known(asked)
         counts = self.counts
         for thread, messages, maybe_known, final in uncounted:
             new = messages - sum(i in known for i, _ in maybe_known)

@@ -1,0 +1,43 @@
+"""Arrow's allocator: the system's in a `meta-inbox` process, left alone in one that imports
+meta-inbox as a library. Each case is a fresh interpreter, since pyarrow chooses as it loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+BACKEND = "import pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+
+
+def _run(code: str, **env: str) -> str:
+    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment | env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_cli_chooses_the_system_allocator_before_pyarrow_loads() -> None:
+    assert _run(f"import meta_inbox.cli; {BACKEND}") == "system"
+
+
+def test_a_choice_of_the_users_is_kept() -> None:
+    assert _run(f"import meta_inbox.cli; {BACKEND}", ARROW_DEFAULT_MEMORY_POOL="jemalloc") == (
+        "jemalloc"
+    )
+
+
+@pytest.mark.parametrize("name", ["export", "meta_inbox", "Settings", "TABLES"])
+def test_the_package_loads_its_modules_when_a_name_is_used(name: str) -> None:
+    code = (
+        "import sys, meta_inbox; loaded = 'pyarrow' in sys.modules or 'dlt' in sys.modules; "
+        f"from meta_inbox import {name}; {BACKEND.replace('print(', 'print(loaded, ')}"
+    )
+    loaded, backend = _run(code).split()
+
+    assert loaded == "False"
+    assert backend != "system"
