@@ -65,7 +65,7 @@ from .errors import (
     causes,
 )
 from .rows import parse_time
-from .tables import MESSAGES, REFRESHES, TABLES
+from .tables import MESSAGES, REFRESHES, ROWS_HASH, TABLES
 
 log = logging.getLogger("meta_inbox")
 
@@ -496,7 +496,11 @@ class StoredMessages:
     def __init__(self, pipeline: dlt.Pipeline) -> None:
         self.pipeline = pipeline
         self.newest: dict[tuple[str, str], datetime] = {}
-        if MESSAGES.name not in pipeline.dataset().schema.tables:
+        tables = pipeline.dataset().schema.tables
+        columns = tables[MESSAGES.name]["columns"] if MESSAGES.name in tables else {}
+        # A dataset of an earlier meta-inbox has no `rows_hash` until its first load adds it.
+        self.hashes = ROWS_HASH if ROWS_HASH in columns else "null"
+        if not columns:
             return
         rows = self._rows(
             "select page_id, platform, max(created_time) from {messages} group by page_id, platform"
@@ -505,8 +509,9 @@ class StoredMessages:
             (page, platform): parse_time(newest) for page, platform, newest in rows if newest
         }
 
-    def known(self, asked: list[tuple[str, datetime | None]]) -> set[str]:
-        """Which of these ids (each with the time it was sent) the destination holds.
+    def known(self, asked: list[tuple[str, datetime | None]]) -> dict[str, int | None]:
+        """Which of these ids (each with the time it was sent) the destination holds, with
+        their `rows_hash` (on a lake, that of their latest row).
 
         Each query is bounded by the times of its ids, as literals: DuckDB then skips the row
         groups of other times (measured at 1M messages: 4 ms and 2 MB for recent ids, against
@@ -517,23 +522,31 @@ class StoredMessages:
         """
         timed = sorted((created, i) for i, created in asked if created is not None)
         untimed = [i for i, created in asked if created is None]
-        found: set[str] = set()
-        for span in time_spans(timed, self.SPANS, self.SPAN_GAP):
-            for start in range(0, len(span), self.CHUNK):
-                chunk = span[start : start + self.CHUNK]
-                found |= self._held([i for _, i in chunk], (chunk[0][0], chunk[-1][0]))
-        for start in range(0, len(untimed), self.CHUNK):
-            found |= self._held(untimed[start : start + self.CHUNK], None)
-        return found
+        latest: dict[str, tuple[str, int | None]] = {}
+        queries = [
+            ([i for _, i in chunk], (chunk[0][0], chunk[-1][0]))
+            for span in time_spans(timed, self.SPANS, self.SPAN_GAP)
+            for chunk in _chunks(span, self.CHUNK)
+        ]
+        queries += [(chunk, None) for chunk in _chunks(untimed, self.CHUNK)]
+        for ids, between in queries:
+            for message_id, digest, load_id in self._held(ids, between):
+                if message_id not in latest or load_id > latest[message_id][0]:
+                    latest[message_id] = (load_id, digest)
+        return {message_id: digest for message_id, (_, digest) in latest.items()}
 
-    def _held(self, ids: list[str], between: tuple[datetime, datetime] | None) -> set[str]:
+    def _held(
+        self, ids: list[str], between: tuple[datetime, datetime] | None
+    ) -> list[tuple[Any, ...]]:
         bounded = ""
         if between:
             oldest, newest = (quoted(t.isoformat()) for t in between)
             bounded = f"created_time between {oldest} and {newest} and "
         listed = ", ".join(quoted(i) for i in ids)
-        rows = self._rows(f"select distinct id from {{messages}} where {bounded}id in ({listed})")
-        return {row[0] for row in rows}
+        return self._rows(
+            f"select id, {self.hashes}, _dlt_load_id from {{messages}} "
+            f"where {bounded}id in ({listed})"
+        )
 
     def _rows(self, sql: str) -> list[tuple[Any, ...]]:
         """In a thread of its own: a query waiting on a lock held elsewhere (PostgreSQL) waits
@@ -562,6 +575,10 @@ def time_spans(
     cuts = sorted(k for k in widest if timed[k][0] - timed[k - 1][0] > gap)
     bounds = [0, *cuts, len(timed)]
     return [timed[a:b] for a, b in itertools.pairwise(bounds) if a < b]
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    return (items[start : start + size] for start in range(0, len(items), size))
 
 
 def quoted(value: str) -> str:

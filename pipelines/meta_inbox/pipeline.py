@@ -277,6 +277,7 @@ class _Run:
             "messages": counts.messages,
             "rechecked_threads": counts.rechecked_threads,
             "messages_merged_again": counts.messages_merged_again,
+            "unchanged_messages": counts.unchanged_messages,
             "messages_without_details": counts.messages_without_details,
             "repaired_values": counts.repaired_values,
             "marked_deleted": counts.marked_deleted,
@@ -288,9 +289,7 @@ class _Run:
         }
 
     def _merged_again(self) -> int:
-        """Messages the run read that the destination held already."""
-        counts = self.session.counts
-        return counts.messages - counts.new_messages
+        return self.session.counts.messages_merged_again
 
     def _load(self, data: Any, merged_before: int | None = None) -> None:
         """Load `data`. A slice says how many stored messages the run had merged again before

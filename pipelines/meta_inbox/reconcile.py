@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from .destinations import quoted
 from .reader import ThreadPart
+from .tables import ROWS_HASH
 
 INSTAGRAM_REQUESTS_HIDDEN_AFTER = timedelta(days=30)
 _CHUNK = 5000
@@ -195,10 +196,11 @@ class Corrections:
                 if known is None or row["_dlt_load_id"] > known["_dlt_load_id"]:
                     latest[row["id"]] = row
             for row in latest.values():
-                yield {
-                    **{k: v for k, v in row.items() if not k.startswith("_dlt")},
-                    "deleted_at": deleted_at,
-                }
+                corrected = {k: v for k, v in row.items() if not k.startswith("_dlt")}
+                if ROWS_HASH in corrected:
+                    # No longer the fingerprint of what was read: the next reading loads it.
+                    corrected[ROWS_HASH] = None
+                yield {**corrected, "deleted_at": deleted_at}
 
 
 def _ids(db: duckdb.DuckDBPyConnection, sql: str) -> list[str]:

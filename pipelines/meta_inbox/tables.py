@@ -265,6 +265,9 @@ CONVERSATION_HISTORY = Table(
     ),
 )
 
+# The column of `messages` that the load adds: see `source._Shaper`.
+ROWS_HASH = "rows_hash"
+
 MESSAGES = Table(
     name="messages",
     description="One row per message. Instagram withholds details beyond the newest 20 messages "
@@ -298,6 +301,13 @@ MESSAGES = Table(
             nullable=False,
         ),
         DELETED_AT,
+        Column(
+            ROWS_HASH,
+            "bigint",
+            "A fingerprint of this row and the message's rows in the other `message_*` tables, "
+            "as a run that read the message again loaded them: a run that reads it again and "
+            "finds them the same does not load them again. Null for a message loaded once.",
+        ),
     ),
 )
 
@@ -471,7 +481,11 @@ RUNS = Table(
         Column(
             "threads_with_new_messages", "bigint", "Threads that brought at least one new message."
         ),
-        Column("messages", "bigint", "Messages loaded: new ones and those merged again."),
+        Column(
+            "messages",
+            "bigint",
+            "Messages read: new ones, those merged again and those found unchanged.",
+        ),
         Column(
             "rechecked_threads",
             "bigint",
@@ -482,6 +496,12 @@ RUNS = Table(
             "messages_merged_again",
             "bigint",
             "Messages loaded that the destination held already, merged again.",
+        ),
+        Column(
+            "unchanged_messages",
+            "bigint",
+            "Messages read again and found as stored, with their children's rows "
+            "(`messages.rows_hash`): not loaded again.",
         ),
         Column(
             "messages_without_details", "bigint", "Messages loaded without details (Instagram)."

@@ -6,13 +6,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from conftest import NO_DUPLICATES, Workspace
 from meta_inbox import lake
 from meta_inbox.emulator import Emulator
 from meta_inbox.emulator.inbox import Conversation, Inbox
-from model import detailed_messages, expected_counts, folder_count, selected
+from model import (
+    TABLE_NAMES,
+    detailed_messages,
+    expected_counts,
+    folder_count,
+    reaction_count,
+    selected,
+)
 
 
 def _recent(inbox: Inbox, platform: str = "messenger") -> Conversation:
@@ -106,6 +114,81 @@ def test_reactions_taken_back_leave_no_rows_in_the_warehouse_or_the_lake(
     with lake.connect(workspace.root / "meta_inbox_lake") as connection:
         connection.execute("set schema = 'inbox'")
         assert connection.execute(reactions).fetchall() == [(shared.id, "😮", page)]
+
+
+@pytest.mark.parametrize("destination", ["duckdb", "filesystem"])
+def test_messages_read_again_as_stored_are_not_loaded_again(
+    workspace: Workspace, emulator: Emulator, destination: str
+) -> None:
+    inbox = emulator.inbox
+    run = {"destination": destination}
+    assert workspace.export(**run).exit_code == 0
+    # The recheck window reads the week's threads again: loaded once more, fingerprinted.
+    again = workspace.export(**run).session.counts
+    assert again.new_messages == 0
+    assert again.unchanged_messages == 0
+    assert again.messages_merged_again == again.messages > 0
+    thread = _recent(inbox)
+    reacted = thread.messages[-1]
+    emulator.react(reacted.id, "🔥")
+    emulator.reset_calls()
+
+    result = workspace.export(**run)
+
+    assert result.exit_code == 0, result.problems
+    counts = result.session.counts
+    # The same messages read, with the same calls; only the one that changed is loaded.
+    assert counts.messages == again.messages
+    assert len(emulator.calls) == 1 + folder_count(inbox)
+    assert counts.messages_merged_again == 1
+    assert counts.unchanged_messages == counts.messages - 1
+    assert result.record["unchanged_messages"] == counts.unchanged_messages
+    assert counts.rows["messages"] == 1
+    assert counts.rows["message_reactions"] == reaction_count(reacted.reactions)
+    if destination == "filesystem":
+        lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+        with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+            connection.execute("set schema = 'inbox'")
+            assert _counts(connection) == expected_counts(selected(inbox))
+            reactions = connection.execute(
+                f"select reaction from message_reactions where message_id = '{reacted.id}'"
+            ).fetchall()
+    else:
+        assert workspace.counts() == expected_counts(selected(inbox))
+        reactions = workspace.query(
+            f"select reaction from message_reactions where message_id = '{reacted.id}'"
+        )
+    assert ("🔥",) in reactions
+
+
+@pytest.mark.parametrize("destination", ["duckdb", "filesystem"])
+def test_a_full_refresh_loads_again_what_it_finds_as_stored(
+    workspace: Workspace, emulator: Emulator, destination: str
+) -> None:
+    """A refresh deletes what was loaded before it: nothing may be left out as unchanged."""
+    run = {"destination": destination}
+    for _ in range(2):  # the second fingerprints the recheck window's messages
+        assert workspace.export(**run).exit_code == 0
+
+    result = workspace.export(**run, full_refresh=True)
+
+    assert result.exit_code == 0, result.problems
+    assert result.session.counts.unchanged_messages == 0
+    expected = expected_counts(selected(emulator.inbox))
+    if destination == "filesystem":
+        lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+        with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+            connection.execute("set schema = 'inbox'")
+            assert _counts(connection) == expected
+    else:
+        assert workspace.counts() == expected
+
+
+def _counts(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return {
+        name: connection.execute(f"select count(*) from {name}").fetchone()[0]
+        for name in TABLE_NAMES
+    }
 
 
 def test_instagram_message_without_details_never_replaces_a_detailed_copy(

@@ -32,9 +32,10 @@ PAGES = 4
 DATASET = "inbox"
 # Exported tables, with the column naming each row's Page.
 PAGE_COLUMNS = {table.name: table.page_column for table in TABLES}
-# What a run rewrites in a row even when nothing changed: dlt's load id, and when the Page was
-# last read (`pages.exported_at`, the start of the run that read it).
-RUN_COLUMNS = {"_dlt_load_id", "exported_at"}
+# What a run rewrites in a row even when nothing changed: dlt's load id, when the Page was last
+# read (`pages.exported_at`, the start of the run that read it), and the fingerprint a message
+# gets when first read again (`messages.rows_hash`).
+RUN_COLUMNS = {"_dlt_load_id", "exported_at", "rows_hash"}
 
 Query = Callable[[str], list[tuple[Any, ...]]]
 Commands = dict[str, list[str]]  # arguments of `meta-inbox run`, by Page

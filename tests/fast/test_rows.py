@@ -20,7 +20,7 @@ from meta_inbox.conversations_api import FacebookPage
 from meta_inbox.reader import PageRead, ThreadPart
 from meta_inbox.rows import Privacy, parse_time, repaired
 from meta_inbox.source import Batch, RunCounts
-from meta_inbox.tables import TABLES, Table
+from meta_inbox.tables import ROWS_HASH, TABLES, Table
 
 pytest_plugins = ["support"]
 
@@ -85,7 +85,10 @@ def shaped(
 ) -> dict[str, list[dict[str, Any]]]:
     """The rows of each table, in the order the source makes them."""
     tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for table, row in source._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages))):
+    for message_id, table, row in source._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages))):
+        # A message's rows and its children's carry its id, to be fingerprinted together.
+        expected = row["id"] if table.name == "messages" else row.get("message_id")
+        assert message_id == (expected if table.name.startswith("message") else None)
         tables[table.name].append(row)
     return tables
 
@@ -1159,8 +1162,9 @@ def test_hash_keeps_empty_values_and_other_salts_give_other_hashes() -> None:
 )
 def test_drop_leaves_out_personal_columns(table: str, left_out: set[str]) -> None:
     dropped = under(Privacy("drop"))[table]
+    # `rows_hash` is the shaper's, not made from Graph's answer.
     assert {tuple(row) for row in dropped} == {
-        tuple(name for name in BY_NAME[table].column_names if name not in left_out)
+        tuple(n for n in BY_NAME[table].column_names if n not in {*left_out, ROWS_HASH})
     }
     kept = [{k: v for k, v in row.items() if k not in left_out} for row in ROWS[table]]
     assert dropped == kept
@@ -1183,7 +1187,9 @@ def tainted(value: Any, mark: str) -> Any:
 
 
 def columns_of(table: Table, table_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {name: [row[name] for row in table_rows] for name in table.column_names}
+    return {
+        name: [row[name] for row in table_rows] for name in table.column_names if name != ROWS_HASH
+    }
 
 
 @pytest.mark.parametrize("mark", ["\ud83d", "\x00"], ids=["lone surrogate", "NUL"])
@@ -1242,8 +1248,11 @@ def test_the_source_loads_repaired_values_and_counts_each(mark: str) -> None:
     made = shaped(parts)
     assert set(arrow) == set(made)
     for name, table_rows in made.items():
+        # Messages the destination does not hold get no fingerprint.
+        own = {ROWS_HASH: None} if name == "messages" else {}
         assert arrow[name].to_pylist() == [
             {k: v.replace(mark, "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
+            | own
             for row in table_rows
         ], name
     marked = sum(
@@ -1278,3 +1287,70 @@ def test_parse_time(value: Any, expected: datetime | None) -> None:
     assert parsed == expected
     if parsed is not None:
         assert parsed.tzinfo == UTC
+
+
+# -- messages read again -----------------------------------------------------------------------
+
+
+def test_a_message_read_again_as_stored_is_not_loaded_again_nor_are_its_children() -> None:
+    parts = thread_parts(MESSENGER, "messenger")
+    first, second, third = (str(m["id"]) for m in parts[0].messages[:3])
+    session = SimpleNamespace(privacy=Privacy(), counts=RunCounts())
+
+    # Held without a fingerprint (loaded once), or with one: each gets its own.
+    loaded = source._Shaper(session)._shaped(
+        Batch(OBSERVED_AT, parts=parts, stored={first: None, second: None, third: 12})
+    )
+    stored = {row["id"]: row[ROWS_HASH] for row in loaded["messages"].to_pylist()}
+    assert all(isinstance(stored[i], int) for i in (first, second, third))
+    assert len({stored[first], stored[second], stored[third]}) == 3
+    assert {i: h for i, h in stored.items() if i not in {first, second, third}} == dict.fromkeys(
+        set(stored) - {first, second, third}
+    )
+
+    # Read again the same, with those fingerprints: left out with every row of theirs.
+    session = SimpleNamespace(privacy=Privacy(), counts=RunCounts())
+    again = source._Shaper(session)._shaped(
+        Batch(
+            OBSERVED_AT,
+            parts=thread_parts(MESSENGER, "messenger"),
+            stored={first: stored[first], second: stored[second], third: 12},
+        )
+    )
+    assert session.counts.unchanged_messages == 2
+    for name, table_rows in loaded.items():
+        kept = [
+            row for row in table_rows.to_pylist() if _message_of(name, row) not in {first, second}
+        ]
+        assert (again[name].to_pylist() if name in again else []) == kept, name
+    assert third in {row["id"] for row in again["messages"].to_pylist()}
+
+
+def _message_of(table: str, row: dict[str, Any]) -> str | None:
+    return row["id"] if table == "messages" else row.get("message_id")
+
+
+def test_a_changed_reaction_changes_the_fingerprint() -> None:
+    parts = thread_parts(MESSENGER, "messenger")
+    reacted = next(m for m in parts[0].messages if m.get("reactions"))
+    session = SimpleNamespace(privacy=Privacy(), counts=RunCounts())
+    batch = Batch(OBSERVED_AT, parts=parts, stored={str(reacted["id"]): None})
+    before = source._Shaper(session)._shaped(batch)["messages"].to_pylist()
+    digest = next(r[ROWS_HASH] for r in before if r["id"] == str(reacted["id"]))
+
+    changed = copy.deepcopy(MESSENGER)
+    for raw in changed["data"]:
+        for message in raw["messages"]["data"]:
+            if message["id"] == reacted["id"]:
+                message.pop("reactions")
+    batch = Batch(
+        OBSERVED_AT,
+        parts=thread_parts(changed, "messenger"),
+        stored={str(reacted["id"]): digest},
+    )
+    after = source._Shaper(session)._shaped(batch)
+
+    row = next(r for r in after["messages"].to_pylist() if r["id"] == str(reacted["id"]))
+    assert row["reaction_count"] == 0
+    assert row[ROWS_HASH] not in {None, digest}
+    assert session.counts.unchanged_messages == 0
