@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import groupby
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -507,9 +506,9 @@ class _Shaper:
     def _shaped(self, batch: Batch) -> dict[str, pa.Table]:
         privacy, counts = self.session.privacy, self.session.counts
         shaped: dict[str, list[tuple[Any, ...]]] = {name: [] for name in self.schemas}
-        for message_id, rows_of in groupby(_rows(batch), key=itemgetter(0)):
+        for message_id, rows_of in _rows(batch):
             values = []
-            for _, table, row in rows_of:
+            for table, row in rows_of:
                 # One load keeps one row per key: dlt's insert-only leaves a load's duplicates in.
                 if table.insert_only and not self._first(table, row):
                     continue
@@ -580,57 +579,55 @@ def _may_hold_nul(column: pa.ChunkedArray) -> bool:
     return any(b"\x00" in memoryview(buffer).tobytes() for buffer in data if buffer is not None)
 
 
-def _rows(batch: Batch) -> Iterator[tuple[str | None, Table, dict[str, Any]]]:
-    """Every row of a batch with its table, in one pass over its threads and messages; the
-    rows of a message (its own first, then its children's) with its id, the others with None."""
+def _rows(batch: Batch) -> Iterator[tuple[str | None, list[tuple[Table, dict[str, Any]]]]]:
+    """Every row of a batch with its table, in one pass over its threads and messages: the
+    rows of a message together (its own first, then its children's) with its id, each other
+    row alone with None."""
     for done in batch.pages:
         page = done.page
         instagram = (page.instagram_id, page.instagram_username)
         platforms = list(done.platforms)
-        yield (
-            None,
-            PAGES,
-            rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at, page.login),
-        )
+        row = rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at, page.login)
+        yield None, [(PAGES, row)]
     if batch.refreshed:
         pipeline_name = dlt.current.pipeline().pipeline_name
         for page_id in batch.refreshed:
-            yield (
-                None,
-                REFRESHES,
-                {
-                    "page_id": page_id,
-                    "pipeline_name": pipeline_name,
-                    "requested_at": batch.observed_at,
-                    "applied_at": None,
-                },
-            )
+            marker = {
+                "page_id": page_id,
+                "pipeline_name": pipeline_name,
+                "requested_at": batch.observed_at,
+                "applied_at": None,
+            }
+            yield None, [(REFRESHES, marker)]
     if batch.record:
-        yield None, RUNS, batch.record
+        yield None, [(RUNS, batch.record)]
     for part in batch.parts:
         context = _context(part)
         if part.final:
             raw = part.conversation
-            yield None, CONVERSATIONS, rows.conversation_row(context, raw)
+            yield None, [(CONVERSATIONS, rows.conversation_row(context, raw))]
             for row in rows.participant_rows(context, raw):
-                yield None, CONVERSATION_PARTICIPANTS, row
-            yield None, CONVERSATION_HISTORY, rows.history_row(context, raw, batch.observed_at)
+                yield None, [(CONVERSATION_PARTICIPANTS, row)]
+            history = rows.history_row(context, raw, batch.observed_at)
+            yield None, [(CONVERSATION_HISTORY, history)]
         for message, created in zip(part.messages, part.created, strict=True):
             message_id = str(message["id"])
             attachments = rows.attachment_rows(context, message_id, message)
             reactions = rows.reaction_rows(context, message_id, message)
+            row = rows.message_row(context, message, created, len(attachments), len(reactions))
             yield (
                 message_id,
-                MESSAGES,
-                rows.message_row(context, message, created, len(attachments), len(reactions)),
+                [
+                    (MESSAGES, row),
+                    *((MESSAGE_ATTACHMENTS, attachment) for attachment in attachments),
+                    *((MESSAGE_REACTIONS, reaction) for reaction in reactions),
+                    *(
+                        (table, child)
+                        for table, to_rows in _OTHER_MESSAGE_CHILDREN
+                        for child in to_rows(context, message_id, message)
+                    ),
+                ],
             )
-            for row in attachments:
-                yield message_id, MESSAGE_ATTACHMENTS, row
-            for row in reactions:
-                yield message_id, MESSAGE_REACTIONS, row
-            for table, to_rows in _OTHER_MESSAGE_CHILDREN:
-                for row in to_rows(context, message_id, message):
-                    yield message_id, table, row
 
 
 def _fingerprint(values: list[tuple[str, tuple[Any, ...]]]) -> int:

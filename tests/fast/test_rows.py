@@ -80,16 +80,27 @@ def thread_parts(
     ]
 
 
+def _message_of(table: str, row: dict[str, Any]) -> str | None:
+    return row["id"] if table == "messages" else row.get("message_id")
+
+
 def shaped(
     parts: list[ThreadPart], pages: Iterable[PageRead] = ()
 ) -> dict[str, list[dict[str, Any]]]:
     """The rows of each table, in the order the source makes them."""
     tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for message_id, table, row in source._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages))):
-        # A message's rows and its children's carry its id, to be fingerprinted together.
-        expected = row["id"] if table.name == "messages" else row.get("message_id")
-        assert message_id == (expected if table.name.startswith("message") else None)
-        tables[table.name].append(row)
+    for message_id, rows_of in source._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages))):
+        # A message's rows and its children's come together, with its id (they are
+        # fingerprinted together); every other row alone.
+        names = [table.name for table, _ in rows_of]
+        if message_id is None:
+            assert len(rows_of) == 1
+            assert not names[0].startswith("message")
+        else:
+            assert names[0] == "messages"
+            assert {_message_of(table.name, row) for table, row in rows_of} == {message_id}
+        for table, row in rows_of:
+            tables[table.name].append(row)
     return tables
 
 
@@ -1324,10 +1335,6 @@ def test_a_message_read_again_as_stored_is_not_loaded_again_nor_are_its_children
         ]
         assert (again[name].to_pylist() if name in again else []) == kept, name
     assert third in {row["id"] for row in again["messages"].to_pylist()}
-
-
-def _message_of(table: str, row: dict[str, Any]) -> str | None:
-    return row["id"] if table == "messages" else row.get("message_id")
 
 
 def test_a_changed_reaction_changes_the_fingerprint() -> None:
