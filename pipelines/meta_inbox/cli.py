@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import arrow_memory  # noqa: F401  (before pyarrow loads: see the module)
-from .config import FOLDERS, PLATFORMS, Settings, config_toml, settings_markdown
+from .config import (
+    FOLDERS,
+    PLATFORMS,
+    Settings,
+    config_toml,
+    meta_inbox_version,
+    settings_markdown,
+)
 from .conversations_api import INSTAGRAM_LOGIN
 from .destinations import explained_failures, location
 from .errors import BadInput, innermost
@@ -33,7 +40,6 @@ from .pipeline import (
     ExportResult,
     export,
     forget,
-    meta_inbox_version,
     pages,
     refresh_views,
 )

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from dlt.common.configuration import configspec, resolve_configuration
@@ -399,3 +400,10 @@ def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value)
+
+
+def meta_inbox_version() -> str:
+    try:
+        return version("meta-inbox")
+    except PackageNotFoundError:
+        return "unknown"

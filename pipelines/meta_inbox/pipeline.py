@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.exceptions import MissingDependencyException
 
 from . import destinations
-from .config import Analysis, Settings, graph_ids
+from .config import Analysis, Settings, graph_ids, meta_inbox_version
 from .conversations_api import FacebookPage
 from .erasure import Forgotten, erased_threads
 from .erasure import forget as forget_threads
@@ -513,10 +512,3 @@ def pages(settings: Settings | None = None) -> list[FacebookPage]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
-
-
-def meta_inbox_version() -> str:
-    try:
-        return version("meta-inbox")
-    except PackageNotFoundError:
-        return "unknown"

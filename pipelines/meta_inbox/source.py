@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from dlt.extract.resource import DltResource
 
 from . import rows
-from .config import FOLDERS, Settings
+from .config import FOLDERS, Settings, meta_inbox_version
 from .conversations_api import ConversationsApi, FacebookPage
 from .erasure import after_erasure
 from .graph_client import REDACTOR, CallStats, GraphConnection
@@ -483,6 +483,11 @@ class _Shaper:
         }
         self.history_keys: set[tuple[Any, ...]] = set()
         self.held: dict[str, list[pa.Table]] = {name: [] for name in self.schemas}
+        # Rows change with meta-inbox's version and the privacy setting as well as with Graph.
+        privacy = session.privacy
+        self.made_with = hashlib.blake2b(
+            f"{meta_inbox_version()}\0{privacy.mode}\0{privacy.salt}".encode(), digest_size=32
+        ).digest()
 
     def add(self, batch: Batch) -> dict[str, pa.Table]:
         """The tables whose held rows fill an item, with this batch's rows."""
@@ -504,35 +509,46 @@ class _Shaper:
         return handed
 
     def _shaped(self, batch: Batch) -> dict[str, pa.Table]:
-        privacy, counts = self.session.privacy, self.session.counts
         shaped: dict[str, list[tuple[Any, ...]]] = {name: [] for name in self.schemas}
-        for message_id, rows_of in _rows(batch):
-            values = []
-            for table, row in rows_of:
-                # One load keeps one row per key: dlt's insert-only leaves a load's duplicates in.
-                if table.insert_only and not self._first(table, row):
-                    continue
-                if privacy.mode != "keep":
-                    row = privacy.apply(table, row)
-                values.append((table.name, self.values[table.name](row)))
-            if message_id is not None:
-                # A message read again gets the fingerprint of its rows and its children's:
-                # the recheck window reads a week of threads every run, and what did not change
-                # then costs no load, no merge and no rewrite of the row groups it sits in. A
-                # message loaded once has none (a backfill pays nothing for it), so its first
-                # reading again loads it.
-                digest = _fingerprint(values) if message_id in batch.stored else None
-                if digest is not None and digest == batch.stored[message_id]:
+        for table, row in _rows(batch):
+            self._add(shaped, table, row)
+        counts = self.session.counts
+        for message_id, context, message, created in _messages(batch):
+            # A message read again gets the fingerprint of what its rows are made from: the
+            # recheck window reads a week of threads every run, and what did not change then
+            # costs no rows, no load, no merge and no rewrite of the row groups it sits in. A
+            # message loaded once has none (a backfill pays nothing for it), so its first
+            # reading again loads it.
+            digest = None
+            if message_id in batch.stored:
+                digest = _fingerprint(self.made_with, context, message)
+                if digest == batch.stored[message_id]:
                     counts.unchanged_messages += 1
                     continue
-                name, message = values[0]
-                values[0] = (name, (*message, digest))
-            for name, row_values in values:
-                shaped[name].append(row_values)
+            made = _message_rows(context, message_id, message, created)
+            self._add(shaped, *next(made), digest)
+            for table, row in made:
+                self._add(shaped, table, row)
         return _without_nul(
             {name: self._arrow(name, values) for name, values in shaped.items() if values},
             counts,
         )
+
+    def _add(
+        self,
+        shaped: dict[str, list[tuple[Any, ...]]],
+        table: Table,
+        row: dict[str, Any],
+        *own: Any,
+    ) -> None:
+        """The row as a tuple of its table's columns, and `own`, the shaper's own columns."""
+        # One load keeps one row per key: dlt's insert-only leaves a load's duplicates in.
+        if table.insert_only and not self._first(table, row):
+            return
+        if self.session.privacy.mode != "keep":
+            row = self.session.privacy.apply(table, row)
+        values = self.values[table.name](row)
+        shaped[table.name].append((*values, *own) if own else values)
 
     def _first(self, table: Table, row: dict[str, Any]) -> bool:
         key = tuple(row[name] for name in table.primary_key)
@@ -579,65 +595,83 @@ def _may_hold_nul(column: pa.ChunkedArray) -> bool:
     return any(b"\x00" in memoryview(buffer).tobytes() for buffer in data if buffer is not None)
 
 
-def _rows(batch: Batch) -> Iterator[tuple[str | None, list[tuple[Table, dict[str, Any]]]]]:
-    """Every row of a batch with its table, in one pass over its threads and messages: the
-    rows of a message together (its own first, then its children's) with its id, each other
-    row alone with None."""
+def _rows(batch: Batch) -> Iterator[tuple[Table, dict[str, Any]]]:
+    """Every row of a batch with its table but its messages' (`_messages`)."""
     for done in batch.pages:
         page = done.page
         instagram = (page.instagram_id, page.instagram_username)
         platforms = list(done.platforms)
-        row = rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at, page.login)
-        yield None, [(PAGES, row)]
+        yield (
+            PAGES,
+            rows.page_row(page.id, page.name, instagram, platforms, batch.observed_at, page.login),
+        )
     if batch.refreshed:
         pipeline_name = dlt.current.pipeline().pipeline_name
         for page_id in batch.refreshed:
-            marker = {
-                "page_id": page_id,
-                "pipeline_name": pipeline_name,
-                "requested_at": batch.observed_at,
-                "applied_at": None,
-            }
-            yield None, [(REFRESHES, marker)]
+            yield (
+                REFRESHES,
+                {
+                    "page_id": page_id,
+                    "pipeline_name": pipeline_name,
+                    "requested_at": batch.observed_at,
+                    "applied_at": None,
+                },
+            )
     if batch.record:
-        yield None, [(RUNS, batch.record)]
+        yield RUNS, batch.record
+    for part in batch.parts:
+        if part.final:
+            context, raw = _context(part), part.conversation
+            yield CONVERSATIONS, rows.conversation_row(context, raw)
+            for row in rows.participant_rows(context, raw):
+                yield CONVERSATION_PARTICIPANTS, row
+            yield CONVERSATION_HISTORY, rows.history_row(context, raw, batch.observed_at)
+
+
+def _messages(
+    batch: Batch,
+) -> Iterator[tuple[str, ThreadContext, dict[str, Any], datetime | None]]:
+    """Each message of a batch: its id, its thread's context, Graph's object, its time."""
     for part in batch.parts:
         context = _context(part)
-        if part.final:
-            raw = part.conversation
-            yield None, [(CONVERSATIONS, rows.conversation_row(context, raw))]
-            for row in rows.participant_rows(context, raw):
-                yield None, [(CONVERSATION_PARTICIPANTS, row)]
-            history = rows.history_row(context, raw, batch.observed_at)
-            yield None, [(CONVERSATION_HISTORY, history)]
         for message, created in zip(part.messages, part.created, strict=True):
-            message_id = str(message["id"])
-            attachments = rows.attachment_rows(context, message_id, message)
-            reactions = rows.reaction_rows(context, message_id, message)
-            row = rows.message_row(context, message, created, len(attachments), len(reactions))
-            yield (
-                message_id,
-                [
-                    (MESSAGES, row),
-                    *((MESSAGE_ATTACHMENTS, attachment) for attachment in attachments),
-                    *((MESSAGE_REACTIONS, reaction) for reaction in reactions),
-                    *(
-                        (table, child)
-                        for table, to_rows in _OTHER_MESSAGE_CHILDREN
-                        for child in to_rows(context, message_id, message)
-                    ),
-                ],
-            )
+            yield str(message["id"]), context, message, created
 
 
-def _fingerprint(values: list[tuple[str, tuple[Any, ...]]]) -> int:
-    """64 bits of a digest of the rows' values (Graph's text can hold a lone surrogate, which
-    orjson refuses: then their repr)."""
+def _message_rows(
+    context: ThreadContext, message_id: str, message: dict[str, Any], created: datetime | None
+) -> Iterator[tuple[Table, dict[str, Any]]]:
+    """A message's row, then its children's."""
+    attachments = rows.attachment_rows(context, message_id, message)
+    reactions = rows.reaction_rows(context, message_id, message)
+    yield MESSAGES, rows.message_row(context, message, created, len(attachments), len(reactions))
+    for row in attachments:
+        yield MESSAGE_ATTACHMENTS, row
+    for row in reactions:
+        yield MESSAGE_REACTIONS, row
+    for table, to_rows in _OTHER_MESSAGE_CHILDREN:
+        for row in to_rows(context, message_id, message):
+            yield table, row
+
+
+def _fingerprint(made_with: bytes, context: ThreadContext, message: dict[str, Any]) -> int:
+    """64 bits of a digest of all a message's rows are made from: Graph's object, its thread's
+    context, and `made_with` (meta-inbox's version and the privacy setting). Graph's text can
+    hold a lone surrogate, which orjson refuses: then the object's repr."""
+    thread = (
+        context.conversation_id,
+        context.page_id,
+        context.platform,
+        context.folder,
+        sorted(context.page_own_ids),
+        context.instagram_id_known,
+    )
     try:
-        data = orjson.dumps(values, default=str)
+        data = orjson.dumps([thread, message], option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
-        data = repr(values).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+        data = repr((thread, message)).encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(data, digest_size=8, key=made_with).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _context(part: ThreadPart) -> ThreadContext:

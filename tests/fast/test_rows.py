@@ -80,27 +80,22 @@ def thread_parts(
     ]
 
 
-def _message_of(table: str, row: dict[str, Any]) -> str | None:
-    return row["id"] if table == "messages" else row.get("message_id")
-
-
 def shaped(
     parts: list[ThreadPart], pages: Iterable[PageRead] = ()
 ) -> dict[str, list[dict[str, Any]]]:
     """The rows of each table, in the order the source makes them."""
     tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for message_id, rows_of in source._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages))):
-        # A message's rows and its children's come together, with its id (they are
-        # fingerprinted together); every other row alone.
-        names = [table.name for table, _ in rows_of]
-        if message_id is None:
-            assert len(rows_of) == 1
-            assert not names[0].startswith("message")
-        else:
-            assert names[0] == "messages"
-            assert {_message_of(table.name, row) for table, row in rows_of} == {message_id}
-        for table, row in rows_of:
-            tables[table.name].append(row)
+    batch = Batch(OBSERVED_AT, parts=parts, pages=list(pages))
+    made = [
+        *source._rows(batch),
+        *(
+            made
+            for message_id, context, message, created in source._messages(batch)
+            for made in source._message_rows(context, message_id, message, created)
+        ),
+    ]
+    for table, row in made:
+        tables[table.name].append(row)
     return tables
 
 
@@ -1337,6 +1332,10 @@ def test_a_message_read_again_as_stored_is_not_loaded_again_nor_are_its_children
     assert third in {row["id"] for row in again["messages"].to_pylist()}
 
 
+def _message_of(table: str, row: dict[str, Any]) -> str | None:
+    return row["id"] if table == "messages" else row.get("message_id")
+
+
 def test_a_changed_reaction_changes_the_fingerprint() -> None:
     parts = thread_parts(MESSENGER, "messenger")
     reacted = next(m for m in parts[0].messages if m.get("reactions"))
@@ -1361,3 +1360,22 @@ def test_a_changed_reaction_changes_the_fingerprint() -> None:
     assert row["reaction_count"] == 0
     assert row[ROWS_HASH] not in {None, digest}
     assert session.counts.unchanged_messages == 0
+
+
+def test_the_fingerprint_changes_with_the_privacy_setting() -> None:
+    parts = thread_parts(MESSENGER, "messenger")
+    message = str(parts[0].messages[0]["id"])
+
+    def shaped_with(privacy: Privacy, stored: int | None) -> tuple[list[dict[str, Any]], int]:
+        session = SimpleNamespace(privacy=privacy, counts=RunCounts())
+        batch = Batch(OBSERVED_AT, parts=thread_parts(MESSENGER, "messenger"))
+        batch.stored = {message: stored}
+        loaded = source._Shaper(session)._shaped(batch).get("messages")
+        return loaded.to_pylist() if loaded else [], session.counts.unchanged_messages
+
+    first, _ = shaped_with(Privacy("hash", "salt"), None)
+    digest = next(row[ROWS_HASH] for row in first if row["id"] == message)
+
+    assert shaped_with(Privacy("hash", "salt"), digest)[1] == 1
+    assert shaped_with(Privacy("hash", "another salt"), digest)[1] == 0
+    assert shaped_with(Privacy("drop"), digest)[1] == 0
