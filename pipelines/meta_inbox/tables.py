@@ -304,9 +304,10 @@ MESSAGES = Table(
         Column(
             ROWS_HASH,
             "bigint",
-            "A fingerprint of this row and the message's rows in the other `message_*` tables, "
-            "as a run that read the message again loaded them: a run that reads it again and "
-            "finds them the same does not load them again. Null for a message loaded once.",
+            "A fingerprint of what the message's rows are made from (Graph's message, its "
+            "thread, the meta-inbox version and the `pii` setting), kept once a run reads the "
+            "message again: a later run that finds it the same does not load the message or its "
+            "children again. Null for a message loaded once.",
         ),
     ),
 )
