@@ -9,6 +9,7 @@ test fails when they drift.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -402,6 +403,7 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
+@functools.cache  # read from the installed metadata: once a process
 def meta_inbox_version() -> str:
     try:
         return version("meta-inbox")

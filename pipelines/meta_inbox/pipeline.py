@@ -199,7 +199,9 @@ class _Run:
         if not self.ledger:
             session.record = self._last_slice_record
         while True:
-            self._load(meta_inbox(session=session), merged_before=self._merged_again())
+            self._load(
+                meta_inbox(session=session), merged_before=session.counts.messages_merged_again
+            )
             if session.refresh and session.counts.checkpoints == 1:
                 destinations.apply_refreshes(pipeline)
             if session.finished:
@@ -287,9 +289,6 @@ class _Run:
             "meta_inbox_version": meta_inbox_version(),
         }
 
-    def _merged_again(self) -> int:
-        return self.session.counts.messages_merged_again
-
     def _load(self, data: Any, merged_before: int | None = None) -> None:
         """Load `data`. A slice says how many stored messages the run had merged again before
         it: one that merged more may have left some of their children stale."""
@@ -300,7 +299,8 @@ class _Run:
             for resource in resources:
                 resource.apply_hints(write_disposition="append")
         info = self.pipeline.run(data, loader_file_format=self.loader_file_format)
-        if merged_before is not None and self._merged_again() > merged_before:
+        again = self.session.counts.messages_merged_again
+        if merged_before is not None and again > merged_before:
             destinations.drop_stale_children(self.pipeline, info.loads_ids)
         destinations.checkpoint(self.pipeline)
         destinations.remember_location(self.pipeline)
