@@ -290,14 +290,16 @@ def _newest(table: Table, rows: str, base: str | None) -> str:
         return f"select * exclude (_in_base) from {rows} {choice}"
     match = " and ".join(f"newer.{key} = candidate.{key}" for key in table.primary_key)
     # Subqueries, not CTEs: DuckDB stores a view's CTE without `not materialized`, and then
-    # materializes each row of the table.
-    elsewhere = f"exists (select 1 from {rows} as newer where not newer._in_base and {match})"
+    # materializes each row of the table. Joins, not `exists`: DuckDB plans a correlated
+    # `exists` by first taking the distinct keys of every candidate row, the whole compacted
+    # file's (measured: a third of the time a view of a million messages takes to read).
+    newer = f"(select {keys} from {rows} where not _in_base) as newer"
     return (
-        f"select * exclude (_in_base) from {rows} as candidate "
-        f"where _in_base and not {elsewhere} "
+        f"select * exclude (_in_base) from {rows} as candidate anti join {newer} on {match} "
+        "where candidate._in_base "
         "union all "
-        f"select * exclude (_in_base) from (select * from {rows} as candidate "
-        f"where not _in_base or {elsewhere} {choice})"
+        f"select * exclude (_in_base) from (select candidate.* from {rows} as candidate "
+        f"semi join {newer} on {match} {choice})"
     )
 
 
