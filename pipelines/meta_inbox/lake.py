@@ -260,11 +260,13 @@ def _view(table: Table, lake: Path, dataset: str) -> str:
     # parent's compacted file are no later than the rows of a child's compacted file written
     # after it, nor than those loaded since: then only the parent's other files are looked at.
     skipped = parent_base if base is not None and not _older(base, parent_base) else None
+    # An anti join, as in `_newest`: a correlated `not exists` took the distinct keys of
+    # every child row first (200 MB for the two million tags of a million messages).
+    parents = f"(select id, _dlt_load_id from {_rows(table.parent, dataset, skipped)} "
     return (
-        f"create or replace view {name} as select * exclude (_in_base) from {live} as child "
-        f"where not exists (select 1 from {_rows(table.parent, dataset, skipped)} as parent "
-        f"where not parent._in_base and parent.id = child.{table.merge_key} "
-        "and parent._dlt_load_id > child._dlt_load_id)"
+        f"create or replace view {name} as select child.* exclude (_in_base) from {live} "
+        f"as child anti join {parents} where not _in_base) as parent "
+        f"on parent.id = child.{table.merge_key} and parent._dlt_load_id > child._dlt_load_id"
     )
 
 
