@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -337,6 +338,11 @@ def explained_failures(destination: Any) -> Iterator[None]:
         raise problem from error
 
 
+# DuckDB's buffer manager at its memory limit: "could not allocate block of size 256.0 KiB
+# (18.9 MiB/19.0 MiB used)", "failed to pin block ...", "failed to allocate data ...".
+_BUFFER_FULL = re.compile(r"(allocate|pin) (block|data) of size [^()]*\([^()]*/[^()]* used\)")
+
+
 def problem_of(error: BaseException, destination: Any) -> Exception | None:
     """The plain-language error for a destination failure a user can fix, else None."""
     for cause in causes(error):
@@ -345,9 +351,12 @@ def problem_of(error: BaseException, destination: Any) -> Exception | None:
         ):
             return None
         text = str(cause)
-        if type(cause).__name__ == "OutOfMemoryException":  # duckdb's, not imported for others
+        first = text.splitlines()[0] if text else ""
+        # duckdb's class, not imported for other destinations; a commit or a checkpoint that
+        # runs out raises another class, which quotes its buffer manager's words.
+        if type(cause).__name__ == "OutOfMemoryException" or _BUFFER_FULL.search(first):
             return DestinationOutOfMemory(
-                f"DuckDB ran out of memory while loading ({text.splitlines()[0]}): raise "
+                f"DuckDB ran out of memory while loading ({first}): raise "
                 "duckdb_memory_limit (SOURCES__META_INBOX__DUCKDB_MEMORY_LIMIT); what earlier "
                 "checkpoints loaded is kept, and the next run goes on from there."
             )

@@ -106,6 +106,28 @@ def test_duckdb_out_of_memory_stops_with_a_line_and_loses_nothing(
     assert workspace.duplicate_ids() == NO_DUPLICATES
 
 
+def test_duckdb_out_of_memory_writing_the_file_stops_with_a_line_and_loses_nothing(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    """Under a bound that loads but cannot commit or checkpoint what it loaded (the run after
+    a backfill, at this inbox, at 24 MB), DuckDB raises a fatal error or a failed commit rather
+    than its out-of-memory error: the same exit 16 and line. The run after it loads exactly."""
+    assert workspace.run().code == 0
+
+    failed = workspace.run(duckdb_memory_limit="24MB")
+
+    assert failed.code == 16, failed.output
+    line = _one_line(failed.stderr)
+    assert line.startswith("meta-inbox: DuckDB ran out of memory while loading ("), line
+    assert "MiB used)): raise duckdb_memory_limit" in line
+
+    finished = workspace.run()
+
+    assert finished.code == 0, finished.output
+    assert workspace.counts() == expected_counts(selected(emulator.inbox))
+    assert workspace.duplicate_ids() == NO_DUPLICATES
+
+
 def test_missing_destination_credentials(workspace: Workspace, emulator: Emulator) -> None:
     env = {k: v for k, v in workspace.env().items() if not k.startswith("DESTINATION__")}
     done = workspace.cli("run", "--destination", "postgres", env=env)

@@ -1,11 +1,16 @@
 """How the destination is asked which messages it holds: ids in time order, apart across the
-widest gaps, so that each query is bounded by the times of its own ids."""
+widest gaps, so that each query is bounded by the times of its own ids; and which of DuckDB's
+failures say that it ran out of memory."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from meta_inbox.destinations import time_spans
+import duckdb
+import pytest
+
+from meta_inbox.destinations import problem_of, time_spans
+from meta_inbox.errors import DestinationOutOfMemory
 
 MONTH = timedelta(days=30)
 
@@ -33,3 +38,42 @@ def test_only_the_widest_gaps_cut_and_only_those_over_the_gap() -> None:
 def test_no_ids_no_span() -> None:
     assert time_spans([], 4, MONTH) == []
     assert time_spans(_at(0), 4, MONTH) == [_at(0)]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        duckdb.OutOfMemoryException(
+            "Out of Memory Error: failed to allocate data of size 2.0 MiB (6.8 MiB/7.6 MiB used)"
+        ),
+        duckdb.TransactionException(
+            "TransactionContext Error: Failed to commit: could not allocate block of size 256.0 "
+            "KiB (19.0 MiB/19.0 MiB used)"
+        ),
+        duckdb.FatalException(
+            "FATAL Error: Failed to create checkpoint because of error: failed to pin block of "
+            "size 256.0 KiB (22.7 MiB/22.8 MiB used)"
+        ),
+    ],
+)
+def test_duckdb_out_of_memory_in_a_load_a_commit_or_a_checkpoint(error: Exception) -> None:
+    try:
+        raise RuntimeError("Pipeline execution failed at `step=load`:\n" + str(error)) from error
+    except RuntimeError as wrapped:
+        problem = problem_of(wrapped, "duckdb")
+
+    assert isinstance(problem, DestinationOutOfMemory)
+    assert str(problem) == (
+        f"DuckDB ran out of memory while loading ({error}): raise duckdb_memory_limit "
+        "(SOURCES__META_INBOX__DUCKDB_MEMORY_LIMIT); what earlier checkpoints loaded is kept, "
+        "and the next run goes on from there."
+    )
+
+
+def test_a_fatal_duckdb_error_of_another_cause_is_not_told_as_memory() -> None:
+    error = duckdb.FatalException(
+        "FATAL Error: Failed to create checkpoint because of error: Could not write file "
+        '"inbox.duckdb": No space left on device'
+    )
+
+    assert problem_of(error, "duckdb") is None
