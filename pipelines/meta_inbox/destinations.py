@@ -290,6 +290,13 @@ def drop_stale_children(pipeline: dlt.Pipeline, load_ids: Iterable[str]) -> None
         return
     with pipeline.sql_client() as client:
         children = [t for t in TABLES if t.parent and _has_table(client, t.name)]
+        if pipeline.destination.capabilities().sqlglot_dialect == "postgres":
+            # PostgreSQL's statistics of a parent table predate the loads: a load's rows are
+            # estimated at one, and the planner then compares every child row with every parent
+            # row of the load. Measured at 1M messages, a run that merged 53k again: 88 s on
+            # the 24k shares alone, the whole run 101 s; with ANALYZE first, 16 s.
+            for parent in sorted({str(table.parent) for table in children}):
+                client.execute_sql(f"analyze {client.make_qualified_table_name(parent)}")
         for load_id in load_ids:
             # Literals: DuckDB skips the row groups of other loads only for a constant.
             load = quoted(load_id)

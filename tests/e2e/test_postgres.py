@@ -66,6 +66,17 @@ def test_postgres_load_is_exact_and_incremental(
         assert query(
             postgres_dsn, f"select count(*) - count(distinct id) from {SCHEMA}.{table}"
         ) == [(0,)]
+    # The second run merged stored messages again: its stale children were looked up with
+    # statistics that know its load (without, PostgreSQL planned a nested loop: see
+    # `drop_stale_children`).
+    ((load,),) = query(postgres_dsn, f"select max(_dlt_load_id) from {SCHEMA}.messages")
+    for table in ("conversations", "messages"):
+        assert query(
+            postgres_dsn,
+            "select most_common_vals::text like %s from pg_stats "
+            "where schemaname = %s and tablename = %s and attname = '_dlt_load_id'",
+            (f"%{load}%", SCHEMA, table),
+        ) == [(True,)], table
 
 
 def test_fresh_runner_restores_state_from_postgres(
