@@ -237,6 +237,10 @@ def takes_parquet(destination: Destination) -> bool:
     return destination.destination_name in _PARQUET
 
 
+def on_postgres(pipeline: dlt.Pipeline) -> bool:
+    return pipeline.destination.capabilities().sqlglot_dialect == "postgres"
+
+
 def speaks_sql(pipeline: dlt.Pipeline) -> bool:
     """Whether meta-inbox can run its SQL in the dataset (not on a lake's files)."""
     from dlt.destinations.impl.duckdb.sql_client import WithTableScanners
@@ -290,7 +294,7 @@ def drop_stale_children(pipeline: dlt.Pipeline, load_ids: Iterable[str]) -> None
         return
     with pipeline.sql_client() as client:
         children = [t for t in TABLES if t.parent and _has_table(client, t.name)]
-        if pipeline.destination.capabilities().sqlglot_dialect == "postgres":
+        if on_postgres(pipeline):
             # PostgreSQL's statistics of a parent table predate the loads: a load's rows are
             # estimated at one, and the planner then compares every child row with every parent
             # row of the load. Measured at 1M messages, a run that merged 53k again: 88 s on

@@ -262,11 +262,12 @@ def _view(table: Table, lake: Path, dataset: str) -> str:
     skipped = parent_base if base is not None and not _older(base, parent_base) else None
     # An anti join, as in `_newest`: a correlated `not exists` took the distinct keys of
     # every child row first (200 MB for the two million tags of a million messages).
-    parents = f"(select id, _dlt_load_id from {_rows(table.parent, dataset, skipped)} "
+    parents = _rows(table.parent, dataset, skipped)
     return (
         f"create or replace view {name} as select child.* exclude (_in_base) from {live} "
-        f"as child anti join {parents} where not _in_base) as parent "
-        f"on parent.id = child.{table.merge_key} and parent._dlt_load_id > child._dlt_load_id"
+        f"as child anti join (select id, _dlt_load_id from {parents} where not _in_base) "
+        f"as parent on parent.id = child.{table.merge_key} "
+        "and parent._dlt_load_id > child._dlt_load_id"
     )
 
 

@@ -26,7 +26,7 @@ from dlt.destinations.sql_client import SqlClientBase
 
 from .business_hours import clock_rows
 from .config import Analysis
-from .destinations import speaks_sql
+from .destinations import on_postgres, speaks_sql
 from .tables import CONVERSATION_ID, FOLDER, PAGE_ID, PLATFORM, Column, markdown_section
 
 
@@ -664,7 +664,7 @@ def ensure_metric_views(pipeline: dlt.Pipeline, analysis: Analysis | None = None
             return []
         names = relation_names(client.make_qualified_table_name)
         with client.begin_transaction():
-            if pipeline.destination.capabilities().sqlglot_dialect == "postgres":
+            if on_postgres(pipeline):
                 client.execute_sql(f"select pg_advisory_xact_lock({_VIEWS_LOCK})")
             # Dropping first lets a column change its type, which CREATE OR REPLACE refuses on
             # Postgres; one transaction keeps readers from seeing the views missing.

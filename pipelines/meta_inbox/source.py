@@ -10,6 +10,7 @@ after yielding the data they cover, and dlt commits them with that data.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -654,17 +655,18 @@ def _message_rows(
             yield table, row
 
 
+_CONTEXT_FIELDS = tuple(field.name for field in dataclasses.fields(ThreadContext))
+
+
 def _fingerprint(made_with: bytes, context: ThreadContext, message: dict[str, Any]) -> int:
     """64 bits of a digest of all a message's rows are made from: Graph's object, its thread's
     context, and `made_with` (meta-inbox's version and the privacy setting). Graph's text can
     hold a lone surrogate, which orjson refuses: then the object's repr."""
-    thread = (
-        context.conversation_id,
-        context.page_id,
-        context.platform,
-        context.folder,
-        sorted(context.page_own_ids),
-        context.instagram_id_known,
+    # Every field of the context, so that one added to it changes the fingerprint too; a set
+    # sorted, since its order differs from process to process.
+    thread = tuple(
+        sorted(value) if isinstance(value, frozenset) else value
+        for value in (getattr(context, name) for name in _CONTEXT_FIELDS)
     )
     try:
         data = orjson.dumps([thread, message], option=orjson.OPT_SORT_KEYS)
