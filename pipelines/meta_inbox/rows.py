@@ -1,4 +1,4 @@
-"""Graph objects turned into the rows of the tables in `tables.py`. Pure functions, no I/O."""
+"""Graph objects turned into the rows of the tables in `tables.py`. No I/O."""
 
 from __future__ import annotations
 
@@ -9,10 +9,20 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from .graph_client import scrub_secret_params
-from .tables import Table
+from .tables import (
+    MESSAGE_ATTACHMENTS,
+    MESSAGE_REACTIONS,
+    MESSAGE_RECIPIENTS,
+    MESSAGE_SHARES,
+    MESSAGE_TAGS,
+    MESSAGES,
+    ROWS_HASH,
+    Table,
+)
 
 HASH_HEX_DIGITS = 32  # 128 bits: no collisions among the people of any inbox
 REPLACEMENT = "\ufffd"
@@ -37,16 +47,17 @@ class Privacy:
     mode: str = "keep"
     salt: str = field(default="", repr=False)  # a secret: kept out of logs and tracebacks
 
-    def apply(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
-        """The row as `table` stores it under this mode (its columns marked `pii` in tables.py)."""
+    def applied(self, table: Table, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """`columns` (name to values) of `table` as the table stores them under this mode (its
+        columns marked `pii` in tables.py)."""
         if self.mode == "keep":
-            return row
+            return columns
         personal = table.personal_columns
         if self.mode == "drop":
-            return {key: value for key, value in row.items() if key not in personal}
+            return {name: values for name, values in columns.items() if name not in personal}
         return {
-            key: self.hashed(value) if personal.get(key) == "person" else value
-            for key, value in row.items()
+            name: [self.hashed(v) for v in values] if personal.get(name) == "person" else values
+            for name, values in columns.items()
         }
 
     def hashed(self, value: Any) -> Any:
@@ -194,29 +205,118 @@ def history_row(
     }
 
 
-def message_row(
+class MessageRows:
+    """The rows of messages and of their children, table by table, each row a tuple of its
+    table's columns in their order in `tables.py`.
+
+    A backfill makes about four rows per message. Made as dicts, one per row, then read back
+    into columns, they cost twice what the rest of the shaping did (measured); tuples appended
+    in one pass over each message cost a fifth of that. The wide, rare rows (attachments, shares)
+    are still made as dicts, for their names, and read in column order.
+    """
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[tuple[Any, ...]]] = {
+            table.name: []
+            for table in (
+                MESSAGES,
+                MESSAGE_ATTACHMENTS,
+                MESSAGE_REACTIONS,
+                MESSAGE_RECIPIENTS,
+                MESSAGE_TAGS,
+                MESSAGE_SHARES,
+            )
+        }
+        self._messages = self.tables[MESSAGES.name].append
+        self._attachments = self.tables[MESSAGE_ATTACHMENTS.name].append
+        self._reactions = self.tables[MESSAGE_REACTIONS.name].append
+        self._recipients = self.tables[MESSAGE_RECIPIENTS.name].append
+        self._tags = self.tables[MESSAGE_TAGS.name].append
+        self._shares = self.tables[MESSAGE_SHARES.name].append
+
+    def add(
+        self,
+        thread: ThreadContext,
+        message_id: str,
+        message: dict[str, Any],
+        created: datetime | None,
+        rows_hash: int | None,
+    ) -> None:
+        """The rows of one message: `created` is its parsed `created_time`, `rows_hash` the
+        shaper's fingerprint of them (`tables.ROWS_HASH`)."""
+        conversation_id, page_id = thread.conversation_id, thread.page_id
+        # Most messages have no attachments, reactions or shares: a lookup spares the rest.
+        attachments = 0
+        if value := message.get("attachments"):
+            for position, item in enumerate(listed(value)):
+                row = _attachment_row(thread, message_id, position, item)
+                self._attachments(_ATTACHMENT_VALUES(row))
+                attachments += 1
+        reactions = 0
+        if value := message.get("reactions"):
+            for position, (reaction, user) in enumerate(_reactions(value)):
+                self._reactions(
+                    (
+                        message_id,
+                        position,
+                        reaction,
+                        user.get("id"),
+                        user.get("name"),
+                        user.get("username"),
+                        conversation_id,
+                        page_id,
+                    )
+                )
+                reactions += 1
+        if value := message.get("to"):
+            for person in listed(value):
+                self._recipients(
+                    (
+                        message_id,
+                        str(person.get("id")),
+                        person.get("name"),
+                        person.get("email"),
+                        person.get("username"),
+                        conversation_id,
+                        page_id,
+                    )
+                )
+        if value := message.get("tags"):
+            tags = listed(value)
+            for name in dict.fromkeys(t["name"] for t in tags if isinstance(t, dict) and t["name"]):
+                self._tags((message_id, name, conversation_id, page_id))
+        if value := message.get("shares"):
+            for position, share in enumerate(listed(value)):
+                self._shares(_SHARE_VALUES(_share_row(thread, message_id, position, share)))
+        row = _message_row(thread, message_id, message, created, attachments, reactions)
+        self._messages((*_MESSAGE_VALUES(row), rows_hash))
+
+
+def _message_row(
     thread: ThreadContext,
+    message_id: str,
     message: dict[str, Any],
     created: datetime | None,
     attachment_count: int,
     reaction_count: int,
 ) -> dict[str, Any]:
-    """The message's row; `created` is its parsed `created_time`, and the counts are those of
-    its rows in `message_attachments` and `message_reactions`."""
     sender = message.get("from") or {}
+    details = has_details(message)
     reply_to = message.get("reply_to") or {}
     story_type, story = _story(message.get("story"))
-    details = has_details(message)
     sticker, story_link = _url(message.get("sticker")), _url(story.get("link"))
+    sender_id = sender.get("id")
     return {
-        "id": str(message["id"]),
+        "id": message_id,
         "conversation_id": thread.conversation_id,
         "page_id": thread.page_id,
         "platform": thread.platform,
         "created_time": created,
-        "from_id": sender.get("id"),
-        **_person_columns("from_", sender),
-        "is_from_page": _is_page(thread, sender.get("id")) if details else None,
+        "from_id": sender_id,
+        "from_name": sender.get("name"),
+        "from_email": sender.get("email"),
+        "from_username": sender.get("username"),
+        "is_from_page": _is_page(thread, sender_id) if details else None,
         "message": message.get("message"),
         "sticker": sticker,
         "sticker_expires_at": url_expiry(sticker),
@@ -234,56 +334,50 @@ def message_row(
     }
 
 
-def attachment_rows(
-    thread: ThreadContext, message_id: str, message: dict[str, Any]
-) -> list[dict[str, Any]]:
-    rows = []
-    for position, item in enumerate(listed(message.get("attachments"))):
-        image = item.get("image_data") or {}
-        video = item.get("video_data") or {}
-        template = item.get("generic_template")
-        kind = attachment_type(item)
-        url = _url(
-            image.get("url")
-            or video.get("url")
-            or item.get("file_url")
-            or (template.get("media_url") if isinstance(template, dict) else None)
-        )
-        rows.append(
-            {
-                "message_id": message_id,
-                "position": position,
-                "attachment_id": item.get("id"),
-                "conversation_id": thread.conversation_id,
-                "page_id": thread.page_id,
-                "type": kind,
-                "mime_type": item.get("mime_type"),
-                "name": item.get("name"),
-                "size": item.get("size"),
-                "url": url,
-                "url_expires_at": url_expiry(url),
-                "file_url": _url(item.get("file_url")),
-                "image_url": _url(image.get("url")),
-                "image_preview_url": _url(image.get("preview_url")),
-                "image_width": image.get("width"),
-                "image_height": image.get("height"),
-                "image_max_width": image.get("max_width"),
-                "image_max_height": image.get("max_height"),
-                "image_type": image.get("image_type"),
-                "image_render_as_sticker": image.get("render_as_sticker"),
-                "image_animated_gif_url": _url(image.get("animated_gif_url")),
-                "image_animated_gif_preview_url": _url(image.get("animated_gif_preview_url")),
-                "video_url": _url(video.get("url")),
-                "video_preview_url": _url(video.get("preview_url")),
-                "video_width": video.get("width"),
-                "video_height": video.get("height"),
-                "video_length": video.get("length"),
-                "video_type": video.get("video_type"),
-                "video_rotation": video.get("rotation"),
-                "generic_template": _json(template) if template is not None else None,
-            }
-        )
-    return rows
+def _attachment_row(
+    thread: ThreadContext, message_id: str, position: int, item: dict[str, Any]
+) -> dict[str, Any]:
+    image = item.get("image_data") or {}
+    video = item.get("video_data") or {}
+    template = item.get("generic_template")
+    url = _url(
+        image.get("url")
+        or video.get("url")
+        or item.get("file_url")
+        or (template.get("media_url") if isinstance(template, dict) else None)
+    )
+    return {
+        "message_id": message_id,
+        "position": position,
+        "attachment_id": item.get("id"),
+        "conversation_id": thread.conversation_id,
+        "page_id": thread.page_id,
+        "type": attachment_type(item),
+        "mime_type": item.get("mime_type"),
+        "name": item.get("name"),
+        "size": item.get("size"),
+        "url": url,
+        "url_expires_at": url_expiry(url),
+        "file_url": _url(item.get("file_url")),
+        "image_url": _url(image.get("url")),
+        "image_preview_url": _url(image.get("preview_url")),
+        "image_width": image.get("width"),
+        "image_height": image.get("height"),
+        "image_max_width": image.get("max_width"),
+        "image_max_height": image.get("max_height"),
+        "image_type": image.get("image_type"),
+        "image_render_as_sticker": image.get("render_as_sticker"),
+        "image_animated_gif_url": _url(image.get("animated_gif_url")),
+        "image_animated_gif_preview_url": _url(image.get("animated_gif_preview_url")),
+        "video_url": _url(video.get("url")),
+        "video_preview_url": _url(video.get("preview_url")),
+        "video_width": video.get("width"),
+        "video_height": video.get("height"),
+        "video_length": video.get("length"),
+        "video_type": video.get("video_type"),
+        "video_rotation": video.get("rotation"),
+        "generic_template": _json(template) if template is not None else None,
+    }
 
 
 def attachment_type(item: dict[str, Any]) -> str:
@@ -306,72 +400,26 @@ def attachment_type(item: dict[str, Any]) -> str:
     return "file" if item.get("file_url") or mime else "unknown"
 
 
-def reaction_rows(
-    thread: ThreadContext, message_id: str, message: dict[str, Any]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "message_id": message_id,
-            "position": position,
-            "reaction": reaction,
-            "user_id": user.get("id"),
-            "user_name": user.get("name"),
-            "user_username": user.get("username"),
-            "conversation_id": thread.conversation_id,
-            "page_id": thread.page_id,
-        }
-        for position, (reaction, user) in enumerate(_reactions(message))
-    ]
+def _share_row(
+    thread: ThreadContext, message_id: str, position: int, share: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "position": position,
+        "share_id": share.get("id"),
+        "link": _url(share.get("link")),
+        "name": share.get("name"),
+        "description": share.get("description"),
+        "template": _json(share["template"]) if share.get("template") is not None else None,
+        "conversation_id": thread.conversation_id,
+        "page_id": thread.page_id,
+    }
 
 
-def recipient_rows(
-    thread: ThreadContext, message_id: str, message: dict[str, Any]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "message_id": message_id,
-            "recipient_id": str(person.get("id")),
-            **_person_columns("", person),
-            "conversation_id": thread.conversation_id,
-            "page_id": thread.page_id,
-        }
-        for person in listed(message.get("to"))
-    ]
-
-
-def tag_rows(
-    thread: ThreadContext, message_id: str, message: dict[str, Any]
-) -> list[dict[str, Any]]:
-    tags = listed(message.get("tags"))
-    names = dict.fromkeys(t["name"] for t in tags if isinstance(t, dict) and t["name"])
-    return [
-        {
-            "message_id": message_id,
-            "tag": name,
-            "conversation_id": thread.conversation_id,
-            "page_id": thread.page_id,
-        }
-        for name in names
-    ]
-
-
-def share_rows(
-    thread: ThreadContext, message_id: str, message: dict[str, Any]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "message_id": message_id,
-            "position": position,
-            "share_id": share.get("id"),
-            "link": _url(share.get("link")),
-            "name": share.get("name"),
-            "description": share.get("description"),
-            "template": _json(share["template"]) if share.get("template") is not None else None,
-            "conversation_id": thread.conversation_id,
-            "page_id": thread.page_id,
-        }
-        for position, share in enumerate(listed(message.get("shares")))
-    ]
+# A row dict's values in its table's column order (`rows_hash`, the shaper's, aside).
+_MESSAGE_VALUES = itemgetter(*(n for n in MESSAGES.column_names if n != ROWS_HASH))
+_ATTACHMENT_VALUES = itemgetter(*MESSAGE_ATTACHMENTS.column_names)
+_SHARE_VALUES = itemgetter(*MESSAGE_SHARES.column_names)
 
 
 def _people(raw: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
@@ -391,9 +439,9 @@ def _is_page(thread: ThreadContext, person_id: Any) -> bool | None:
     return False
 
 
-def _reactions(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(emoji, user) pairs from either documented shape: `{"data": [...]}` or one bare reaction."""
-    value = message.get("reactions")
+def _reactions(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(emoji, user) pairs of a message's `reactions`, in either documented shape:
+    `{"data": [...]}` or one bare reaction."""
     groups = [value] if isinstance(value, dict) and "reaction" in value else listed(value)
     for group in groups:
         for user in group.get("users") or [{}]:

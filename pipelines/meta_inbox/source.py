@@ -38,15 +38,8 @@ from .tables import (
     CONVERSATION_HISTORY,
     CONVERSATION_PARTICIPANTS,
     CONVERSATIONS,
-    MESSAGE_ATTACHMENTS,
-    MESSAGE_REACTIONS,
-    MESSAGE_RECIPIENTS,
-    MESSAGE_SHARES,
-    MESSAGE_TAGS,
-    MESSAGES,
     PAGES,
     REFRESHES,
-    ROWS_HASH,
     RUNS,
     TABLES,
     Table,
@@ -477,11 +470,8 @@ class _Shaper:
     def __init__(self, session: ExportSession) -> None:
         self.session = session
         self.schemas = {t.name: t.arrow_schema(session.privacy.mode) for t in _LOADED}
-        # `rows_hash`, last of `messages`, is the shaper's own (`_shaped`).
-        self.values = {
-            name: itemgetter(*(n for n in schema.names if n != ROWS_HASH))
-            for name, schema in self.schemas.items()
-        }
+        # The rows made as dicts (a thread's, a Page's, a run's) read in column order.
+        self.values = {t.name: itemgetter(*t.column_names) for t in _LOADED}
         self.history_keys: set[tuple[Any, ...]] = set()
         self.held: dict[str, list[pa.Table]] = {name: [] for name in self.schemas}
         # Rows change with meta-inbox's version and the privacy setting as well as with Graph.
@@ -510,9 +500,23 @@ class _Shaper:
         return handed
 
     def _shaped(self, batch: Batch) -> dict[str, pa.Table]:
+        return _without_nul(
+            {
+                name: self._arrow(name, values)
+                for name, values in self._rows(batch).items()
+                if values
+            },
+            self.session.counts,
+        )
+
+    def _rows(self, batch: Batch) -> dict[str, list[tuple[Any, ...]]]:
+        """Each table's rows of the batch, each a tuple of all the table's columns."""
         shaped: dict[str, list[tuple[Any, ...]]] = {name: [] for name in self.schemas}
-        for table, row in _rows(batch):
-            self._add(shaped, table, row)
+        for table, row in _thread_rows(batch):
+            # One load keeps one row per key: dlt's insert-only leaves a load's duplicates in.
+            if not table.insert_only or self._first(table, row):
+                shaped[table.name].append(self.values[table.name](row))
+        made = rows.MessageRows()
         counts = self.session.counts
         for message_id, context, message, created in _messages(batch):
             # A message read again gets the fingerprint of what its rows are made from: the
@@ -526,30 +530,8 @@ class _Shaper:
                 if digest == batch.stored[message_id]:
                     counts.unchanged_messages += 1
                     continue
-            made = _message_rows(context, message_id, message, created)
-            self._add(shaped, *next(made), digest)
-            for table, row in made:
-                self._add(shaped, table, row)
-        return _without_nul(
-            {name: self._arrow(name, values) for name, values in shaped.items() if values},
-            counts,
-        )
-
-    def _add(
-        self,
-        shaped: dict[str, list[tuple[Any, ...]]],
-        table: Table,
-        row: dict[str, Any],
-        *own: Any,
-    ) -> None:
-        """The row as a tuple of its table's columns, and `own`, the shaper's own columns."""
-        # One load keeps one row per key: dlt's insert-only leaves a load's duplicates in.
-        if table.insert_only and not self._first(table, row):
-            return
-        if self.session.privacy.mode != "keep":
-            row = self.session.privacy.apply(table, row)
-        values = self.values[table.name](row)
-        shaped[table.name].append((*values, *own) if own else values)
+            made.add(context, message_id, message, created, digest)
+        return shaped | made.tables
 
     def _first(self, table: Table, row: dict[str, Any]) -> bool:
         key = tuple(row[name] for name in table.primary_key)
@@ -562,9 +544,10 @@ class _Shaper:
         """Arrow refuses lone UTF-16 surrogates: only a batch holding one pays for the repair."""
         counts = self.session.counts
         counts.rows[name] += len(values)
+        table = _BY_NAME[name]
+        columns = zip(table.column_names, zip(*values, strict=True), strict=True)
+        shaped = self.session.privacy.applied(table, {n: list(v) for n, v in columns})
         schema = self.schemas[name]
-        columns = zip(schema.names, zip(*values, strict=True), strict=True)
-        shaped = {column: list(column_values) for column, column_values in columns}
         try:
             return pa.Table.from_pydict(shaped, schema=schema)
         except UnicodeEncodeError:
@@ -596,7 +579,7 @@ def _may_hold_nul(column: pa.ChunkedArray) -> bool:
     return any(b"\x00" in memoryview(buffer).tobytes() for buffer in data if buffer is not None)
 
 
-def _rows(batch: Batch) -> Iterator[tuple[Table, dict[str, Any]]]:
+def _thread_rows(batch: Batch) -> Iterator[tuple[Table, dict[str, Any]]]:
     """Every row of a batch with its table but its messages' (`_messages`)."""
     for done in batch.pages:
         page = done.page
@@ -639,22 +622,6 @@ def _messages(
             yield str(message["id"]), context, message, created
 
 
-def _message_rows(
-    context: ThreadContext, message_id: str, message: dict[str, Any], created: datetime | None
-) -> Iterator[tuple[Table, dict[str, Any]]]:
-    """A message's row, then its children's."""
-    attachments = rows.attachment_rows(context, message_id, message)
-    reactions = rows.reaction_rows(context, message_id, message)
-    yield MESSAGES, rows.message_row(context, message, created, len(attachments), len(reactions))
-    for row in attachments:
-        yield MESSAGE_ATTACHMENTS, row
-    for row in reactions:
-        yield MESSAGE_REACTIONS, row
-    for table, to_rows in _OTHER_MESSAGE_CHILDREN:
-        for row in to_rows(context, message_id, message):
-            yield table, row
-
-
 _CONTEXT_FIELDS = tuple(field.name for field in dataclasses.fields(ThreadContext))
 
 
@@ -687,14 +654,6 @@ def _context(part: ThreadPart) -> ThreadContext:
     )
 
 
-# A message's children besides attachments and reactions, which its row counts.
-_OTHER_MESSAGE_CHILDREN: tuple[
-    tuple[Table, Callable[[ThreadContext, str, dict[str, Any]], list[Any]]], ...
-] = (
-    (MESSAGE_RECIPIENTS, rows.recipient_rows),
-    (MESSAGE_TAGS, rows.tag_rows),
-    (MESSAGE_SHARES, rows.share_rows),
-)
 # What the source loads: the exported tables, refresh markers and run records.
 _LOADED: tuple[Table, ...] = (*TABLES, REFRESHES, RUNS)
 _BY_NAME = {table.name: table for table in _LOADED}

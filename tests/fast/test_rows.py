@@ -6,7 +6,6 @@ value for value. Expected values are written out: they document the shapes. Only
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -62,6 +61,9 @@ MERCI, IG_FROM_PAGE, STORY_MENTION, STORY_REPLY, LINK_SHARE = IG_MESSAGES[:5]
 WAVE = IG_MESSAGES[9]
 
 
+KEEP = Privacy()
+
+
 def thread_parts(
     listing: dict[str, Any], platform: str, page: FacebookPage = PAGE
 ) -> list[ThreadPart]:
@@ -81,28 +83,27 @@ def thread_parts(
 
 
 def shaped(
-    parts: list[ThreadPart], pages: Iterable[PageRead] = ()
+    parts: list[ThreadPart], pages: Iterable[PageRead] = (), privacy: Privacy = KEEP
 ) -> dict[str, list[dict[str, Any]]]:
-    """The rows of each table, in the order the source makes them."""
-    tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    batch = Batch(OBSERVED_AT, parts=parts, pages=list(pages))
-    made = [
-        *source._rows(batch),
-        *(
-            made
-            for message_id, context, message, created in source._messages(batch)
-            for made in source._message_rows(context, message_id, message, created)
-        ),
-    ]
-    for table, row in made:
-        tables[table.name].append(row)
+    """The rows of each table as the source makes them, in its order, before Arrow: under
+    `privacy`, without the shaper's fingerprints (`rows_hash`), and not yet repaired."""
+    session = SimpleNamespace(privacy=privacy, counts=RunCounts())
+    made = source._Shaper(session)._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages)))
+    tables = {}
+    for table in TABLES:
+        if table_rows := made[table.name]:
+            columns = dict(zip(table.column_names, zip(*table_rows, strict=True), strict=True))
+            columns.pop(ROWS_HASH, None)
+            kept = privacy.applied(table, columns)
+            tables[table.name] = [
+                dict(zip(kept, row, strict=True)) for row in zip(*kept.values(), strict=True)
+            ]
     return tables
 
 
-ROWS = shaped(
-    [*thread_parts(MESSENGER, "messenger"), *thread_parts(INSTAGRAM, "instagram")],
-    [PageRead(PAGE, ("messenger", "instagram")), PageRead(RAMEN, ("messenger",))],
-)
+PARTS = [*thread_parts(MESSENGER, "messenger"), *thread_parts(INSTAGRAM, "instagram")]
+PAGES_READ = [PageRead(PAGE, ("messenger", "instagram")), PageRead(RAMEN, ("messenger",))]
+ROWS = shaped(PARTS, PAGES_READ)
 
 
 def rows_of(table: str, message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1091,10 +1092,7 @@ ZOE_USERNAME = "83c97e4648463b742c4f426699a6dc82"  # of 'zoe.nunez'
 
 
 def under(privacy: Privacy) -> dict[str, list[dict[str, Any]]]:
-    return {
-        name: [privacy.apply(BY_NAME[name], row) for row in table_rows]
-        for name, table_rows in ROWS.items()
-    }
+    return shaped(PARTS, PAGES_READ, privacy)
 
 
 def test_hash_replaces_names_emails_and_usernames_with_their_documented_hmac() -> None:
