@@ -209,10 +209,11 @@ class MessageRows:
     """The rows of messages and of their children, table by table, each row a tuple of its
     table's columns in their order in `tables.py`.
 
-    A backfill makes about four rows per message. Made as dicts, one per row, then read back
-    into columns, they cost twice what the rest of the shaping did (measured); tuples appended
-    in one pass over each message cost a fifth of that. The wide, rare rows (attachments, shares)
-    are still made as dicts, for their names, and read in column order.
+    A backfill makes about four rows per message. Made as a dict per row, each read back into a
+    tuple on its own, the rows of the emulator's inbox cost 13.8 µs per message; appended as
+    tuples in one pass over each message, 7.7 µs (measured, Arrow's conversion aside). The wide,
+    rare rows (attachments, shares) are still made as dicts, for their names, and read in
+    column order.
     """
 
     def __init__(self) -> None:
