@@ -18,6 +18,7 @@ from .tables import (
     MESSAGE_REACTIONS,
     MESSAGE_RECIPIENTS,
     MESSAGE_SHARES,
+    MESSAGE_TABLES,
     MESSAGE_TAGS,
     MESSAGES,
     ROWS_HASH,
@@ -176,7 +177,9 @@ def participant_rows(thread: ThreadContext, raw: dict[str, Any]) -> list[dict[st
         {
             "conversation_id": thread.conversation_id,
             "participant_id": person_id,
-            **_person_columns("", person),
+            "name": person.get("name"),
+            "email": person.get("email"),
+            "username": person.get("username"),
             "is_sender": person_id in senders,
             "is_former": role == "former_participants",
             "is_page": _is_page(thread, person_id),
@@ -217,17 +220,7 @@ class MessageRows:
     """
 
     def __init__(self) -> None:
-        self.tables: dict[str, list[tuple[Any, ...]]] = {
-            table.name: []
-            for table in (
-                MESSAGES,
-                MESSAGE_ATTACHMENTS,
-                MESSAGE_REACTIONS,
-                MESSAGE_RECIPIENTS,
-                MESSAGE_TAGS,
-                MESSAGE_SHARES,
-            )
-        }
+        self.tables: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in MESSAGE_TABLES}
         self._messages = self.tables[MESSAGES.name].append
         self._attachments = self.tables[MESSAGE_ATTACHMENTS.name].append
         self._reactions = self.tables[MESSAGE_REACTIONS.name].append
@@ -457,21 +450,6 @@ def _story(value: Any) -> tuple[str | None, dict[str, Any]]:
         if isinstance(value.get(kind), dict):
             return kind, value[kind]
     return None, value
-
-
-def _person_columns(prefix: str, person: dict[str, Any]) -> dict[str, Any]:
-    name, email, username = _PERSON_COLUMNS[prefix]
-    return {
-        name: person.get("name"),
-        email: person.get("email"),
-        username: person.get("username"),
-    }
-
-
-# Column names of a person's values, per prefix: made once, not for every row.
-_PERSON_COLUMNS = {
-    prefix: (f"{prefix}name", f"{prefix}email", f"{prefix}username") for prefix in ("", "from_")
-}
 
 
 def _url(value: Any) -> str | None:

@@ -535,18 +535,22 @@ RUNS = Table(
     ),
 )
 
-# The exported tables, parents before children.
-TABLES: tuple[Table, ...] = (
-    PAGES,
-    CONVERSATIONS,
-    CONVERSATION_PARTICIPANTS,
-    CONVERSATION_HISTORY,
+# A message's table and its children's: what `rows.MessageRows` makes.
+MESSAGE_TABLES: tuple[Table, ...] = (
     MESSAGES,
     MESSAGE_ATTACHMENTS,
     MESSAGE_REACTIONS,
     MESSAGE_RECIPIENTS,
     MESSAGE_TAGS,
     MESSAGE_SHARES,
+)
+# The exported tables, parents before children.
+TABLES: tuple[Table, ...] = (
+    PAGES,
+    CONVERSATIONS,
+    CONVERSATION_PARTICIPANTS,
+    CONVERSATION_HISTORY,
+    *MESSAGE_TABLES,
 )
 
 
