@@ -352,6 +352,11 @@ def explained_failures(destination: Any) -> Iterator[None]:
 # DuckDB's buffer manager at its memory limit: "could not allocate block of size 256.0 KiB
 # (18.9 MiB/19.0 MiB used)", "failed to pin block ...", "failed to allocate data ...".
 _BUFFER_FULL = re.compile(r"(allocate|pin) (block|data) of size [^()]*\([^()]*/[^()]* used\)")
+# A full disk or quota: Python's writes raise OSError with the errno; DuckDB's quote the
+# system's message for it (`Could not write file "…": No space left on device`), in the locale
+# of this process, which `os.strerror` gives too.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_NO_ROOM_TEXTS = tuple(os.strerror(number) for number in _NO_ROOM)
 
 
 def problem_of(error: BaseException, destination: Any) -> Exception | None:
@@ -369,6 +374,14 @@ def problem_of(error: BaseException, destination: Any) -> Exception | None:
             return DestinationOutOfMemory(
                 f"DuckDB ran out of memory while loading ({first}): raise "
                 "duckdb_memory_limit (SOURCES__META_INBOX__DUCKDB_MEMORY_LIMIT); what earlier "
+                "checkpoints loaded is kept, and the next run goes on from there."
+            )
+        if (isinstance(cause, OSError) and cause.errno in _NO_ROOM) or any(
+            words in first for words in _NO_ROOM_TEXTS
+        ):
+            return DestinationUnwritable(
+                f"The disk is full ({first}): free space on it, or point DLT_DATA_DIR (dlt's "
+                "pipeline folder) and the destination at a disk with room; what earlier "
                 "checkpoints loaded is kept, and the next run goes on from there."
             )
         if "Could not set lock on file" in text or "Conflicting lock" in text:

@@ -9,6 +9,7 @@ import pty
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -121,6 +122,49 @@ def test_duckdb_out_of_memory_writing_the_file_stops_with_a_line_and_loses_nothi
     assert line.startswith("meta-inbox: DuckDB ran out of memory while loading ("), line
     assert "MiB used)): raise duckdb_memory_limit" in line
 
+    finished = workspace.run()
+
+    assert finished.code == 0, finished.output
+    assert workspace.counts() == expected_counts(selected(emulator.inbox))
+    assert workspace.duplicate_ids() == NO_DUPLICATES
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A filesystem of 48 MB of its own (tmpfs): a full disk without filling the machine's. A
+    run of the inbox below takes 15 MB."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_stops_with_a_line_and_loses_nothing(
+    small_disk: Path, emulator: Emulator
+) -> None:
+    """The disk fills while the run writes (dlt's files, DuckDB's log or its checkpoint): exit
+    12 and one line, no traceback. Once there is room, the next run loads the whole inbox
+    once."""
+    workspace = Workspace(small_disk, emulator)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (42 * 2**20))
+
+    failed = workspace.run(checkpoint_threads="20")
+
+    assert failed.code == 12, failed.output
+    line = _one_line(failed.stderr)
+    assert line.startswith("meta-inbox: The disk is full ("), line
+    assert line.endswith(
+        "free space on it, or point DLT_DATA_DIR (dlt's pipeline folder) and the destination "
+        "at a disk with room; what earlier checkpoints loaded is kept, and the next run goes on "
+        "from there."
+    ), line
+    assert "Traceback" not in failed.stderr
+
+    filler.unlink()
     finished = workspace.run()
 
     assert finished.code == 0, finished.output

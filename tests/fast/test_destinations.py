@@ -1,16 +1,18 @@
 """How the destination is asked which messages it holds: ids in time order, apart across the
 widest gaps, so that each query is bounded by the times of its own ids; and which of DuckDB's
-failures say that it ran out of memory."""
+failures say that it ran out of memory, and which that the disk is full."""
 
 from __future__ import annotations
 
+import errno
+import os
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
 
 from meta_inbox.destinations import problem_of, time_spans
-from meta_inbox.errors import DestinationOutOfMemory
+from meta_inbox.errors import DestinationOutOfMemory, DestinationUnwritable
 
 MONTH = timedelta(days=30)
 
@@ -70,10 +72,41 @@ def test_duckdb_out_of_memory_in_a_load_a_commit_or_a_checkpoint(error: Exceptio
     )
 
 
-def test_a_fatal_duckdb_error_of_another_cause_is_not_told_as_memory() -> None:
-    error = duckdb.FatalException(
-        "FATAL Error: Failed to create checkpoint because of error: Could not write file "
-        '"inbox.duckdb": No space left on device'
-    )
+FULL = "free space on it, or point DLT_DATA_DIR (dlt's pipeline folder) and the destination at"
 
-    assert problem_of(error, "duckdb") is None
+
+@pytest.mark.parametrize(
+    ("error", "quoted"),
+    [
+        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "[Errno 28] "),
+        (OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), "[Errno 122] "),
+        (
+            duckdb.TransactionException(
+                'TransactionContext Error: Failed to commit: Could not write file "x.wal": '
+                + os.strerror(errno.ENOSPC)
+            ),
+            "TransactionContext Error: Failed to commit: Could not write file",
+        ),
+        (
+            duckdb.FatalException(
+                "FATAL Error: Failed to create checkpoint because of error: Could not write "
+                'file "inbox.duckdb": ' + os.strerror(errno.ENOSPC)
+            ),
+            "FATAL Error: Failed to create checkpoint",
+        ),
+    ],
+    ids=["ENOSPC", "EDQUOT", "DuckDB commit", "DuckDB checkpoint"],
+)
+def test_a_full_disk_is_told_as_such_not_as_memory(error: Exception, quoted: str) -> None:
+    try:
+        raise RuntimeError("Pipeline execution failed at `step=load`") from error
+    except RuntimeError as wrapped:
+        problem = problem_of(wrapped, "duckdb")
+
+    assert isinstance(problem, DestinationUnwritable)
+    first = str(error).splitlines()[0]
+    assert first.startswith(quoted)
+    assert str(problem) == (
+        f"The disk is full ({first}): {FULL} a disk with room; what earlier checkpoints "
+        "loaded is kept, and the next run goes on from there."
+    )
