@@ -4,6 +4,9 @@ what one such process costs, and what a DuckDB export holds."""
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +31,35 @@ def cli_env(emulator: Emulator, folder: Path, **settings: object) -> dict[str, s
     } | {f"SOURCES__META_INBOX__{key.upper()}": str(value) for key, value in settings.items()}
 
 
-def stored_messages(folder: Path) -> tuple[int, int]:
-    """Messages in the DuckDB export in `folder`, and how many of them repeat an id."""
-    with duckdb.connect(str(folder / DATABASE), read_only=True) as connection:
-        total, duplicates = connection.execute(
-            "select count(*), count(*) - count(distinct id) from inbox.messages"
-        ).fetchone()
+_STORED = "select count(*), count(*) - count(distinct id) from inbox.messages"
+
+
+def stored_messages(folder: Path, postgres_dsn: str | None = None) -> tuple[int, int]:
+    """Messages in the export (the DuckDB file in `folder`, or the PostgreSQL database), and
+    how many of them repeat an id."""
+    if postgres_dsn:
+        import psycopg2
+
+        with closing(psycopg2.connect(postgres_dsn)) as connection, connection.cursor() as cursor:
+            cursor.execute(_STORED)
+            total, duplicates = cursor.fetchone()
+    else:
+        with duckdb.connect(str(folder / DATABASE), read_only=True) as connection:
+            total, duplicates = connection.execute(_STORED).fetchone()
     return int(total), int(duplicates)
+
+
+@contextmanager
+def postgres() -> Iterator[Callable[[], str]]:
+    """A throwaway PostgreSQL server, the tests' (`tests/postgres_server.py`: its own folder
+    and port, run as the `postgres` user when this runs as root), as a function that empties
+    its database and gives its DSN. A database that held another export would give a new
+    pipeline folder that export's state (dlt restores it from the destination)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from postgres_server import running_postgres
+
+    with running_postgres() as server:
+        yield server.recreate_database
 
 
 @dataclass(frozen=True)

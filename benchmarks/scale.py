@@ -4,6 +4,7 @@ fetching alone, and what the run after it costs when nothing has changed.
     .venv/bin/python benchmarks/scale.py --scale 250
     .venv/bin/python benchmarks/scale.py --scales 30,250   # the state's size at two sizes
     .venv/bin/python benchmarks/scale.py --scales 1,250 --small-change
+    .venv/bin/python benchmarks/scale.py --scale 250 --postgres
 
 `--small-change` then writes the same few messages into the same few threads at each size and
 runs twice: once with the recheck window off (what the change alone costs: at 1M messages it
@@ -11,12 +12,13 @@ should take no more than twice the wall time it takes at demo size, scale 1) and
 default window after another such change (the rows it reads again, and its CPU).
 
 The real CLI runs unpaced against the emulator at zero latency, into a DuckDB file in a temporary
-folder. Peak RSS is each CLI process's own (the emulator lives in this process, so it is not
-counted). The fetch floor makes exactly the calls the emulator recorded for the backfill, in a
-bare loop with no parsing and no loading: what the HTTP round trips alone take on this machine
-(the emulator shares this process with that loop, as it shares the machine with the CLI). The
-state is meta-inbox's incremental state in dlt: it should not grow with the threads. Figures
-only; no threshold is asserted anywhere.
+folder, or with `--postgres` into a throwaway PostgreSQL server (the tests' own; the server's
+memory is not counted). Peak RSS is each CLI process's own (the emulator lives in this process,
+so it is not counted). The fetch floor makes exactly the calls the emulator recorded for the
+backfill, in a bare loop with no parsing and no loading: what the HTTP round trips alone take on
+this machine (the emulator shares this process with that loop, as it shares the machine with
+the CLI). The state is meta-inbox's incremental state in dlt: it should not grow with the
+threads. Figures only; no threshold is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import requests
-from harness import cli_env, measured_run, stored_messages
+from harness import cli_env, measured_run, postgres, stored_messages
 
 from meta_inbox.emulator import Emulator
 from meta_inbox.emulator.server import Call
@@ -42,9 +45,14 @@ def main() -> None:
     parser.add_argument("--scales", help="several scales, comma-separated (overrides --scale)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--small-change", action="store_true", help="see above")
+    parser.add_argument("--postgres", action="store_true", help="load PostgreSQL, not DuckDB")
     args = parser.parse_args()
     scales = [int(s) for s in args.scales.split(",")] if args.scales else [args.scale]
-    walls = [_measure(scale, args.seed, args.small_change) for scale in scales]
+    with postgres() if args.postgres else nullcontext() as fresh_database:
+        walls = [
+            _measure(scale, args.seed, args.small_change, fresh_database and fresh_database())
+            for scale in scales
+        ]
     if args.small_change and len(scales) > 1:
         print(
             f"small change, window off: {walls[-1]:.1f} s at scale {scales[-1]} against "
@@ -52,7 +60,7 @@ def main() -> None:
         )
 
 
-def _measure(scale: int, seed: int, small_change: bool) -> float:
+def _measure(scale: int, seed: int, small_change: bool, dsn: str | None) -> float:
     started = time.monotonic()
     emulator = Emulator(seed=seed, scale=scale)  # builds the whole inbox in memory
     built = time.monotonic() - started
@@ -64,12 +72,12 @@ def _measure(scale: int, seed: int, small_change: bool) -> float:
             f"(the emulator took {built:.1f} s to build them)"
         )
         folder = Path(root)
-        env = cli_env(emulator, folder, **UNPACED)
+        env = cli_env(emulator, folder, **UNPACED) | _destination(dsn)
 
         emulator.reset_calls()
-        wall, cpu, rss, record = _run(folder, env)
+        wall, cpu, rss, record = _run(folder, env, dsn)
         calls = emulator.calls
-        stored, _ = stored_messages(folder)
+        stored, _ = stored_messages(folder, dsn)
         print(
             f"  backfill   {wall:7.1f} s  peak RSS {rss}  {record['api_calls']} calls  "
             f"{record['checkpoints']} checkpoints  {stored} of {expected} messages"
@@ -87,7 +95,7 @@ def _measure(scale: int, seed: int, small_change: bool) -> float:
         # runs after it find them as stored.
         for label in ("no change", "and again"):
             emulator.reset_calls()
-            wall, cpu, rss, record = _run(folder, env)
+            wall, cpu, rss, record = _run(folder, env, dsn)
             print(
                 f"  {label:<10}{wall:7.1f} s  peak RSS {rss}  {record['api_calls']} calls  "
                 f"{record['new_messages']} new messages  {_again(record)}  CPU {cpu:.1f} s"
@@ -96,14 +104,15 @@ def _measure(scale: int, seed: int, small_change: bool) -> float:
             return wall
 
         threads = _change(emulator, 1)
-        wall, cpu, rss, record = _run(folder, cli_env(emulator, folder, **UNPACED, **NO_WINDOW))
+        windowless = cli_env(emulator, folder, **UNPACED, **NO_WINDOW) | _destination(dsn)
+        wall, cpu, rss, record = _run(folder, windowless, dsn)
         print(
             f"  small change ({len(threads)} threads, {MESSAGES_WRITTEN} messages), recheck window "
             f"off: {wall:.1f} s  peak RSS {rss}  {record['api_calls']} calls  "
             f"{record['new_messages']} new messages  CPU {cpu:.1f} s"
         )
         _change(emulator, 2)
-        windowed = _run(folder, env)
+        windowed = _run(folder, env, dsn)
         rechecked = windowed[3]
         print(
             f"  same change, default window: {windowed[0]:.1f} s  peak RSS {windowed[2]}  "
@@ -146,10 +155,22 @@ def _change(emulator: Emulator, round_: int) -> list[str]:
     return threads
 
 
-def _run(folder: Path, env: dict[str, str]) -> tuple[float, float, str, dict[str, Any]]:
-    """One `meta-inbox run`: its wall seconds, CPU seconds, peak RSS (and anonymous memory)
-    and run record."""
-    done = measured_run([sys.executable, "-m", "meta_inbox.cli", "run", "--json"], folder, env)
+def _destination(dsn: str | None) -> dict[str, str]:
+    """What points a run at PostgreSQL (the DuckDB file in the folder otherwise)."""
+    if dsn is None:
+        return {}
+    return {"DESTINATION__POSTGRES__CREDENTIALS": dsn}
+
+
+def _run(
+    folder: Path, env: dict[str, str], dsn: str | None
+) -> tuple[float, float, str, dict[str, Any]]:
+    """One `meta-inbox run` (into PostgreSQL with a `dsn`): its wall seconds, CPU seconds, peak
+    RSS (and anonymous memory) and run record."""
+    command = [sys.executable, "-m", "meta_inbox.cli", "run", "--json"]
+    if dsn is not None:
+        command += ["--destination", "postgres"]
+    done = measured_run(command, folder, env)
     memory = f"{done.peak_rss_mb:.0f} MB (anonymous {done.peak_anonymous_mb:.0f} MB)"
     return done.wall, done.cpu, memory, json.loads(done.stdout)
 

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for the tests: its own data folder, port and socket, gone after.
+"""A throwaway PostgreSQL server for the tests and the benchmarks: its own data folder, port and
+socket, gone after.
 
 PostgreSQL refuses to run as root, so when the tests run as root (CI containers) the server
 commands run as the `postgres` system user, in a temporary folder that user owns.
