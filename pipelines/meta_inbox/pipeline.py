@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from dlt.common.destination import Destination
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.exceptions import MissingDependencyException
 
-from . import destinations
+from . import destinations, lake
 from .config import Analysis, Settings, graph_ids, meta_inbox_version
 from .conversations_api import FacebookPage
 from .erasure import Forgotten, erased_threads
@@ -337,13 +337,19 @@ class _Run:
             len(corrections.stubs),
         )
         mode = session.privacy.mode
-        self._load(
-            [
-                rows_resource(CONVERSATIONS, conversations, mode),
-                rows_resource(MESSAGES, messages, mode),
-                rows_resource(RUNS, [self.record(*self.outcome())], "keep"),
-            ]
-        )
+        corrected = [
+            rows_resource(CONVERSATIONS, conversations, mode),
+            rows_resource(MESSAGES, messages, mode),
+        ]
+        folder = destinations.local_lake(self.pipeline)
+        if folder is not None and (conversations or messages):
+            dataset_name = self.pipeline.dataset_name
+            with closing(lake.connect(folder, write_views(folder, dataset_name))) as views:
+                corrected += [
+                    rows_resource(table, rows, mode)
+                    for table, rows in corrections.lake_children(views, dataset_name)
+                ]
+        self._load([*corrected, rows_resource(RUNS, [self.record(*self.outcome())], "keep")])
 
     def _record_failure(self, error: BaseException) -> None:
         """Record a run that failed; a destination that fails here too is only logged."""

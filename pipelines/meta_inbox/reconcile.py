@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from .destinations import quoted
 from .reader import ThreadPart
-from .tables import ROWS_HASH
+from .tables import CONVERSATIONS, MESSAGES, ROWS_HASH, TABLES, Table
 
 INSTAGRAM_REQUESTS_HIDDEN_AFTER = timedelta(days=30)
 _CHUNK = 5000
@@ -201,6 +201,36 @@ class Corrections:
                     # No longer the fingerprint of what was read: the next reading loads it.
                     corrected[ROWS_HASH] = None
                 yield {**corrected, "deleted_at": deleted_at}
+
+    def lake_children(
+        self, views: duckdb.DuckDBPyConnection, dataset: str
+    ) -> Iterator[tuple[Table, list[dict[str, Any]]]]:
+        """The rows a lake's views show now of the children of the threads and messages whose
+        `deleted_at` changes, by child table. The views leave out a child row older than its
+        parent's newest row, so a parent loaded again without its children would lose them
+        there, where a SQL destination's merge leaves them in place: they are loaded again
+        with it."""
+        parents = {
+            CONVERSATIONS.name: [*self.gone_threads, *self.back_threads],
+            MESSAGES.name: [*self.gone_messages, *self.back_messages],
+        }
+        for table in TABLES:
+            ids = parents.get(table.parent or "")
+            if not ids:
+                continue
+            rows = []
+            for start in range(0, len(ids), 500):
+                listed = ", ".join(quoted(i) for i in ids[start : start + 500])
+                relation = views.sql(
+                    f'select * from "{dataset}"."{table.name}" '
+                    f"where {table.merge_key} in ({listed})"
+                )
+                rows += [
+                    {k: v for k, v in row.items() if not k.startswith("_dlt")}
+                    for row in relation.to_arrow_table().to_pylist()
+                ]
+            if rows:
+                yield table, rows
 
 
 def _ids(db: duckdb.DuckDBPyConnection, sql: str) -> list[str]:

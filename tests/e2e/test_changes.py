@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -245,17 +247,37 @@ def test_reconcile_marks_exactly_what_graph_no_longer_returns(
 def test_reconcile_works_on_the_lake_through_its_views(
     workspace: Workspace, emulator: Emulator
 ) -> None:
+    """And the children of the rows it marks stay in the views, as they stay in SQL tables: the
+    views leave out a child row older than its parent's newest row."""
     lake_run = {"destination": "filesystem", "pipeline_name": "lake"}
     assert workspace.export(**lake_run).exit_code == 0
     before = detailed_messages(emulator.inbox.conversations)
     gone = _change(emulator)
+    marked = ", ".join(repr(i) for i in [gone["unsent"], *gone["deleted_messages"]])
+    children = {
+        table: f"select * exclude (_dlt_load_id) from {table} where {key} in ({keys}) order by all"
+        for table, key, keys in [
+            ("conversation_participants", "conversation_id", repr(gone["deleted"])),
+            ("message_tags", "message_id", marked),
+            ("message_recipients", "message_id", marked),
+            ("message_attachments", "message_id", marked),
+        ]
+    }
+    held = {table: _lake_query(workspace, sql) for table, sql in children.items()}
+    assert all(held.values()), {table: len(rows) for table, rows in held.items()}
 
     assert workspace.export(**lake_run, reconcile=True).exit_code == 0
 
+    query = partial(_lake_query, workspace)
+    _assert_reconciled(query, emulator, gone, before)
+    assert {table: query(sql) for table, sql in children.items()} == held
+
+
+def _lake_query(workspace: Workspace, sql: str) -> list[tuple[Any, ...]]:
     lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
     with lake.connect(workspace.root / "meta_inbox_lake") as connection:
         connection.execute("set schema = 'inbox'")
-        _assert_reconciled(lambda sql: connection.execute(sql).fetchall(), emulator, gone, before)
+        return connection.execute(sql).fetchall()
 
 
 def _change(emulator: Emulator) -> dict[str, object]:
