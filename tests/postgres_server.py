@@ -27,6 +27,7 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 # Durability only costs time for data thrown away after the tests.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+PORT_ATTEMPTS = 5
 
 
 class PostgresUnavailable(RuntimeError):
@@ -70,11 +71,13 @@ def running_postgres(database: str = "meta_inbox") -> Iterator[PostgresServer]:
         if account:
             os.chown(root, account.uid, account.gid)
         _initdb(bin_dir, root, account)
-        port = _free_port()
-        with _postmaster(bin_dir, root, port, account):
+        process, port = _start(bin_dir, root, account)
+        try:
             server = PostgresServer(port, database)
             server.recreate_database()
             yield server
+        finally:
+            _stop(process)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -146,17 +149,38 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def _postmaster(bin_dir: Path, root: Path, port: int, account: _Account | None) -> Iterator[None]:
+def _start(
+    bin_dir: Path, root: Path, account: _Account | None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The server, listening on a port that was free. Another process (the other test worker
+    starting its own server, say) can take the port between the probe and the server's bind:
+    the server then stops at once, and another port is tried."""
+    for _ in range(PORT_ATTEMPTS):
+        port = _free_port()
+        process = _postmaster(bin_dir, root, port, account)
+        try:
+            _wait_until_ready(process, root, port)
+            return process, port
+        except _PortTaken:
+            _stop(process)
+    raise PostgresUnavailable(f"postgres found no free port in {PORT_ATTEMPTS} tries")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _postmaster(
+    bin_dir: Path, root: Path, port: int, account: _Account | None
+) -> subprocess.Popen[bytes]:
     settings = (
         "listen_addresses=127.0.0.1",
         f"port={port}",
         f"unix_socket_directories={root}",
         *FAST_SETTINGS,
     )
-    log = root / "server.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
+    with (root / "server.log").open("wb") as log_file:
+        return subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(root / "data")]
             + [arg for setting in settings for arg in ("-c", setting)],
             cwd=root,
@@ -166,20 +190,21 @@ def _postmaster(bin_dir: Path, root: Path, port: int, account: _Account | None) 
             start_new_session=True,
             **(account.subprocess_args() if account else {}),
         )
-    try:
-        _wait_until_ready(process, port, log)
-        yield
-    finally:
-        _stop(process)
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def _wait_until_ready(process: subprocess.Popen[bytes], root: Path, port: int) -> None:
+    """Asked through its own socket folder, so that a server of another cluster that holds the
+    port cannot answer for it."""
+    log = root / "server.log"
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.poll() is not None:
+            # The cluster runs in the C locale (initdb --no-locale): its messages are English.
+            if "could not bind" in log.read_text(errors="replace"):
+                raise _PortTaken
             raise PostgresUnavailable(f"postgres exited with {process.returncode}:\n{_tail(log)}")
         try:
-            with _admin_cursor(port) as cursor:
+            with _admin_cursor(port, host=str(root)) as cursor:
                 cursor.execute("select 1")
             return
         except psycopg2.OperationalError as error:
@@ -203,10 +228,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def _admin_cursor(port: int) -> Iterator[Any]:
+def _admin_cursor(port: int, host: str = "127.0.0.1") -> Iterator[Any]:
     # Autocommit: CREATE and DROP DATABASE cannot run inside a transaction.
     connection = psycopg2.connect(
-        host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2
+        host=host, port=port, user="postgres", dbname="postgres", connect_timeout=2
     )
     try:
         connection.autocommit = True
