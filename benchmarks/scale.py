@@ -72,7 +72,7 @@ def _measure(scale: int, seed: int, small_change: bool, dsn: str | None) -> floa
             f"(the emulator took {built:.1f} s to build them)"
         )
         folder = Path(root)
-        env = cli_env(emulator, folder, **UNPACED) | _destination(dsn)
+        env = cli_env(emulator, folder, **UNPACED)
 
         emulator.reset_calls()
         wall, cpu, rss, record = _run(folder, env, dsn)
@@ -104,7 +104,7 @@ def _measure(scale: int, seed: int, small_change: bool, dsn: str | None) -> floa
             return wall
 
         threads = _change(emulator, 1)
-        windowless = cli_env(emulator, folder, **UNPACED, **NO_WINDOW) | _destination(dsn)
+        windowless = cli_env(emulator, folder, **UNPACED, **NO_WINDOW)
         wall, cpu, rss, record = _run(folder, windowless, dsn)
         print(
             f"  small change ({len(threads)} threads, {MESSAGES_WRITTEN} messages), recheck window "
@@ -155,13 +155,6 @@ def _change(emulator: Emulator, round_: int) -> list[str]:
     return threads
 
 
-def _destination(dsn: str | None) -> dict[str, str]:
-    """What points a run at PostgreSQL (the DuckDB file in the folder otherwise)."""
-    if dsn is None:
-        return {}
-    return {"DESTINATION__POSTGRES__CREDENTIALS": dsn}
-
-
 def _run(
     folder: Path, env: dict[str, str], dsn: str | None
 ) -> tuple[float, float, str, dict[str, Any]]:
@@ -170,6 +163,7 @@ def _run(
     command = [sys.executable, "-m", "meta_inbox.cli", "run", "--json"]
     if dsn is not None:
         command += ["--destination", "postgres"]
+        env = env | {"DESTINATION__POSTGRES__CREDENTIALS": dsn}
     done = measured_run(command, folder, env)
     memory = f"{done.peak_rss_mb:.0f} MB (anonymous {done.peak_anonymous_mb:.0f} MB)"
     return done.wall, done.cpu, memory, json.loads(done.stdout)

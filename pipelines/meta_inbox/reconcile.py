@@ -186,9 +186,7 @@ class Corrections:
         self, dataset: Any, table: str, ids: list[str], deleted_at: datetime | None
     ) -> Iterator[dict[str, Any]]:
         """The latest stored row of each id, with `deleted_at` set (or cleared)."""
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            listed = ", ".join(quoted(i) for i in chunk)
+        for listed in _id_lists(ids):
             latest: dict[str, dict[str, Any]] = {}
             relation = dataset.query(f"select * from {table} where id in ({listed})")
             for row in relation.arrow().to_pylist():
@@ -196,7 +194,7 @@ class Corrections:
                 if known is None or row["_dlt_load_id"] > known["_dlt_load_id"]:
                     latest[row["id"]] = row
             for row in latest.values():
-                corrected = {k: v for k, v in row.items() if not k.startswith("_dlt")}
+                corrected = _without_dlt_columns(row)
                 if ROWS_HASH in corrected:
                     # No longer the fingerprint of what was read: the next reading loads it.
                     corrected[ROWS_HASH] = None
@@ -218,19 +216,28 @@ class Corrections:
             ids = parents.get(table.parent or "")
             if not ids:
                 continue
-            rows = []
-            for start in range(0, len(ids), 500):
-                listed = ", ".join(quoted(i) for i in ids[start : start + 500])
-                relation = views.sql(
+            rows = [
+                _without_dlt_columns(row)
+                for listed in _id_lists(ids)
+                for row in views.sql(
                     f'select * from "{dataset}"."{table.name}" '
                     f"where {table.merge_key} in ({listed})"
                 )
-                rows += [
-                    {k: v for k, v in row.items() if not k.startswith("_dlt")}
-                    for row in relation.to_arrow_table().to_pylist()
-                ]
+                .to_arrow_table()
+                .to_pylist()
+            ]
             if rows:
                 yield table, rows
+
+
+def _id_lists(ids: list[str]) -> Iterator[str]:
+    """`ids` as SQL lists of literals, 500 at a time: one `in (...)` each."""
+    for start in range(0, len(ids), 500):
+        yield ", ".join(quoted(i) for i in ids[start : start + 500])
+
+
+def _without_dlt_columns(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_dlt")}
 
 
 def _ids(db: duckdb.DuckDBPyConnection, sql: str) -> list[str]:

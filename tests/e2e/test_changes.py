@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
@@ -112,9 +112,7 @@ def test_reactions_taken_back_leave_no_rows_in_the_warehouse_or_the_lake(
     assert sorted(workspace.query(counts)) == sorted([(alone.id, 0), (shared.id, 1)])
     assert workspace.counts() == expected_counts(selected(inbox))
     assert workspace.export(**lake_run).exit_code == 0
-    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
-    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
-        connection.execute("set schema = 'inbox'")
+    with _lake_views(workspace) as connection:
         assert connection.execute(reactions).fetchall() == [(shared.id, "😮", page)]
 
 
@@ -148,9 +146,7 @@ def test_messages_read_again_as_stored_are_not_loaded_again(
     assert counts.rows["messages"] == 1
     assert counts.rows["message_reactions"] == reaction_count(reacted.reactions)
     if destination == "filesystem":
-        lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
-        with lake.connect(workspace.root / "meta_inbox_lake") as connection:
-            connection.execute("set schema = 'inbox'")
+        with _lake_views(workspace) as connection:
             assert _counts(connection) == expected_counts(selected(inbox))
             reactions = connection.execute(
                 f"select reaction from message_reactions where message_id = '{reacted.id}'"
@@ -178,9 +174,7 @@ def test_a_full_refresh_loads_again_what_it_finds_as_stored(
     assert result.session.counts.unchanged_messages == 0
     expected = expected_counts(selected(emulator.inbox))
     if destination == "filesystem":
-        lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
-        with lake.connect(workspace.root / "meta_inbox_lake") as connection:
-            connection.execute("set schema = 'inbox'")
+        with _lake_views(workspace) as connection:
             assert _counts(connection) == expected
     else:
         assert workspace.counts() == expected
@@ -263,21 +257,26 @@ def test_reconcile_works_on_the_lake_through_its_views(
             ("message_attachments", "message_id", marked),
         ]
     }
-    held = {table: _lake_query(workspace, sql) for table, sql in children.items()}
+    with _lake_views(workspace) as connection:
+        held = {table: connection.execute(sql).fetchall() for table, sql in children.items()}
     assert all(held.values()), {table: len(rows) for table, rows in held.items()}
 
     assert workspace.export(**lake_run, reconcile=True).exit_code == 0
 
-    query = partial(_lake_query, workspace)
-    _assert_reconciled(query, emulator, gone, before)
-    assert {table: query(sql) for table, sql in children.items()} == held
+    with _lake_views(workspace) as connection:
+        _assert_reconciled(lambda sql: connection.execute(sql).fetchall(), emulator, gone, before)
+        assert {
+            table: connection.execute(sql).fetchall() for table, sql in children.items()
+        } == held
 
 
-def _lake_query(workspace: Workspace, sql: str) -> list[tuple[Any, ...]]:
+@contextmanager
+def _lake_views(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The lake's views as a run would write them now, schema `inbox` by default."""
     lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
     with lake.connect(workspace.root / "meta_inbox_lake") as connection:
         connection.execute("set schema = 'inbox'")
-        return connection.execute(sql).fetchall()
+        yield connection
 
 
 def _change(emulator: Emulator) -> dict[str, object]:
