@@ -1138,6 +1138,7 @@ def test_latency_delays_each_call_on_its_own(launch: Callable[..., Emulator]) ->
         **{p.id: 2 for p in pages},
         None: 1,
     }
+    assert emulator.wait_until_idle()
     emulator.reset_calls()
     assert (emulator.peak_in_flight(), emulator.peak_pages_in_flight()) == (0, 0)
     assert emulator.peak_in_flight(pages[0].id) == 0

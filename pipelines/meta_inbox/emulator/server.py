@@ -445,6 +445,7 @@ class _Traffic:
                 self._flying[page_id] -= 1
                 if not self._flying[page_id]:
                     del self._flying[page_id]
+                self._changed.notify_all()
 
     def _pages_flying(self) -> int:
         return sum(1 for page_id in self._flying if page_id is not None)
@@ -481,6 +482,10 @@ class _Traffic:
     def wait_until_held(self, count: int, timeout: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: self._waiting >= count, timeout)
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._flying, timeout)
 
 
 def _cursor(epoch: int, key: Key) -> str:
@@ -765,6 +770,11 @@ class Emulator:
 
     def wait_until_held(self, count: int = 1, timeout: float = 30.0) -> bool:
         return self._traffic.wait_until_held(count, timeout)
+
+    def wait_until_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no call is in flight. A client has its answer a moment before the
+        emulator's handler counts the call as ended."""
+        return self._traffic.wait_until_idle(timeout)
 
     # -- changes between runs --------------------------------------------------------------
 
