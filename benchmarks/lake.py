@@ -127,7 +127,7 @@ def _queries(emulator: Emulator, root: Path) -> None:
 
 def _run(emulator: Emulator, folder: Path) -> Measured:
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "meta_inbox.cli", "run", "--destination", "filesystem"]
+    command = [sys.executable, "-m", "meta_inbox", "run", "--destination", "filesystem"]
     return measured_run(command, folder, cli_env(emulator, folder, max_calls_per_second=0))
 
 

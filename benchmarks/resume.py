@@ -83,7 +83,7 @@ def _start(emulator: Emulator, folder: Path, checkpoint_threads: int) -> subproc
     folder.mkdir(exist_ok=True)
     env = cli_env(emulator, folder, max_calls_per_second=0, checkpoint_threads=checkpoint_threads)
     return subprocess.Popen(
-        [sys.executable, "-m", "meta_inbox.cli", "run", "--json"],
+        [sys.executable, "-m", "meta_inbox", "run", "--json"],
         cwd=folder,
         env=env,
         stdout=subprocess.PIPE,

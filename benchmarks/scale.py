@@ -160,7 +160,7 @@ def _run(
 ) -> tuple[float, float, str, dict[str, Any]]:
     """One `meta-inbox run` (into PostgreSQL with a `dsn`): its wall seconds, CPU seconds, peak
     RSS (and anonymous memory) and run record."""
-    command = [sys.executable, "-m", "meta_inbox.cli", "run", "--json"]
+    command = [sys.executable, "-m", "meta_inbox", "run", "--json"]
     if dsn is not None:
         command += ["--destination", "postgres"]
         env = env | {"DESTINATION__POSTGRES__CREDENTIALS": dsn}

@@ -118,7 +118,7 @@ def _together(folder: Path, env: dict[str, str], commands: list[list[str]]) -> l
     """Run the commands at the same time; their logs."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "meta_inbox.cli", *command],
+            [sys.executable, "-m", "meta_inbox", *command],
             cwd=folder,
             env=env,
             stdout=subprocess.DEVNULL,

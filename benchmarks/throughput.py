@@ -208,7 +208,7 @@ def _export(folder: Path, emulator: Emulator) -> tuple[dict[str, Any], _CpuTrace
     """One `meta-inbox run` at its default settings; its run record, and its CPU over time."""
     env = cli_env(emulator, folder)
     with subprocess.Popen(
-        [sys.executable, "-m", "meta_inbox.cli", "run", "--json"],
+        [sys.executable, "-m", "meta_inbox", "run", "--json"],
         cwd=folder,
         env=env,
         stdout=subprocess.PIPE,

@@ -114,7 +114,7 @@ class Workspace:
 
     @staticmethod
     def command(*args: str) -> list[str]:
-        return [sys.executable, "-m", "meta_inbox.cli", *args]
+        return [sys.executable, "-m", "meta_inbox", *args]
 
     def env(self, token: str | None = None, config: dict[str, str] | None = None) -> dict[str, str]:
         env = {

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import ctypes
 import gc
-import importlib.abc
 import json
 import logging
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from . import arrow_memory  # noqa: F401  (before pyarrow loads: see the module)
 from .config import (
@@ -76,8 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.OK
     args = parser.parse_args(argv)
-    if argv is None and args.command is _run and "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _WithoutPandas())
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     _return_freed_memory()
     _collect_garbage_less_often()
@@ -512,17 +507,6 @@ def _return_freed_memory() -> None:
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
-class _WithoutPandas(importlib.abc.MetaPathFinder):
-    """pandas, as if it were not installed. DuckDB imports it for every query with parameters
-    (to tell DataFrames among them), and pyarrow to build arrays from lists: 90 MB that a run
-    never uses, a third of its memory at small sizes (measured). Both do without it, and
-    remember that they did: so only a process that is a run, and nothing else, leaves it out."""
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
-        if name.partition(".")[0] == "pandas":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-
 def _collect_garbage_less_often() -> None:
     """Decoding Graph's answers and shaping their rows allocate millions of containers, hardly
     any in a reference cycle. At Python's default (a collection every 700 allocations, and one
@@ -614,30 +598,3 @@ def _fail(error: Exception, debug: bool) -> int:
         file=sys.stderr,
     )
     return ExitCode.UNEXPECTED
-
-
-def entry() -> NoReturn:
-    """The `meta-inbox` program: `main`, then out without tearing the interpreter down.
-
-    Freeing the modules and objects of dlt, pyarrow and DuckDB one at a time costs a run
-    0.2-0.5 s of CPU after its work is done, for memory the kernel takes back at once. Only
-    what exit owes others is done first: the exit handlers (logging's flush among them) and
-    the standard streams. A thread still running (a load a second Ctrl-C left) is waited
-    for, as Python's own exit does.
-    """
-    code = main()
-    if any(
-        not thread.daemon
-        for thread in threading.enumerate()
-        if thread is not threading.main_thread()
-    ):
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    with contextlib.suppress(BrokenPipeError):  # the reader left (`| head`), as in `main`
-        sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    entry()

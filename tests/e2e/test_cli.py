@@ -9,6 +9,7 @@ import pty
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -338,6 +339,40 @@ def test_progress_is_plain_lines_elsewhere(workspace: Workspace, emulator: Emula
     )
     assert all(" INFO meta_inbox" in line and "calls)" in line for line in finished)
     assert "\r" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "schema"])
+def test_a_run_process_loads_neither_pandas_nor_numpy(
+    workspace: Workspace, emulator: Emulator, command: str
+) -> None:
+    """The program as the `meta-inbox` script starts it, telling at its exit which packages it
+    loaded: a run does without both; other commands (and Python users) keep them, and pyarrow
+    loads numpy when it may."""
+    loaded = workspace.root / "loaded.json"
+    program = (
+        "import atexit, json, sys; "
+        f"atexit.register(lambda: open({str(loaded)!r}, 'w')"
+        ".write(json.dumps(list(sys.modules)))); "
+        "from meta_inbox.program import entry; entry()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, command],
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr
+    packages = {name.partition(".")[0] for name in json.loads(loaded.read_text())}
+    assert {"pyarrow", "dlt"} <= packages
+    if command == "schema":
+        assert "numpy" in packages
+    else:
+        assert not {"numpy", "pandas"} & packages
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        assert workspace.duplicate_ids() == NO_DUPLICATES
 
 
 def _read_until_closed(terminal: int) -> str:

@@ -55,7 +55,7 @@ def _env(home: Path, emulator: Emulator, **extra: str) -> dict[str, str]:
 
 def _cli(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meta_inbox.cli", *args],
+        [sys.executable, "-m", "meta_inbox", *args],
         cwd=folder,
         env=env,
         capture_output=True,

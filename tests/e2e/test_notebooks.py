@@ -32,7 +32,7 @@ def demo_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "DLT_DATA_DIR": str(root / "dlt"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "meta_inbox.cli", "demo"],
+        [sys.executable, "-m", "meta_inbox", "demo"],
         cwd=root,
         env=env,
         capture_output=True,

@@ -1,0 +1,5 @@
+"""`python -m meta_inbox`: the `meta-inbox` program."""
+
+from .program import entry
+
+entry()
