@@ -45,6 +45,15 @@ class CliResult:
         return self.stdout + self.stderr
 
 
+def left_packages(data_dir: Path, pipeline_name: str = "meta_inbox") -> list[str]:
+    """The files of dlt's load packages in a pipeline folder: what it loaded, and what it has
+    yet to."""
+    load = data_dir / "pipelines" / pipeline_name / "load"
+    return sorted(
+        str(p.relative_to(load)) for p in load.rglob("*") if p.is_file() and p.name != ".version"
+    )
+
+
 class Workspace:
     """A folder where exports run: the working folder (DuckDB files, lakes) and dlt's pipeline
     folder (DLT_DATA_DIR), both inside the test's temporary folder."""

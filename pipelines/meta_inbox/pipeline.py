@@ -183,6 +183,7 @@ class _Run:
             log.info("finishing the load that an interrupted run left pending")
             finished = pipeline.run()
             destinations.drop_stale_children(pipeline, _slices(finished.load_packages))
+            discard_loaded_packages(pipeline)
         # A destination without its credentials or package fails now, before any call to Graph.
         pipeline.destination_client()
         # The destination is read while Graph answers the Pages' discovery, which its queries
@@ -304,6 +305,7 @@ class _Run:
             destinations.drop_stale_children(self.pipeline, info.loads_ids)
         destinations.checkpoint(self.pipeline)
         destinations.remember_location(self.pipeline)
+        discard_loaded_packages(self.pipeline)
 
     def _reconcile(self) -> None:
         """Compare what the reconcile listed with what the destination holds; re-merge rows
@@ -389,6 +391,19 @@ _UNRECORDABLE = (
     ExitCode.DESTINATION_CREDENTIALS,
     ExitCode.MISSING_EXTRA,
 )
+
+
+def discard_loaded_packages(pipeline: dlt.Pipeline) -> None:
+    """Delete the load packages that dlt loaded whole. dlt keeps each one in the pipeline folder
+    (`load/loaded/`) for good, with its Parquet files: every message of every run, which grew
+    the folder by the size of the data on each checkpoint and kept the words of a person
+    `forget` erased. The destination and `_meta_inbox_runs` hold what they told. A package with
+    a failed job is kept for its error."""
+    storage = pipeline._get_load_storage()  # dlt's own, to delete packages the way it lays them
+    for load_id in pipeline.list_completed_load_packages():
+        package = pipeline.get_load_package_info(load_id)
+        if package.state == "loaded" and not package.jobs.get("failed_jobs"):
+            storage.delete_loaded_package(load_id)
 
 
 def _status(code: ExitCode) -> str:
@@ -492,6 +507,8 @@ def forget(
         pipeline = destinations.claim_location(
             make_pipeline(destination, pipeline_name=pipeline_name, dataset_name=dataset_name)
         )
+        if not dry_run:
+            discard_loaded_packages(pipeline)
         return forget_threads(pipeline, user_ids, dry_run=dry_run)
 
 

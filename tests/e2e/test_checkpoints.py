@@ -20,6 +20,7 @@ import pytest
 from conftest import (
     NO_DUPLICATES,
     Workspace,
+    left_packages,
     postgres_rows,
     sessions_waiting_on_locks,
     wait_for,
@@ -288,3 +289,14 @@ def test_checkpoints_are_counted_and_state_stays_small(
             assert all(folder["pass"] is None for folder in state["folders"].values())
             sizes[scale] = (len(state["folders"]), len(json.dumps(state)))
     assert sizes[1] == sizes[3]
+
+
+def test_the_pipeline_folder_keeps_no_package_dlt_loaded(workspace: Workspace) -> None:
+    """dlt keeps every package it loaded, its files with every row, in the pipeline folder: a
+    run deletes them once loaded, at each checkpoint, so the folder does not grow with the
+    data and holds no copy of it."""
+    for _ in range(2):
+        result = workspace.run(checkpoint_threads="25")
+        assert result.code == 0, result.output
+        assert workspace.runs()[-1]["checkpoints"] >= 2
+        assert left_packages(workspace.data_dir) == []

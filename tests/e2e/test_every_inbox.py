@@ -5,8 +5,11 @@ counted."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from contextlib import closing
+from pathlib import Path
 
 import duckdb
 import psycopg2
@@ -14,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
 
-from conftest import NO_DUPLICATES, Workspace, postgres_rows
+from conftest import NO_DUPLICATES, Workspace, left_packages, postgres_rows
 from meta_inbox.emulator import Emulator, Faults
 from meta_inbox.emulator.inbox import LEGACY_ARCHIVE_END
 from model import LEGACY_ARCHIVE, TABLE_NAMES, expected_counts, platform_folders, selected
@@ -324,6 +327,47 @@ def test_forget_erases_a_person_from_duckdb_for_good(
     )
     assert stored == [(later, "Hello again, it's me")]
     assert workspace.query(f"select count(*) from conversations where id = '{newest.id}'") == [(1,)]
+
+
+def test_forget_deletes_the_packages_an_older_meta_inbox_left(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    """meta-inbox used to leave dlt's loaded packages in the pipeline folder, every row in their
+    Parquet files: the first run here is made as it did."""
+    newest = emulator.inbox.conversations_of(emulator.inbox.pages[0].id, "messenger", "inbox")[0]
+    person = newest.customers[0]
+    older = (
+        "import meta_inbox.pipeline as p; p.discard_loaded_packages = lambda pipeline: None; "
+        "from meta_inbox.program import entry; entry()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", older, "run"],
+        cwd=workspace.root,
+        env=workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    files = [name for name in left_packages(workspace.data_dir) if name.endswith(".parquet")]
+    assert any(_parquet_holds(workspace.data_dir, name, person.id) for name in files)
+
+    done = _forget(workspace, "--user-id", person.id)
+
+    assert done.returncode == 0, done.stderr
+    assert left_packages(workspace.data_dir) == []
+    assert _holding(workspace.database(), person.id) == []
+
+
+def _parquet_holds(data_dir: Path, name: str, needle: str) -> bool:
+    path = data_dir / "pipelines" / "meta_inbox" / "load" / name
+    with duckdb.connect() as connection:
+        return bool(
+            connection.execute(
+                f"select count(*) from read_parquet('{path}') as t where contains(t::varchar, ?)",
+                [needle],
+            ).fetchone()[0]
+        )
 
 
 def _postgres_rows(dsn: str) -> tuple[dict[str, set[tuple]], dict[str, int | None]]:
