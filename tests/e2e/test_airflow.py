@@ -82,6 +82,20 @@ if command == "parse":
         },
     }
 else:
+    from airflow.executors.local_executor import LocalExecutor
+
+    # LocalExecutor.end sends a None to each worker it finds alive, one after another; an idle
+    # worker that takes a None sent for another and exits before it is looked at leaves that
+    # other waiting for ever, and end() joins it for ever (Airflow 3.3.2, seen here). A None per
+    # worker first: what end() adds to them is never read.
+    shut_down = LocalExecutor.end
+
+    def end(self):
+        for _ in self.workers:
+            self.activity_queue.put(None)
+        shut_down(self)
+
+    LocalExecutor.end = end
     run = dag.test(use_executor=True, logical_date=datetime.fromisoformat(when[0]))
     result = {
         "state": str(run.state),
