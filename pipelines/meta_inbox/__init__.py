@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .tables import TABLES
 
 # The module of each name: imported when the name is first used, so that importing the package
-# loads neither dlt nor pyarrow, and the CLI can choose Arrow's allocator first (`arrow_memory`).
+# loads neither dlt nor pyarrow, and the CLI can choose the allocators first (`allocators`).
 _HOMES = {
     "TABLES": "tables",
     "ExportResult": "pipeline",

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import arrow_memory  # noqa: F401  (before pyarrow loads: see the module)
+from . import allocators  # noqa: F401  (before pyarrow and DuckDB load: see the module)
 from .config import (
     FOLDERS,
     PLATFORMS,
@@ -498,7 +498,7 @@ def _emulator(args: argparse.Namespace) -> int:
 def _return_freed_memory() -> None:
     """An export decodes and shapes megabytes at a time on many threads. glibc gives each
     thread an arena of its own and Arrow's allocator keeps what it freed: with two arenas and
-    the system allocator (`arrow_memory`), a long run's memory stays near what it uses
+    the system allocator (`allocators`), a long run's memory stays near what it uses
     (benchmarks/scale.py measures it)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)

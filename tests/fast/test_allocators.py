@@ -1,5 +1,6 @@
-"""Arrow's allocator: the system's in a `meta-inbox` process, left alone in one that imports
-meta-inbox as a library. Each case is a fresh interpreter, since pyarrow chooses as it loads."""
+"""The allocators of Arrow and DuckDB: chosen by a `meta-inbox` process, left alone in one that
+imports meta-inbox as a library. Each case is a fresh interpreter, since both libraries read
+their settings as they load."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import sys
 import pytest
 
 BACKEND = "import pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+ALLOCATOR_SETTINGS = ("ARROW_DEFAULT_MEMORY_POOL", "DUCKDB_JE_MALLOC_CONF")
+# What the process's environment says as DuckDB loads.
+DUCKDB_SETTING = "import os, duckdb; print(os.environ.get('DUCKDB_JE_MALLOC_CONF'))"
 
 
 def _run(code: str, **env: str) -> str:
-    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    environment = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_SETTINGS}
     result = subprocess.run(
         [sys.executable, "-c", code], env=environment | env, capture_output=True, text=True
     )
@@ -25,10 +29,17 @@ def test_the_cli_chooses_the_system_allocator_before_pyarrow_loads() -> None:
     assert _run(f"import meta_inbox.cli; {BACKEND}") == "system"
 
 
+def test_the_cli_has_duckdb_give_freed_pages_back() -> None:
+    assert _run(f"import meta_inbox.cli; {DUCKDB_SETTING}") == ("dirty_decay_ms:0,muzzy_decay_ms:0")
+
+
 def test_a_choice_of_the_users_is_kept() -> None:
     assert _run(f"import meta_inbox.cli; {BACKEND}", ARROW_DEFAULT_MEMORY_POOL="jemalloc") == (
         "jemalloc"
     )
+    assert _run(
+        f"import meta_inbox.cli; {DUCKDB_SETTING}", DUCKDB_JE_MALLOC_CONF="dirty_decay_ms:5000"
+    ) == ("dirty_decay_ms:5000")
 
 
 @pytest.mark.parametrize("name", ["export", "meta_inbox", "Settings", "TABLES"])
@@ -41,3 +52,4 @@ def test_the_package_loads_its_modules_when_a_name_is_used(name: str) -> None:
 
     assert loaded == "False"
     assert backend != "system"
+    assert _run(f"import meta_inbox; from meta_inbox import {name}; {DUCKDB_SETTING}") == "None"
