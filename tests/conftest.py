@@ -108,6 +108,23 @@ class Workspace:
             timeout=300,
         )
 
+    def program(self, prelude: str, *args: str) -> subprocess.CompletedProcess:
+        """`meta-inbox ARGS` as its script starts it, after `prelude`: Python run first in the
+        same process (to watch it, or to make it behave as an older meta-inbox did)."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"{prelude}\nfrom meta_inbox.program import entry; entry()",
+                *args,
+            ],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     def start(
         self, *args: str, token: str | None = None, stderr: Any = subprocess.PIPE, **config: str
     ) -> subprocess.Popen[str]:

@@ -9,7 +9,6 @@ import pty
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -349,19 +348,10 @@ def test_a_run_process_loads_neither_pandas_nor_numpy(
     loaded: a run does without both; other commands (and Python users) keep them, and pyarrow
     loads numpy when it may."""
     loaded = workspace.root / "loaded.json"
-    program = (
-        "import atexit, json, sys; "
-        f"atexit.register(lambda: open({str(loaded)!r}, 'w')"
-        ".write(json.dumps(list(sys.modules)))); "
-        "from meta_inbox.program import entry; entry()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", program, command],
-        cwd=workspace.root,
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = workspace.program(
+        f"import atexit, json, sys; atexit.register(lambda: open({str(loaded)!r}, 'w')"
+        ".write(json.dumps(list(sys.modules))))",
+        command,
     )
 
     assert done.returncode == 0, done.stderr

@@ -5,8 +5,6 @@ counted."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -336,17 +334,8 @@ def test_forget_deletes_the_packages_an_older_meta_inbox_left(
     Parquet files: the first run here is made as it did."""
     newest = emulator.inbox.conversations_of(emulator.inbox.pages[0].id, "messenger", "inbox")[0]
     person = newest.customers[0]
-    older = (
-        "import meta_inbox.pipeline as p; p.discard_loaded_packages = lambda pipeline: None; "
-        "from meta_inbox.program import entry; entry()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", older, "run"],
-        cwd=workspace.root,
-        env=workspace.env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = workspace.program(
+        "import meta_inbox.pipeline as p; p.discard_loaded_packages = lambda pipeline: None", "run"
     )
     assert done.returncode == 0, done.stderr
     files = [name for name in left_packages(workspace.data_dir) if name.endswith(".parquet")]
