@@ -177,13 +177,9 @@ class _Run:
 
     def _execute(self) -> ExportResult:
         pipeline, session = self.pipeline, self.session
-        if pipeline.has_pending_data:
-            # dlt's run() would load what an interrupted run left and stop there; a scheduled
-            # job must also fetch what is new, so finish the old load first.
-            log.info("finishing the load that an interrupted run left pending")
-            finished = pipeline.run()
-            destinations.drop_stale_children(pipeline, _slices(finished.load_packages))
-            discard_loaded_packages(pipeline)
+        # dlt's run() would load what an interrupted run left and stop there; a scheduled job
+        # must also fetch what is new, so the old load is finished first.
+        finish_pending_load(pipeline)
         # A destination without its credentials or package fails now, before any call to Graph.
         pipeline.destination_client()
         # The destination is read while Graph answers the Pages' discovery, which its queries
@@ -393,6 +389,18 @@ _UNRECORDABLE = (
 )
 
 
+def finish_pending_load(pipeline: dlt.Pipeline) -> None:
+    """Load what an interrupted run extracted and did not load. dlt loads nothing (and says
+    None) when, syncing with a destination that holds nothing of the pipeline yet, it drops
+    what the run left: a first run killed before its first load is read again whole."""
+    if pipeline.has_pending_data:
+        log.info("finishing the load that an interrupted run left pending")
+        finished = pipeline.run()
+        if finished is not None:
+            destinations.drop_stale_children(pipeline, _slices(finished.load_packages))
+        discard_loaded_packages(pipeline)
+
+
 def discard_loaded_packages(pipeline: dlt.Pipeline) -> None:
     """Delete the load packages that dlt loaded whole. dlt keeps each one in the pipeline folder
     (`load/loaded/`) for good, with its Parquet files: every message of every run, which grew
@@ -507,9 +515,14 @@ def forget(
         pipeline = destinations.claim_location(
             make_pipeline(destination, pipeline_name=pipeline_name, dataset_name=dataset_name)
         )
-        if not dry_run:
+        if dry_run:
+            return forget_threads(pipeline, user_ids, dry_run=True)
+        # A load an interrupted run left would bring the threads back with the next run: it is
+        # loaded first (no run may load meanwhile), and erased with the rest.
+        with _exclusive(pipeline), destinations.held_open(pipeline):
+            finish_pending_load(pipeline)
             discard_loaded_packages(pipeline)
-        return forget_threads(pipeline, user_ids, dry_run=dry_run)
+            return forget_threads(pipeline, user_ids, dry_run=False)
 
 
 def current_views(pipeline: dlt.Pipeline, analysis: Analysis | None = None) -> list[str]:

@@ -348,6 +348,51 @@ def test_forget_deletes_the_packages_an_older_meta_inbox_left(
     assert _holding(workspace.database(), person.id) == []
 
 
+KILLED_BEFORE_ITS_LOAD = "import os, dlt; dlt.Pipeline.load = lambda *args, **kwargs: os._exit(137)"
+
+
+def test_a_first_run_killed_before_its_load_is_read_again_whole(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    killed = workspace.program(KILLED_BEFORE_ITS_LOAD, "run")
+    assert killed.returncode == 137, killed.stderr
+    assert any(name.startswith("normalized/") for name in left_packages(workspace.data_dir))
+
+    result = workspace.run()
+
+    assert result.code == 0, result.output
+    assert workspace.counts() == expected_counts(selected(emulator.inbox))
+    assert workspace.duplicate_ids() == NO_DUPLICATES
+    assert left_packages(workspace.data_dir) == []
+
+
+def test_forget_loads_and_erases_what_a_killed_run_left_pending(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    """A run killed between its extract and its load leaves a package that the next run loads
+    first: loaded after the erasure, it would bring the person's thread back."""
+    inbox = emulator.inbox
+    newest = inbox.conversations_of(inbox.pages[0].id, "messenger", "inbox")[0]
+    person = newest.customers[0]
+    theirs = {c.id for c in inbox.threads_with(person.id)}
+    assert workspace.run().code == 0
+    emulator.customer_writes(newest.id, "Are you there?", int(time.time()) + 5)
+    killed = workspace.program(KILLED_BEFORE_ITS_LOAD, "run")
+    assert killed.returncode == 137, killed.stderr
+    assert any(name.startswith("normalized/") for name in left_packages(workspace.data_dir))
+
+    done = _forget(workspace, "--user-id", person.id)
+
+    assert done.returncode == 0, done.stderr
+    assert f"erased {len(theirs)} thread(s)" in done.stdout
+    assert left_packages(workspace.data_dir) == []
+    assert _holding(workspace.database(), person.id) == []
+    result = workspace.run()
+    assert result.code == 0, result.output
+    assert _holding(workspace.database(), person.id) == []
+    assert workspace.counts() == expected_counts(c for c in selected(inbox) if c.id not in theirs)
+
+
 def _parquet_holds(data_dir: Path, name: str, needle: str) -> bool:
     path = data_dir / "pipelines" / "meta_inbox" / "load" / name
     with duckdb.connect() as connection:
