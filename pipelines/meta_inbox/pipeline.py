@@ -179,7 +179,7 @@ class _Run:
         pipeline, session = self.pipeline, self.session
         # dlt's run() would load what an interrupted run left and stop there; a scheduled job
         # must also fetch what is new, so the old load is finished first.
-        finish_pending_load(pipeline)
+        settle_load_packages(pipeline)
         # A destination without its credentials or package fails now, before any call to Graph.
         pipeline.destination_client()
         # The destination is read while Graph answers the Pages' discovery, which its queries
@@ -389,16 +389,17 @@ _UNRECORDABLE = (
 )
 
 
-def finish_pending_load(pipeline: dlt.Pipeline) -> None:
-    """Load what an interrupted run extracted and did not load. dlt loads nothing (and says
-    None) when, syncing with a destination that holds nothing of the pipeline yet, it drops
-    what the run left: a first run killed before its first load is read again whole."""
+def settle_load_packages(pipeline: dlt.Pipeline) -> None:
+    """Load what an interrupted run extracted and did not load, then delete what dlt loaded
+    (`discard_loaded_packages`). dlt loads nothing (and says None) when, syncing with a
+    destination that holds nothing of the pipeline yet, it drops what the run left: a first
+    run killed before its first load is read again whole."""
     if pipeline.has_pending_data:
         log.info("finishing the load that an interrupted run left pending")
         finished = pipeline.run()
         if finished is not None:
             destinations.drop_stale_children(pipeline, _slices(finished.load_packages))
-        discard_loaded_packages(pipeline)
+    discard_loaded_packages(pipeline)
 
 
 def discard_loaded_packages(pipeline: dlt.Pipeline) -> None:
@@ -520,8 +521,7 @@ def forget(
         # A load an interrupted run left would bring the threads back with the next run: it is
         # loaded first (no run may load meanwhile), and erased with the rest.
         with _exclusive(pipeline), destinations.held_open(pipeline):
-            finish_pending_load(pipeline)
-            discard_loaded_packages(pipeline)
+            settle_load_packages(pipeline)
             return forget_threads(pipeline, user_ids, dry_run=False)
 
 
