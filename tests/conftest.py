@@ -99,27 +99,21 @@ class Workspace:
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """`meta-inbox ARGS` in a subprocess, in the working folder (default: `env()`)."""
-        return subprocess.run(
-            self.command(*args),
-            cwd=self.root,
-            env=self.env() if env is None else env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return self._finished(self.command(*args), env)
 
     def program(self, prelude: str, *args: str) -> subprocess.CompletedProcess:
         """`meta-inbox ARGS` as its script starts it, after `prelude`: Python run first in the
         same process (to watch it, or to make it behave as an older meta-inbox did)."""
+        started = f"{prelude}\nfrom meta_inbox.program import entry; entry()"
+        return self._finished([sys.executable, "-c", started, *args])
+
+    def _finished(
+        self, command: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"{prelude}\nfrom meta_inbox.program import entry; entry()",
-                *args,
-            ],
+            command,
             cwd=self.root,
-            env=self.env(),
+            env=self.env() if env is None else env,
             capture_output=True,
             text=True,
             timeout=300,
