@@ -53,3 +53,29 @@ def test_the_package_loads_its_modules_when_a_name_is_used(name: str) -> None:
     assert loaded == "False"
     assert backend != "system"
     assert _run(f"import meta_inbox; from meta_inbox import {name}; {DUCKDB_SETTING}") == "None"
+
+
+# Whether a 1 MB block, asked after a 4 MB one was freed, is mapped for itself: glibc's default
+# threshold has risen to 4 MB by then, and the block comes out of its arenas.
+MAPPED = """
+import ctypes
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Info
+freed = bytearray(4 << 20)
+del freed
+before = mallinfo2().hblkhd
+block = bytearray(1 << 20)
+print(mallinfo2().hblkhd - before >= 1 << 20)
+"""
+GLIBC = sys.platform == "linux" and os.confstr("CS_GNU_LIBC_VERSION") is not None
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+def test_the_cli_has_glibc_map_large_blocks_for_themselves() -> None:
+    assert _run(f"import meta_inbox.cli\n{MAPPED}") == "True"
+    assert _run(MAPPED) == "False"  # glibc's own way, what a library user keeps
+    assert _run(f"import meta_inbox\n{MAPPED}") == "False"
+    assert _run(f"import meta_inbox.cli\n{MAPPED}", MALLOC_MMAP_THRESHOLD_="8388608") == "False"
