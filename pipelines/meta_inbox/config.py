@@ -142,11 +142,12 @@ class Settings(Analysis):
         "it, and slower for a while after a throttle (0: no limit)",
     )
     max_concurrency: int = _setting(16, "Graph calls in flight at once, all Pages together")
-    # What reading holds ahead of the load, as decoded JSON (3.4 kB a message), is a large part
-    # of a run's peak: at 1.09M messages, 10,000 peaked 20 MB below 20,000 for the same CPU,
-    # and 6 Pages with 1.2 s answers took 3 % longer (`throughput.py --scale 3`).
+    # What reading holds ahead of the load waits as decoded JSON (3.4 kB a message): at 1.09M
+    # messages, 10,000 peaked 20 MB below 20,000, but 12 Pages with 2 s answers took 48.6 s
+    # against 34.2 s (`throughput.py --pages 12 --latency 2.0 --scale 5`): fewer listings in
+    # flight for all Pages together. 40,000 took 33.8 s.
     read_ahead_messages: int = _setting(
-        10_000,
+        20_000,
         "messages read and not yet handed to the load, all Pages together, past which no new "
         "listing call starts (nor past a checkpoint's worth): what bounds a run's memory",
     )
