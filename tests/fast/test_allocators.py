@@ -11,7 +11,12 @@ import sys
 import pytest
 
 BACKEND = "import pyarrow; print(pyarrow.default_memory_pool().backend_name)"
-ALLOCATOR_SETTINGS = ("ARROW_DEFAULT_MEMORY_POOL", "DUCKDB_JE_MALLOC_CONF")
+ALLOCATOR_SETTINGS = (
+    "ARROW_DEFAULT_MEMORY_POOL",
+    "DUCKDB_JE_MALLOC_CONF",
+    "MALLOC_MMAP_THRESHOLD_",
+    "GLIBC_TUNABLES",
+)
 # What the process's environment says as DuckDB loads.
 DUCKDB_SETTING = "import os, duckdb; print(os.environ.get('DUCKDB_JE_MALLOC_CONF'))"
 
