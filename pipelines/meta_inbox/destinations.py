@@ -56,6 +56,7 @@ from dlt.destinations import postgres
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from .config import DUCKDB_MEMORY_LIMIT
+from .duckdb_merge import DirectDuckDb
 from .errors import (
     BadInput,
     DestinationCredentialsMissing,
@@ -110,7 +111,7 @@ def configured(destination: str | Destination, pipeline_name: str) -> Destinatio
     if name == "filesystem" and not _configured("destination.filesystem.bucket_url"):
         return dlt.destinations.filesystem(bucket_url=str(Path(DEFAULT_LAKE).resolve()))
     if name == "duckdb":
-        return dlt.destinations.duckdb(
+        return DirectDuckDb(
             credentials=_duckdb_credentials(pipeline_name), max_parallel_load_jobs=DUCKDB_LOAD_JOBS
         )
     if name in ("filesystem", "motherduck"):

@@ -50,11 +50,12 @@ class Table:
     """A destination table, merged on `primary_key` (or appended, without one).
 
     A child table also names its parent's key as `merge_key`: a re-fetched parent replaces all
-    its child rows, so none goes stale. Its own primary key matters too: dlt deduplicates a
-    load's rows by it, and a load job replayed after a crash would otherwise insert twice.
-    The merge deletes by the parent key alone (a `destination_scope`): with both keys dlt
-    matches destination rows on either, which DuckDB plans as a join holding every key of the
-    destination table in memory, where a lookup of the load's parent keys holds only those.
+    its child rows, so none goes stale. Its own primary key matters too: a load keeps one row
+    per key, and a load job replayed after a crash would otherwise insert twice. Into DuckDB,
+    `duckdb_merge` merges each file on both keys itself. Where dlt merges, it deletes by the
+    parent key alone (a `destination_scope`): with both keys dlt matches destination rows on
+    either, which DuckDB plans as a join holding every key of the destination table in memory,
+    where a lookup of the load's parent keys holds only those.
     `insert_only` tables keep the first row of each key: they record what was observed first.
     """
 
