@@ -35,7 +35,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
@@ -52,11 +52,11 @@ from dlt.common.destination.exceptions import (
 )
 from dlt.common.exceptions import MissingDependencyException
 from dlt.common.schema.typing import TSchemaTables
-from dlt.destinations import postgres
+from dlt.destinations import duckdb, postgres
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from .config import DUCKDB_MEMORY_LIMIT
-from .duckdb_merge import DirectDuckDb
+from .duckdb_merge import direct_client
 from .errors import (
     BadInput,
     DestinationCredentialsMissing,
@@ -111,7 +111,7 @@ def configured(destination: str | Destination, pipeline_name: str) -> Destinatio
     if name == "filesystem" and not _configured("destination.filesystem.bucket_url"):
         return dlt.destinations.filesystem(bucket_url=str(Path(DEFAULT_LAKE).resolve()))
     if name == "duckdb":
-        return DirectDuckDb(
+        return _DirectDuckDb(
             credentials=_duckdb_credentials(pipeline_name), max_parallel_load_jobs=DUCKDB_LOAD_JOBS
         )
     if name in ("filesystem", "motherduck"):
@@ -184,17 +184,22 @@ def held_open(pipeline: dlt.Pipeline, memory_limit: str = DUCKDB_MEMORY_LIMIT) -
         connection.close()
 
 
-class _LockingPostgres(postgres):
-    """dlt's postgres destination, whose client creates and migrates tables under `_DDL_LOCK`."""
+def _with_client(factory: type[Any], client: Callable[[], type[Any]]) -> type[Any]:
+    """dlt's destination `factory`, whose client is `client()`: dlt's own type all the same,
+    as pipeline state, config sections and readers see it."""
 
-    @property
-    def destination_type(self) -> str:
-        # dlt's own type: pipeline state, config sections and readers see plain postgres.
-        return DestinationReference.normalize_type(f"{postgres.__module__}.{postgres.__qualname__}")
+    class Ours(factory):  # type: ignore[misc, valid-type]
+        @property
+        def destination_type(self) -> str:
+            return DestinationReference.normalize_type(
+                f"{factory.__module__}.{factory.__qualname__}"
+            )
 
-    @property
-    def client_class(self) -> type[Any]:
-        return _locking_postgres_client()
+        @property
+        def client_class(self) -> type[Any]:
+            return client()
+
+    return Ours
 
 
 @functools.cache
@@ -230,6 +235,11 @@ def _locking_postgres_client() -> type[Any]:
                 yield
 
     return LockingPostgresClient
+
+
+# On PostgreSQL, DDL under `_DDL_LOCK`; into DuckDB, merges without staging tables.
+_LockingPostgres = _with_client(postgres, _locking_postgres_client)
+_DirectDuckDb = _with_client(duckdb, direct_client)
 
 
 def takes_parquet(destination: Destination) -> bool:

@@ -22,29 +22,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from dlt.common.destination import DestinationReference
 from dlt.common.destination.client import LoadJob, PreparedTableSchema, RunnableLoadJob
 from dlt.common.storages.load_storage import ParsedLoadJobFileName
-from dlt.destinations import duckdb
 
 from .tables import RUNS, TABLES, Table
 
 _MERGED = {
     table.name: table for table in (*TABLES, RUNS) if table.primary_key and not table.insert_only
 }
-
-
-class DirectDuckDb(duckdb):
-    """dlt's duckdb destination, whose client merges straight from the load's files."""
-
-    @property
-    def destination_type(self) -> str:
-        # dlt's own type: pipeline state, config sections and readers see plain duckdb.
-        return DestinationReference.normalize_type(f"{duckdb.__module__}.{duckdb.__qualname__}")
-
-    @property
-    def client_class(self) -> type[Any]:
-        return _direct_client()
 
 
 def _merged(table: PreparedTableSchema) -> Table | None:
@@ -58,7 +43,8 @@ def _merged(table: PreparedTableSchema) -> Table | None:
 
 
 @functools.cache
-def _direct_client() -> type[Any]:
+def direct_client() -> type[Any]:
+    """dlt's DuckDB client, merging straight from the load's files."""
     # Imported here, as dlt's factory does: the client brings the duckdb module.
     from dlt.destinations.impl.duckdb.duck import DuckDbClient
 
