@@ -83,11 +83,9 @@ class _MergeFile(RunnableLoadJob):
         target = client.make_qualified_table_name(self.load_table_name)
         path = self._file_path.replace("'", "''")
         rows = f"read_parquet('{path}', union_by_name=true)"
-        key = ", ".join(client.escape_column_name(name) for name in self._table.primary_key)
-        same_key = " and ".join(
-            f"d.{name} = s.{name}"
-            for name in (client.escape_column_name(n) for n in self._table.primary_key)
-        )
+        columns = [client.escape_column_name(name) for name in self._table.primary_key]
+        key = ", ".join(columns)
+        same_key = " and ".join(f"d.{name} = s.{name}" for name in columns)
         load = f"{client.escape_column_name('_dlt_load_id')} = '{self._load}'"
         statements = []
         if parent := self._table.merge_key:
