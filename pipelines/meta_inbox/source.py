@@ -420,6 +420,7 @@ def meta_inbox(
         for batch in session.read_slice(dlt.current.source_state()):
             if full := shaper.add(batch):
                 yield full
+                del full  # written by now: not held while the next batches are shaped
         if rest := shaper.rest():
             yield rest
 

@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import subprocess
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import psycopg2
+import pyarrow as pa
 import pytest
 
 from conftest import (
@@ -25,6 +27,7 @@ from conftest import (
     sessions_waiting_on_locks,
     wait_for,
 )
+from meta_inbox import source
 from meta_inbox.emulator import Call, Emulator, Faults
 from model import LEGACY_ARCHIVE, expected_counts, selected
 
@@ -300,3 +303,31 @@ def test_the_pipeline_folder_keeps_no_package_dlt_loaded(workspace: Workspace) -
         assert result.code == 0, result.output
         assert workspace.runs()[-1]["checkpoints"] >= 2
         assert left_packages(workspace.data_dir) == []
+
+
+def test_tables_handed_to_dlt_are_written_before_the_next_are_shaped(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each table handed to dlt is written, and let go, before the next batches are shaped: when
+    tables are handed over, at most two handed before are still alive (what dlt's own loop and
+    writer still refer to). dlt's default order takes turns between the reading and the
+    transformers: here up to 14 were alive, and as many as 20 hand-overs' tables can be; the
+    reading's own reference to the last hand-over kept up to 5."""
+    monkeypatch.setattr(source, "ITEM_ROWS", 200)  # many hand-overs in a scale-1 inbox
+    monkeypatch.setenv("DATA_WRITER__BUFFER_MAX_ITEMS", "200")  # and each written as it comes
+    handed: list[weakref.ref[pa.Table]] = []
+    still_held: list[int] = []
+    hand = source._Shaper._handed
+
+    def watched(shaper: source._Shaper, names: list[str]) -> dict[str, pa.Table]:
+        still_held.append(sum(ref() is not None for ref in handed))
+        tables = hand(shaper, names)
+        handed.extend(weakref.ref(table) for table in tables.values())
+        return tables
+
+    monkeypatch.setattr(source._Shaper, "_handed", watched)
+    result = workspace.export(checkpoint_threads=40)
+    assert result.exit_code == 0
+    assert result.session.counts.rows["messages"] == workspace.counts()["messages"] > 200 * 10
+    assert len(still_held) > 20
+    assert max(still_held) <= 2
