@@ -420,7 +420,7 @@ def meta_inbox(
         for batch in session.read_slice(dlt.current.source_state()):
             if full := shaper.add(batch):
                 yield full
-                del full  # written by now: not held while the next batches are shaped
+                del full  # not held while the next batches are shaped (depth first: written)
         if rest := shaper.rest():
             yield rest
 
