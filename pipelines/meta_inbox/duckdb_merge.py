@@ -82,7 +82,11 @@ class _MergeFile(RunnableLoadJob):
         client = self._job_client.sql_client
         target = client.make_qualified_table_name(self.load_table_name)
         path = self._file_path.replace("'", "''")
-        rows = f"read_parquet('{path}', union_by_name=true)"
+
+        def scan(*options: str) -> str:
+            return f"read_parquet('{path}', {', '.join(('union_by_name=true', *options))})"
+
+        rows = scan()
         columns = [client.escape_column_name(name) for name in self._table.primary_key]
         key = ", ".join(columns)
         same_key = " and ".join(f"d.{name} = s.{name}" for name in columns)
@@ -103,7 +107,7 @@ class _MergeFile(RunnableLoadJob):
         )
         (twice,) = client.execute_sql(f"select count(*) > count(distinct ({key})) from {rows}")[0]
         if twice:
-            numbered = f"read_parquet('{path}', union_by_name=true, file_row_number=true)"
+            numbered = scan("file_row_number=true")
             statements.append(
                 f"insert into {target} by name select * exclude (_last, file_row_number) from "
                 f"(select *, row_number() over (partition by {key} "

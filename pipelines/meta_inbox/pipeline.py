@@ -53,8 +53,8 @@ MAX_SKIPS_KEPT = 100  # skips listed in a run record: enough to look into, never
 # and the reading, which shapes the next tables meanwhile: up to 20 forks' tables were held at
 # once. Depth first, each is written before the next batches are shaped: the peak of a slice's
 # reading at 1.09M messages fell from 286-303 to 263-265 MB of the process's own (measured).
-# An `EXTRACT__NEXT_ITEM_MODE` of your own still wins: the environment comes before
-# config.toml, where this goes for the run.
+# Set once for the run's loads; an `EXTRACT__NEXT_ITEM_MODE` of your own still wins: the
+# environment comes before config.toml, where this goes.
 _EXTRACT = {"extract.next_item_mode": "fifo"}
 
 
@@ -147,6 +147,7 @@ def export(
                 _exclusive(pipeline),
                 destinations.held_open(pipeline, settings.duckdb_memory_limit),
                 _graceful_signals(session, pipeline),
+                dlt.config.values(_EXTRACT),
             ):
                 return run.execute()
         finally:
@@ -303,8 +304,7 @@ class _Run:
             resources = data.resources.values() if hasattr(data, "resources") else data
             for resource in resources:
                 resource.apply_hints(write_disposition="append")
-        with dlt.config.values(_EXTRACT):
-            info = self.pipeline.run(data, loader_file_format=self.loader_file_format)
+        info = self.pipeline.run(data, loader_file_format=self.loader_file_format)
         again = self.session.counts.messages_merged_again
         if merged_before is not None and again > merged_before:
             destinations.drop_stale_children(self.pipeline, info.loads_ids)
