@@ -40,7 +40,7 @@ from .metrics import METRIC_VIEWS, ensure_metric_views
 from .outcomes import ExitCode, Failure, explain
 from .reader import Mode
 from .reconcile import ReconcileLedger
-from .source import ExportSession, meta_inbox, rows_resource
+from .source import ExportSession, appended, meta_inbox, rows_resource
 from .tables import CONVERSATIONS, MESSAGES, RUNS, TABLES
 
 log = logging.getLogger("meta_inbox")
@@ -48,14 +48,6 @@ log = logging.getLogger("meta_inbox")
 DEFAULT_PIPELINE_NAME = "meta_inbox"
 DEFAULT_DATASET_NAME = "inbox"
 MAX_SKIPS_KEPT = 100  # skips listed in a run record: enough to look into, never a flood
-# dlt hands the tables a batch fills to each table's transformer through a fork that holds
-# them until every transformer had its turn, and by default it takes turns between the forks
-# and the reading, which shapes the next tables meanwhile: up to 20 forks' tables were held at
-# once. Depth first, each is written before the next batches are shaped: the peak of a slice's
-# reading at 1.09M messages fell from 286-303 to 263-265 MB of the process's own (measured).
-# Set once for the run's loads; an `EXTRACT__NEXT_ITEM_MODE` of your own still wins: the
-# environment comes before config.toml, where this goes.
-_EXTRACT = {"extract.next_item_mode": "fifo"}
 
 
 @dataclass
@@ -147,7 +139,6 @@ def export(
                 _exclusive(pipeline),
                 destinations.held_open(pipeline, settings.duckdb_memory_limit),
                 _graceful_signals(session, pipeline),
-                dlt.config.values(_EXTRACT),
             ):
                 return run.execute()
         finally:
@@ -301,9 +292,8 @@ class _Run:
         if self.pipeline.destination.destination_name == "filesystem":
             # Parquet files are only appended to (the lake views keep the latest rows); saying
             # so spares dlt a warning per table that merge falls back to append.
-            resources = data.resources.values() if hasattr(data, "resources") else data
-            for resource in resources:
-                resource.apply_hints(write_disposition="append")
+            for resource in data.resources.values() if hasattr(data, "resources") else data:
+                appended(resource)
         info = self.pipeline.run(data, loader_file_format=self.loader_file_format)
         again = self.session.counts.messages_merged_again
         if merged_before is not None and again > merged_before:

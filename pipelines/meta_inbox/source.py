@@ -1,5 +1,6 @@
-"""The `meta_inbox` dlt source: one resource hands over what the reader read, one transformer
-per table shapes it into Arrow tables. No HTTP here.
+"""The `meta_inbox` dlt source: one resource shapes what the reader read into Arrow tables and
+hands each to dlt marked with its table, whose hints are that resource's variant for it. No HTTP
+here.
 
 `ExportSession` is one run's reading. `meta_inbox.export()` extracts it in slices, each a dlt
 load of its own (a checkpoint); `dlt.pipeline(...).run(meta_inbox())` reads everything in one.
@@ -25,6 +26,7 @@ import dlt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.extract.items import DataItemWithMeta
 from dlt.extract.resource import DltResource
 
 from . import rows
@@ -50,13 +52,13 @@ log = logging.getLogger("meta_inbox")
 
 class _JsonAsText(logging.Filter):
     """dlt warns when an Arrow string column has a `json` hint, then loads it as JSON all the
-    same: JSON travels as text in Arrow, as in dlt's own conversions. In the tables named here
-    that is the only hint that differs; other tables still warn."""
+    same: JSON travels as text in Arrow, as in dlt's own conversions. In the resources named
+    here that is the only hint that differs (`test_tables` checks it); others still warn."""
 
-    def __init__(self, tables: set[str]) -> None:
+    def __init__(self, resources: set[str]) -> None:
         super().__init__()
         self.warnings = {
-            f"In resource: {name}, when merging arrow schema with dlt schema" for name in tables
+            f"In resource: {name}, when merging arrow schema with dlt schema" for name in resources
         }
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -70,11 +72,12 @@ BATCH_ROWS = 2_000
 # hints for every Arrow item (some 10 ms): items of one batch each cost 50 µs per message,
 # measured. A table's Arrow rows are held until they fill an item, or the slice ends.
 ITEM_ROWS = 20_000
+INBOX = "inbox"  # the resource that reads the inbox; it loads every table of `_LOADED`
 
 
 @dataclass
 class Batch:
-    """What one yield of the `threads` resource carries to the table transformers."""
+    """What the reader hands to the shaping: threads read, Pages, the run record."""
 
     observed_at: datetime  # when the run started: the time of what it observed
     parts: list[ThreadPart] = field(default_factory=list)
@@ -415,23 +418,35 @@ def meta_inbox(
         session = ExportSession(settings or Settings.from_config(**overrides), checkpoints=False)
     shaper = _Shaper(session)
 
-    @dlt.resource(name="threads", selected=False)
-    def threads() -> Iterator[dict[str, pa.Table]]:
+    # One resource for every table, each item marked with its table: dlt writes each as it is
+    # handed over, before the next batches are shaped. Through a fork to a transformer per
+    # table, dlt took turns between the fork and the reading, and held up to 20 hand-overs.
+    @dlt.resource(name=INBOX)
+    def inbox() -> Iterator[DataItemWithMeta]:
         for batch in session.read_slice(dlt.current.source_state()):
-            if full := shaper.add(batch):
-                yield full
-                del full  # not held while the next batches are shaped (depth first: written)
-        if rest := shaper.rest():
-            yield rest
+            yield from _marked(shaper.add(batch))
+        yield from _marked(shaper.rest())
 
-    def table_resource(table: Table) -> DltResource:
-        def transform(tables: dict[str, pa.Table]) -> Iterator[pa.Table]:
-            if table.name in tables:
-                yield tables[table.name]
+    for table in _LOADED:
+        inbox.apply_hints(**_hints(table, session.privacy.mode), create_table_variant=True)
+    return [inbox]
 
-        return dlt.transformer(transform, data_from=threads, **_hints(table, session.privacy.mode))
 
-    return [threads, *(table_resource(table) for table in _LOADED)]
+def _marked(handed: dict[str, pa.Table]) -> Iterator[DataItemWithMeta]:
+    # Popped: a table written is let go before the next is written.
+    while handed:
+        name, rows_of_table = handed.popitem()
+        yield dlt.mark.with_table_name(rows_of_table, name)
+
+
+def appended(resource: DltResource) -> None:
+    """Have every table of `resource` appended to, not merged into."""
+    resource.apply_hints(write_disposition="append")
+    if resource.name == INBOX:
+        for table in _LOADED:
+            resource.apply_hints(
+                table_name=table.name, write_disposition="append", create_table_variant=True
+            )
 
 
 def rows_resource(table: Table, shaped: list[dict[str, Any]], pii: str) -> DltResource:
@@ -441,12 +456,11 @@ def rows_resource(table: Table, shaped: list[dict[str, Any]], pii: str) -> DltRe
         if shaped:
             yield with_load_id(pa.Table.from_pylist(shaped, schema=table.arrow_schema(pii)))
 
-    return dlt.resource(stored, **_hints(table, pii))
+    return dlt.resource(stored, name=table.name, **_hints(table, pii))
 
 
 def _hints(table: Table, pii: str) -> dict[str, Any]:
     return {
-        "name": table.name,
         "table_name": table.name,
         "write_disposition": table.write_disposition,
         "primary_key": table.primary_key or None,
@@ -464,7 +478,7 @@ def with_load_id(rows_of_table: pa.Table) -> pa.Table:
 
 class _Shaper:
     """Turns each batch, in one pass, into the Arrow table of every table it has rows for, and
-    hands a table's rows over in items of `ITEM_ROWS`: the table transformers each take theirs.
+    hands a table's rows over in items of `ITEM_ROWS`.
     Each row becomes a tuple of its table's columns as it is made, so a batch is never held as
     thousands of row dicts, and the tuples are turned into columns at C speed."""
 
@@ -661,5 +675,7 @@ _BY_NAME = {table.name: table for table in _LOADED}
 
 
 logging.getLogger("dlt").addFilter(
-    _JsonAsText({t.name for t in (*TABLES, RUNS) if any(c.data_type == "json" for c in t.columns)})
+    _JsonAsText(
+        {INBOX, *(t.name for t in _LOADED if any(c.data_type == "json" for c in t.columns))}
+    )
 )
