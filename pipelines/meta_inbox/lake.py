@@ -263,11 +263,17 @@ def _view(table: Table, lake: Path, dataset: str) -> str:
     # An anti join, as in `_newest`: a correlated `not exists` took the distinct keys of
     # every child row first (200 MB for the two million tags of a million messages).
     parents = _rows(table.parent, dataset, skipped)
-    return (
-        f"create or replace view {name} as select child.* exclude (_in_base) from {live} "
-        f"as child anti join (select id, _dlt_load_id from {parents} where not _in_base) "
+    # Keys held twice in a load are left out after this join, not before: DuckDB then built
+    # the join's table on the children, which its estimate made few, and wrote the compacted
+    # files out of their load's order (message_recipients 17 % larger, measured).
+    current = (
+        f"(select child.* from {live} as child anti join "
+        f"(select id, _dlt_load_id from {parents} where not _in_base) "
         f"as parent on parent.id = child.{table.merge_key} "
-        "and parent._dlt_load_id > child._dlt_load_id"
+        "and parent._dlt_load_id > child._dlt_load_id)"
+    )
+    return (
+        f"create or replace view {name} as select * exclude (_in_base) from {_once(table, current)}"
     )
 
 
@@ -279,6 +285,26 @@ def _rows(table: str, dataset: str, base: str | None) -> str:
     return (
         f"(select * exclude (filename), parse_filename(filename) = '{_literal(base)}' as _in_base "
         f"from read_parquet('{files}', union_by_name = true, filename = true))"
+    )
+
+
+def _once(table: Table, rows: str) -> str:
+    """`rows` with one row per key and load: a thread read twice in one load (a cursor by
+    offset repeats one when a thread above moved up) has its rows twice in it. A key's rows of
+    older loads go with its parent's later row (`_view`). Only the rare keys a load holds
+    twice are numbered, found by an aggregate, which spills: a window over every row ran out
+    of the compaction's memory at a million messages (two million tags). A compacted file
+    holds each key once."""
+    keys = (*table.primary_key, "_dlt_load_id")
+    match = " and ".join(f"twice.{key} = one.{key}" for key in keys)
+    twice = (
+        f"(select {', '.join(keys)} from {rows} where not _in_base group by all "
+        "having count(*) > 1) as twice"
+    )
+    return (
+        f"(select one.* from {rows} as one anti join {twice} on {match} union all "
+        f"select * from (select one.* from {rows} as one semi join {twice} on {match} "
+        f"qualify row_number() over (partition by {', '.join(keys)}) = 1))"
     )
 
 

@@ -457,4 +457,19 @@ def _url(value: Any) -> str | None:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # JSON writes NUL as an escape, which the NUL repair of text columns does not see and
+    # PostgreSQL's jsonb refuses: replaced in the value itself, as it is elsewhere.
+    if "\\u0000" in text:
+        text = json.dumps(_nul_replaced(value), ensure_ascii=False, separators=(",", ":"))
+    return text
+
+
+def _nul_replaced(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", REPLACEMENT)
+    if isinstance(value, dict):
+        return {_nul_replaced(key): _nul_replaced(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nul_replaced(item) for item in value]
+    return value

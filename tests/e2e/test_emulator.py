@@ -404,6 +404,22 @@ def test_short_pages_lose_nothing(fresh: Emulator) -> None:
     assert len(fresh.calls) > math.ceil(conversation.message_count / 40) + 1
 
 
+def test_a_repeated_edge_begins_each_thread_page_with_the_last_of_the_page_before(
+    fresh: Emulator,
+) -> None:
+    fresh.faults.repeated_edge = True
+    page = fresh.inbox.pages[0]
+    expected = [c.id for c in fresh.inbox.conversations_of(page.id, "messenger", "other")]
+    first = get(fresh, f"/{page.id}/conversations", page.access_token, folder="other", limit=3)
+    listed = [c["id"] for c in follow(first.json())]
+    # Pages of 3, each after the first beginning with the thread the one before ended with.
+    assert [i for n, i in enumerate(listed) if n == 0 or listed[n - 1] != i] == expected
+    assert [n for n in range(1, len(listed)) if listed[n] == listed[n - 1]] == list(
+        range(3, len(listed), 3)
+    )
+    assert len(listed) > len(expected) + 3
+
+
 def test_limit_is_capped_at_the_maximum_page_size(emu: Emulator) -> None:
     conversation = biggest(emu.inbox, "messenger")
     response = get(emu, f"/{conversation.id}/messages", token_of(emu, conversation), limit=500)

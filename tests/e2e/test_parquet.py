@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import duckdb
 import pyarrow.dataset as ds
 import pytest
 
@@ -15,9 +16,11 @@ from meta_inbox import lake
 from meta_inbox.demo import EXAMPLE_QUERIES
 from meta_inbox.emulator import Emulator
 from meta_inbox.metrics import METRIC_VIEWS
+from meta_inbox.tables import TABLES, Table
 from model import TABLE_NAMES, detailed_messages, expected_counts, selected
 
 LAKE = {"destination": "filesystem", "pipeline_name": "lake"}
+CHILDREN = [table.name for table in TABLES if table.parent]
 
 
 def test_the_lake_reads_like_the_warehouse(
@@ -116,6 +119,62 @@ def test_a_page_refreshed_on_the_lake_keeps_only_its_new_rows(
             for table in TABLE_NAMES
         }
     assert counts == expected_counts(selected(emulator.inbox, [page.id]))
+
+
+def test_a_thread_read_twice_in_one_load_has_each_row_once_on_the_lake(
+    workspace: Workspace, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cursor by offset repeats a thread at the edge of two listing pages when one above
+    moved up meanwhile: read twice in one load, its rows are twice in that load's files. The
+    lake's views show each key once, row for row as the warehouse does, and so does the
+    compaction that rewrites the files from them."""
+    emulator.faults.repeated_edge = True
+    small = {"page_size": 3, "messages_page_size": 10}
+    lake_folder = workspace.root / "meta_inbox_lake"
+    tables = [table for table in TABLES if table.name in TABLE_NAMES]
+
+    def stored(table: str) -> int:
+        return ds.dataset(lake_folder / "inbox" / table, format="parquet").count_rows()
+
+    def assert_each_row_once(counts: dict[str, int]) -> None:
+        lake.write_views(lake_folder, "inbox")
+        with lake.connect(lake_folder) as connection:
+            connection.execute("set schema = 'inbox'")
+            for table in tables:
+                sql = f"select {', '.join(table.column_names)} from {table.name} order by all"
+                rows = connection.execute(sql).fetchall()
+                assert len(rows) == counts[table.name], table.name
+                if table.name in CHILDREN:  # no times of the run in them
+                    assert rows == workspace.query(sql), table.name
+
+    # A lake's first run compacts every table: from the views, each row once.
+    assert workspace.export(**LAKE, **small).exit_code == 0
+    assert workspace.export(**small).exit_code == 0
+    counts = expected_counts(selected(emulator.inbox))
+    assert {table.name: stored(table.name) for table in tables} == counts
+    assert_each_row_once(counts)
+
+    # Every thread read again, in files the views read beside the compacted ones.
+    detailed = detailed_messages(emulator.inbox.conversations)
+    emulator.add_activity(seed=1)
+    monkeypatch.setattr(lake, "COMPACT_ABOVE", 100.0)
+    again = {**small, "recheck_window_days": 3650}
+    assert workspace.export(**LAKE, **again).exit_code == 0
+    assert workspace.export(**again).exit_code == 0
+    counts = expected_counts(selected(emulator.inbox), detailed)
+    # Each table whose rows a thread's second reading makes holds keys twice in one load.
+    twice = {table.name: _twice_in_a_load(lake_folder, table) for table in tables}
+    assert all(twice[name] for name in ("conversations", *CHILDREN)), twice
+    assert_each_row_once(counts)
+
+
+def _twice_in_a_load(lake_folder: Path, table: Table) -> int:
+    keys = ", ".join(table.primary_key)
+    files = (lake_folder / "inbox" / table.name / "*.parquet").as_posix()
+    return duckdb.sql(
+        f"select count(*) from (select _dlt_load_id, {keys} from read_parquet('{files}') "
+        "group by all having count(*) > 1)"
+    ).fetchone()[0]
 
 
 def test_lake_views_refuse_a_folder_that_is_no_lake(workspace: Workspace) -> None:

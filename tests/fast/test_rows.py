@@ -1270,6 +1270,18 @@ def test_the_source_loads_repaired_values_and_counts_each(mark: str) -> None:
     assert session.counts.repaired_values == marked
     # JSON text escapes NUL but not lone surrogates: two JSON values hold the latter only.
     assert marked == (655 if mark == "\x00" else 657)
+    # Both JSON values holding the mark are repaired too: NUL as they are made (uncounted),
+    # since PostgreSQL's jsonb refuses its escape, which JSON writes.
+    json_values = [
+        value
+        for table in TABLES
+        for column in table.columns
+        if column.data_type == "json" and table.name in arrow
+        for value in arrow[table.name].column(column.name).to_pylist()
+        if value is not None
+    ]
+    assert all("\\u0000" not in value for value in json_values)
+    assert sum("\ufffd" in value for value in json_values) == 2
 
 
 # -- times -----------------------------------------------------------------------------------------

@@ -151,6 +151,9 @@ class Faults:
     instagram_ignores_folder: bool = False
     # Graph refuses `tags` (the listing of Messenger threads archived before mid-2018) with 100.
     refuses_tags: bool = False
+    # A thread listing's page after the first begins with the thread the page before ended
+    # with, as a cursor by offset shows it when a thread above moved up meanwhile.
+    repeated_edge: bool = False
 
     def __post_init__(self) -> None:
         if self.error_language is not None and self.error_language not in USER_TEXTS:
@@ -522,10 +525,12 @@ def _window(
     lowest: int = 0,
     keep: float | None = None,
     narrowest: int = 1,
+    repeated: bool = False,
 ) -> _Window[T]:
     """The page of `items` (sorted by ascending `key`, listed in reverse) that follows `after`
     or precedes `before`, found by bisection; `items[:lowest]` are not listed. A short page
-    (`keep`, the share kept) still holds `narrowest` items when it can.
+    (`keep`, the share kept) still holds `narrowest` items when it can. `repeated`: a page
+    that follows `after` begins with the item `after` names (when a page holds more than it).
 
     Cursors hold the key of the item they name, so a page resumes just past that item even when
     newer items were added at the head in between.
@@ -535,7 +540,8 @@ def _window(
             low = bisect_right(items, before, lowest, key=key)
             high = min(len(items), low + limit)
         elif after is not None:
-            high = bisect_left(items, after, lowest, key=key)
+            edge = bisect_right if repeated and limit > 1 else bisect_left
+            high = edge(items, after, lowest, key=key)
             low = max(lowest, high - limit)
         else:
             high = len(items)
@@ -1276,6 +1282,7 @@ class Emulator:
         value: Callable[[Any], T] = _same,
         lowest: int = 0,
         attachments: bool = False,
+        repeated: bool = False,
     ) -> _Window[T]:
         """The page a top-level edge request asks for; call it holding the lock."""
         limit = self._page_size(self._limit(request.query.get("limit")), attachments)
@@ -1292,6 +1299,7 @@ class Emulator:
             keep=request.short_page,
             # A short page of one attachment would look complete (equal cursors).
             narrowest=2 if attachments else 1,
+            repeated=repeated,
         )
 
     def _page_size(self, asked: int, attachments: bool) -> int:
@@ -1348,7 +1356,11 @@ class Emulator:
             else:
                 keys, lowest = self._folder_keys(page, platform, folder, user_id)
             window = self._edge_window(
-                request, keys, value=lambda key: self.inbox.conversation(key[1]), lowest=lowest
+                request,
+                keys,
+                value=lambda key: self.inbox.conversation(key[1]),
+                lowest=lowest,
+                repeated=self.faults.repeated_edge,
             )
             request.shown_threads = [conversation for _, conversation in window.entries]
         return self._listing(
