@@ -398,8 +398,8 @@ class ConversationsApi:
         while True:
             try:
                 return client.get_next(_with_params(next_url, fields=fields, limit=str(limit)))
-            except GraphError as error:
-                if error.kind is not ErrorKind.TOO_MUCH_DATA or limit == 1:
+            except (GraphError, GraphUnavailable) as failure:
+                if not _too_heavy(failure) or limit == 1:
                     raise
                 limit //= 2
 

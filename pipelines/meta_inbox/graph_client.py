@@ -14,6 +14,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -208,7 +209,10 @@ class TaskTries:
     """What one scheduler task has been through, kept across its runs: a task run again after
     `RetryLater` goes on counting, so that its retries end."""
 
-    attempts: int = 0  # transient failures so far
+    # Transient failures so far of each of its calls (by path and parameters): a task run
+    # again makes its answered calls again, and a call that follows a failed one (a page asked
+    # smaller) gets tries of its own.
+    attempts: Counter[int] = field(default_factory=Counter)
     throttled: int = 0
 
 
@@ -429,7 +433,7 @@ class GraphClient:
                     self._wait_for_throttle(error, tries, sent_at)
                     delay = 0.0  # the lanes pushed back wait for the throttle
                 elif error.is_retryable:
-                    delay = self._retry_delay(tries, path, error)
+                    delay = self._retry_delay(tries, path, query, error)
                 else:
                     raise
             except (
@@ -438,7 +442,7 @@ class GraphClient:
                 requests.exceptions.ChunkedEncodingError,
                 _BadBody,
             ) as error:
-                delay = self._retry_delay(tries, path, error)
+                delay = self._retry_delay(tries, path, query, error)
             else:
                 pacer.answered(self.lane)
                 return answer
@@ -447,32 +451,35 @@ class GraphClient:
             if delay:
                 pacer.sleep(delay)
 
-    def _retry_delay(self, tries: TaskTries, path: str, error: Exception) -> float:
+    def _retry_delay(
+        self, tries: TaskTries, path: str, query: dict[str, str], error: Exception
+    ) -> float:
         """How long to wait before trying again after a transient failure; raises when the
         call has had its `max_attempts`."""
         pacing, stats = self.connection.pacing, self.connection.stats
         reason = str(error) if isinstance(error, GraphError) else _short_reason(error)
-        tries.attempts += 1
-        if tries.attempts >= pacing.max_attempts:
+        call = hash((path, *sorted(query.items())))
+        tries.attempts[call] += 1
+        attempts = tries.attempts[call]
+        if attempts >= pacing.max_attempts:
             where = f"Graph API at {self.connection.base_url}"
             if isinstance(error, GraphError):
                 raise GraphUnavailable(
-                    f"{where} did not answer properly after {tries.attempts} attempts "
-                    f"(last: {error})"
+                    f"{where} did not answer properly after {attempts} attempts (last: {error})"
                 ) from error
             if not stats.answered:
                 raise GraphUnreachable(f"{where} could not be reached ({reason})") from None
             raise GraphUnavailable(
-                f"{where} did not answer properly after {tries.attempts} attempts ({reason})"
+                f"{where} did not answer properly after {attempts} attempts ({reason})"
             ) from None
-        delay = min(pacing.max_retry_delay, pacing.retry_backoff * 2 ** (tries.attempts - 1))
+        delay = min(pacing.max_retry_delay, pacing.retry_backoff * 2 ** (attempts - 1))
         delay *= random.uniform(0.5, 1.0)
         stats.add(retries=1)
         log.warning(
             "retrying %s in %.1f s (attempt %d of %d): %s",
             path,
             delay,
-            tries.attempts + 1,
+            attempts + 1,
             pacing.max_attempts,
             reason,
         )

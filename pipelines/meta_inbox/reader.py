@@ -497,9 +497,16 @@ def folder_key(page_id: str, platform: str, folder: str) -> str:
 
 
 # Errors that end one thread, or one listing, and nothing else: the object is gone ("does not
-# exist", a message deleted), or Graph answers in a way meta-inbox does not know.
+# exist", a message deleted), too heavy for Graph even asked one at a time, or Graph answers in
+# a way meta-inbox does not know.
 _LOCAL = frozenset(
-    {ErrorKind.NOT_FOUND, ErrorKind.MESSAGE_DELETED, ErrorKind.INVALID_PARAMETER, ErrorKind.OTHER}
+    {
+        ErrorKind.NOT_FOUND,
+        ErrorKind.MESSAGE_DELETED,
+        ErrorKind.TOO_MUCH_DATA,
+        ErrorKind.INVALID_PARAMETER,
+        ErrorKind.OTHER,
+    }
 )
 
 

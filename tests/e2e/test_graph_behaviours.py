@@ -17,6 +17,7 @@ from meta_inbox.emulator.inbox import Conversation
 from model import FOLDERS, expected_counts, selected
 
 PAGE_SIZE = 100  # nested messages per listed thread, by default
+TOO_MUCH_DATA = "Please reduce the amount of data you're asking for, then retry your request"
 CAP = 150_000  # bytes: a response-size cap that refuses the heaviest listings
 
 
@@ -69,12 +70,15 @@ def test_texts_in_the_owners_language_change_no_call(workspaces) -> None:
 def test_threads_gone_or_failing_mid_run_are_skipped_and_the_rest_is_exact(
     workspace: Workspace, emulator: Emulator
 ) -> None:
-    gone, deleted, unknown = _long_messenger_threads(emulator, 3)
+    gone, deleted, unknown, heavy = _long_messenger_threads(emulator, 4)
     # What the listing shows of each: its newest nested page.
-    partial = {c.id: replace(c, messages=c.messages[-PAGE_SIZE:]) for c in (gone, deleted, unknown)}
+    failing = (gone, deleted, unknown, heavy)
+    partial = {c.id: replace(c, messages=c.messages[-PAGE_SIZE:]) for c in failing}
     emulator.delete_after_listing(gone.id)
     emulator.fail_follow_ups(deleted.id, 9000001)
     emulator.fail_follow_ups(unknown.id, 12345)
+    # Too heavy for Graph even one message at a time.
+    emulator.fail_follow_ups(heavy.id, 1, message=TOO_MUCH_DATA, error_type="", status=500)
 
     result = workspace.export()
 
@@ -87,16 +91,21 @@ def test_threads_gone_or_failing_mid_run_are_skipped_and_the_rest_is_exact(
     for conversation in others:
         assert len(_stored_ids(workspace, conversation.id)) == conversation.message_count
     record = result.record
-    assert (record["skipped_threads"], record["skipped_messages"]) == (3, 0)
+    assert (record["skipped_threads"], record["skipped_messages"]) == (4, 0)
     errors = {skip["thread_id"]: skip["error"] for skip in json.loads(record["skipped"])}
     assert set(errors) == set(partial)
     assert "error 100/33" in errors[gone.id]
     assert "error 9000001" in errors[deleted.id]
     assert "error 12345" in errors[unknown.id]
-    assert any(warning.startswith("3 thread(s) and 0 message(s)") for warning in result.warnings)
-    # Each failing follow-up was asked once: no retry of what Graph says is gone.
+    assert "error 1 on" in errors[heavy.id]
+    assert any(warning.startswith("4 thread(s) and 0 message(s)") for warning in result.warnings)
+    # Each failing follow-up was asked once: no retry of what Graph says is gone; the heavy
+    # thread's, halved down to one message.
     follow_ups = [c for c in emulator.calls if c.path.endswith("/messages")]
-    assert sum(c.error_code is not None for c in follow_ups) == 3
+    failed = [c for c in follow_ups if c.error_code is not None]
+    halved = ["100", "50", "25", "12", "6", "3", "1"]
+    assert [c.params["limit"] for c in failed if heavy.id in c.path] == halved
+    assert len(failed) == 3 + len(halved)
 
 
 def test_attachment_pages_shorter_than_asked_are_followed_to_the_end(workspaces) -> None:

@@ -194,6 +194,21 @@ def test_a_listing_too_heavy_is_probed_once_then_asked_with_as_many_threads_as_f
     assert (second.next_url, second.upcoming) == (None, Upcoming(counts=(), to_the_end=True))
 
 
+def test_a_listing_refused_as_an_unknown_error_is_probed_once_its_retries_end(
+    emulator: Emulator,
+) -> None:
+    """Code 1 is also Graph's "unknown error": a listing refused so, again and again, is asked
+    smaller, as one refused for its size is."""
+    api = cap_at(emulator, threads=2)
+    emulator.faults.heavy_answer_says_so = False
+
+    first = inbox(api, cafe(emulator))
+
+    assert asked(emulator.calls) == [(4, 8)] * 4 + [(4, "id,message_count"), (1, 8)]
+    assert [call.error_code for call in emulator.calls] == [1] * 4 + [None, None]
+    assert (len(first.threads), first.size) == (1, ListingSize(1, 8))
+
+
 def test_a_listing_that_fits_is_asked_at_full_size_whatever_was_refused_before(
     emulator: Emulator,
 ) -> None:
@@ -356,6 +371,28 @@ def test_older_messages_too_heavy_are_asked_smaller_for_that_call_only(
     api.older_messages(cafe(emulator), following, details=True)
 
     assert [call.params["limit"] for call in emulator.calls] == ["10", "5", "10", "5"]
+    assert len(older["data"]) == 5
+
+
+def test_older_messages_refused_as_an_unknown_error_are_asked_smaller_once_retries_end(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    """Code 1 is also Graph's "unknown error": a page refused so, again and again, is asked
+    smaller, as one refused for its size is."""
+    session = RecordingSession()
+    api = conversations_api(emulator, clock, session=session, messages_page_size=10)
+    following = nested_next(emulator)
+    half = conversations_api(emulator, clock, session=session, messages_page_size=5)
+    half.older_messages(cafe(emulator), following, details=True)
+    emulator.faults.max_response_bytes = session.sizes[-1]
+    emulator.faults.heavy_answer_says_so = False
+    emulator.reset_calls()
+
+    older = api.older_messages(cafe(emulator), following, details=True)
+
+    assert [(c.params["limit"], c.error_code) for c in emulator.calls] == [("10", 1)] * 4 + [
+        ("5", None)
+    ]
     assert len(older["data"]) == 5
 
 

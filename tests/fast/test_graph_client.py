@@ -249,7 +249,8 @@ def test_calls_in_flight_together_halve_the_pace_once(clock: FakeClock) -> None:
 
 
 class ScriptedSession(requests.Session):
-    """Answers the next calls with the Graph errors scripted, then lets calls through."""
+    """Answers the next calls with the Graph errors scripted (0: the call goes through), then
+    lets calls through."""
 
     def __init__(self, *codes: int) -> None:
         super().__init__()
@@ -261,12 +262,43 @@ class ScriptedSession(requests.Session):
             return super().request(method, url, *args, **kwargs)
         code = self.script.pop(0)
         self.answered.append(code)
+        if not code:
+            return super().request(method, url, *args, **kwargs)
         response = requests.Response()
         response.status_code = 400
         response.url = str(url)
         message = f"({code}) Application request limit reached"
         response._content = json.dumps({"error": {"message": message, "code": code}}).encode()
         return response
+
+
+def test_each_call_of_a_task_has_its_own_tries(emulator: Emulator, clock: FakeClock) -> None:
+    """A task run again after `RetryLater` goes on counting a call's tries, so that they end;
+    a call that follows one which used most of its own (a page asked smaller after one too
+    heavy) still has all of its own."""
+    session = ScriptedSession(2, 2, 2)
+    connection = connect(emulator.base_url, clock, session=session, max_attempts=4)
+    client = connection.client(emulator.page_token(CAFE), lane=CAFE)
+    tries = TaskTries()
+
+    def task(*calls: dict[str, str]) -> None:
+        with connection.pacer.booked_turn(CAFE, tries):
+            for params in calls:
+                client.get("me", params)
+
+    for _ in range(3):
+        with pytest.raises(RetryLater):
+            task({})
+    # Answered at its fourth try, the first call is made again each time the task runs.
+    session.script = [0, 2] * 4
+    for _ in range(3):
+        with pytest.raises(RetryLater):
+            task({}, {"fields": "id"})
+    with pytest.raises(GraphUnavailable, match="after 4 attempts"):
+        task({}, {"fields": "id"})
+
+    assert session.answered == [2, 2, 2, *[0, 2] * 4]
+    assert connection.stats.retries == 6
 
 
 @pytest.mark.usefixtures("full_backoff")

@@ -109,6 +109,7 @@ EXPIRED_TOKENS = {
 DELETED_MESSAGE = "This Message has been deleted by the user or the business."
 THROTTLE_CODES = frozenset({4, 17, 32, 613, 80001, 80002, 80006})
 APP_LIMIT_REACHED = "(#4) Application request limit reached"
+UNKNOWN_ERROR = "An unknown error occurred"
 # What a scripted failure (`fail_follow_ups`, `fail_listing`) says when the test gives no text.
 SCRIPTED_MESSAGES = {9000001: DELETED_MESSAGE}
 
@@ -129,6 +130,9 @@ class Faults:
     short_page_rate: float = 0.0
     trailing_empty_page: bool = True
     max_response_bytes: int | None = None
+    # Code 1 is both "reduce the amount of data" and "unknown error" (the notes): False
+    # refuses an answer over `max_response_bytes` with the latter's text.
+    heavy_answer_says_so: bool = True
     # Graph's other possible answer for Instagram messages older than a thread's newest 20
     # (the notes leave it open): a list asking for their details fails with 9000001 instead
     # of leaving the details out.
@@ -1024,8 +1028,7 @@ class Emulator:
             message = "An unexpected error has occurred. Please retry your request later."
             return self._error_reply(GraphError(2, message, status=500, transient=True))
         if self._chance(faults.unknown_error_rate):
-            message = "An unknown error occurred"
-            return self._error_reply(GraphError(1, message, status=500, transient=True))
+            return self._error_reply(GraphError(1, UNKNOWN_ERROR, status=500, transient=True))
         if self._chance(faults.non_json_rate):
             return _Reply(502, BAD_GATEWAY, {"Content-Type": "text/html; charset=utf-8"})
         return None
@@ -1039,6 +1042,9 @@ class Emulator:
             body = _json_bytes({"data": []})
         limit = self.faults.max_response_bytes
         if limit is not None and len(body) > limit:
+            if not self.faults.heavy_answer_says_so:
+                refusal = GraphError(1, UNKNOWN_ERROR, status=500, transient=True)
+                return self._error_reply(refusal, request.headers)
             return self._error_reply(_too_much_data(), request.headers)
         self._after_answer(request)
         return _Reply(200, body, {"Content-Type": JSON_TYPE, **request.headers})
