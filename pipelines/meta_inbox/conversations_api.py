@@ -24,6 +24,12 @@ from .graph_errors import ErrorKind, GraphError
 log = logging.getLogger("meta_inbox")
 
 INSTAGRAM_DETAILS = 20  # Instagram gives details of a thread's newest 20 messages only
+# How Instagram may refuse details of older messages: 9000001 in the notes, whose exact code
+# they leave open; an answer of another kind is then asked again without those details, and
+# a refusal that stays is the listing's or the thread's own.
+DETAILS_REFUSALS = frozenset(
+    {ErrorKind.MESSAGE_DELETED, ErrorKind.INVALID_PARAMETER, ErrorKind.OTHER}
+)
 ATTACHMENT_FIELDS = "id,mime_type,name,size,file_url,image_data,video_data,generic_template"
 SHARE_FIELDS = "id,link,name,description,template"
 CONVERSATION_FIELDS = (
@@ -289,8 +295,9 @@ class ConversationsApi:
         counts, passed back as `upcoming`, size the next page without a refusal. Code 1 without
         the English "reduce the amount of data" is retried as transient first; when it keeps
         coming, the page is taken as too heavy all the same. Instagram may refuse, rather than
-        leave out, details of messages older than a thread's newest 20: the page is then asked
-        again with 20 nested messages, all of them readable.
+        leave out, details of messages older than a thread's newest 20 (with 9000001, or
+        another code: `DETAILS_REFUSALS`): the page is then asked again with 20 nested
+        messages, all of them readable, before anything else is tried.
 
         `is_owner` is asked until a Page's Graph refuses a folder's first page with 100 before
         any listing of the Page that asked for it was answered: the page is asked again without
@@ -324,16 +331,12 @@ class ConversationsApi:
                     log.info("Graph asked for less data on %s/%s: %s", page.id, folder, smaller)
                     size = smaller
                     continue
-                refused_details = (
-                    isinstance(failure, GraphError) and failure.kind is ErrorKind.MESSAGE_DELETED
-                )
-                if refused_details and platform == "instagram" and not details_limited:
+                refused = failure.kind if isinstance(failure, GraphError) else None
+                if platform == "instagram" and not details_limited and refused in DETAILS_REFUSALS:
                     details_limited = True
                     size = ListingSize(size.threads, min(size.messages, INSTAGRAM_DETAILS))
                     continue
-                invalid = (
-                    isinstance(failure, GraphError) and failure.kind is ErrorKind.INVALID_PARAMETER
-                )
+                invalid = refused is ErrorKind.INVALID_PARAMETER
                 if invalid and owner and next_url is None and not self._owner_known(page):
                     owner, probing_owner = False, True
                     continue

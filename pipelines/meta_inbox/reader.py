@@ -52,6 +52,7 @@ from functools import cached_property
 from typing import Any
 
 from .conversations_api import (
+    DETAILS_REFUSALS,
     LEGACY_ARCHIVE,
     LEGACY_ARCHIVE_TAG,
     ConversationsApi,
@@ -951,7 +952,7 @@ class _ThreadRead:
                 listing = api.older_messages(page, url, details=self.details)
             except GraphError as error:
                 instagram = self.walk.platform == "instagram"
-                if error.kind is not ErrorKind.MESSAGE_DELETED or not (self.details and instagram):
+                if error.kind not in DETAILS_REFUSALS or not (self.details and instagram):
                     raise
                 # Instagram withholds details of its older messages: keep what Graph lists of
                 # them, ids and times, here and further back.

@@ -7,6 +7,8 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from conftest import NO_DUPLICATES, Workspace
 from meta_inbox.emulator import Emulator, Faults
 from meta_inbox.emulator.inbox import Inbox
@@ -279,29 +281,42 @@ def test_tables_and_views_are_the_documented_ones(workspace: Workspace) -> None:
     }
 
 
-def test_instagram_refusing_old_details_loses_nothing(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("code", "nested"), [(9000001, 100), (100, 100), (12345, 100), (9000001, 10), (100, 10)]
+)
+def test_instagram_refusing_old_details_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, nested: int
+) -> None:
     """Graph's other possible answer for Instagram messages older than the newest 20: the list
-    fails with 9000001 instead of leaving their details out. The export must be the same."""
+    fails with 9000001 (the notes leave the exact code open) instead of leaving their details
+    out. The export must be the same, whether a listing (`nested` messages a thread) or a
+    thread's older page is refused."""
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
-    with Emulator(seed=7, scale=1, faults=Faults(instagram_details_error=True)) as emulator:
+    faults = Faults(instagram_details_error=True, instagram_details_code=code)
+    with Emulator(seed=7, scale=1, faults=faults) as emulator:
         workspace = Workspace(tmp_path, emulator)
 
-        result = workspace.export()
+        result = workspace.export(messages_page_size=nested)
 
         assert result.exit_code == 0, result.problems
+        assert result.record["skipped_threads"] == 0
         conversations = selected(emulator.inbox)
         assert workspace.counts() == expected_counts(conversations)
         hidden = workspace.query("select id from messages where not details_available")
         assert {row[0] for row in hidden} == hidden_messages(conversations)
-        refused = [c for c in emulator.calls if c.error_code == 9000001]
-        # Once per Instagram folder whose listing holds a thread beyond 20 messages: the rest
-        # of that folder is asked for what Graph gives.
-        folders = {
-            (c.page_id, c.folder)
-            for c in conversations
-            if c.platform == "instagram" and c.message_count > 20
-        }
-        assert len(refused) == len(folders)
+        # (A Page without Instagram is refused with 100 too, for the listing itself.)
+        refused = [
+            c for c in emulator.calls if c.error_code == code and "message" in c.params["fields"]
+        ]
+        long = [c for c in conversations if c.platform == "instagram" and c.message_count > 20]
+        if nested > 20:
+            # Once per Instagram folder whose listing holds a thread beyond 20 messages: the
+            # rest of that folder is asked for what Graph gives.
+            assert len(refused) == len({(c.page_id, c.folder) for c in long})
+        else:
+            # Once per thread beyond 20 messages, for its first page of older messages past
+            # the 20 it details: the rest of that thread is asked for what Graph gives.
+            assert len(refused) == len(long)
 
 
 def _graph_calls(emulator: Emulator) -> tuple[int, int]:

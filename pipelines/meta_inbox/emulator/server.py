@@ -135,8 +135,9 @@ class Faults:
     heavy_answer_says_so: bool = True
     # Graph's other possible answer for Instagram messages older than a thread's newest 20
     # (the notes leave it open): a list asking for their details fails with 9000001 instead
-    # of leaving the details out.
+    # of leaving the details out; with `instagram_details_code`, the code the notes leave open.
     instagram_details_error: bool = False
+    instagram_details_code: int = 9000001
     # What an expired cursor (see `Emulator.expire_cursors`) gets: error 100, or, as Graph may
     # also do (the notes leave it open), the list again from its start, or an empty page with
     # nothing to follow.
@@ -1545,7 +1546,10 @@ class Emulator:
         if not detailed:
             asked = {field.name for field in fields}
             if self.faults.instagram_details_error and asked - {"id", "created_time"}:
-                raise GraphError(9000001, DELETED_MESSAGE)
+                code = self.faults.instagram_details_code
+                raise GraphError(
+                    code, SCRIPTED_MESSAGES.get(code, f"(#{code}) Unsupported request")
+                )
             return {"id": message.id, "created_time": iso(message.created_time)}
         attachments = message.attachments
 
