@@ -77,7 +77,14 @@ class Workspace:
 
     def export(self, token: str | None = None, **options: Any) -> ExportResult:
         """`meta_inbox.export` in process; `options` are export's, the rest are settings."""
-        keys = {"pipeline_name", "destination", "dataset_name", "full_refresh", "reconcile"}
+        keys = {
+            "pipeline_name",
+            "destination",
+            "dataset_name",
+            "full_refresh",
+            "reconcile",
+            "views",
+        }
         run = {key: options.pop(key) for key in list(options) if key in keys}
         previous, data_dir = Path.cwd(), os.environ.get("DLT_DATA_DIR")
         os.chdir(self.root)

@@ -544,6 +544,15 @@ class StoredMessages:
         columns = tables[MESSAGES.name]["columns"] if MESSAGES.name in tables else {}
         # A dataset of an earlier meta-inbox has no `rows_hash` until its first load adds it.
         self.hashes = ROWS_HASH if ROWS_HASH in columns else "null"
+        # A lake keeps the rows a refresh replaced until it is compacted, and its views leave
+        # them out: so does this, or a refresh cut short would leave the messages it had not
+        # read again out for good, found as stored (warehouses delete those rows).
+        self.live = ""
+        if pipeline.destination.destination_name == "filesystem" and REFRESHES.name in tables:
+            self.live = (
+                " and _dlt_load_id >= coalesce((select max(_dlt_load_id) from {refreshes} as "
+                "refreshed where refreshed.page_id = held.page_id), '')"
+            )
         if not columns:
             return
         rows = self._rows(
@@ -589,8 +598,8 @@ class StoredMessages:
             bounded = f"created_time between {oldest} and {newest} and "
         listed = ", ".join(quoted(i) for i in ids)
         return self._rows(
-            f"select id, {self.hashes}, _dlt_load_id from {{messages}} "
-            f"where {bounded}id in ({listed})"
+            f"select id, {self.hashes}, _dlt_load_id from {{messages}} as held "
+            f"where {bounded}id in ({listed}){self.live}"
         )
 
     def _rows(self, sql: str) -> list[tuple[Any, ...]]:
@@ -599,8 +608,10 @@ class StoredMessages:
 
         def query() -> list[tuple[Any, ...]]:
             with self.pipeline.sql_client() as client:
-                table = client.make_qualified_table_name(MESSAGES.name)
-                return list(client.execute_sql(sql.replace("{messages}", table)) or [])
+                named = sql
+                for placeholder, table in (("{messages}", MESSAGES), ("{refreshes}", REFRESHES)):
+                    named = named.replace(placeholder, client.make_qualified_table_name(table.name))
+                return list(client.execute_sql(named) or [])
 
         pool = ThreadPoolExecutor(max_workers=1)
         try:

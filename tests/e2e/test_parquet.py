@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.dataset as ds
@@ -15,7 +17,9 @@ from conftest import Workspace
 from meta_inbox import lake
 from meta_inbox.demo import EXAMPLE_QUERIES
 from meta_inbox.emulator import Emulator
+from meta_inbox.errors import Interrupted
 from meta_inbox.metrics import METRIC_VIEWS
+from meta_inbox.pipeline import _Run
 from meta_inbox.tables import TABLES, Table
 from model import TABLE_NAMES, detailed_messages, expected_counts, selected
 
@@ -175,6 +179,47 @@ def _twice_in_a_load(lake_folder: Path, table: Table) -> int:
         f"select count(*) from (select _dlt_load_id, {keys} from read_parquet('{files}') "
         "group by all having count(*) > 1)"
     ).fetchone()[0]
+
+
+def test_a_refresh_cut_short_on_the_lake_leaves_no_message_out(
+    workspace: Workspace, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lake keeps the rows a refresh replaced, which its views leave out, until it is
+    compacted. A refresh stopped after its first checkpoint is finished by the next run: a
+    message that run finds only among those, fingerprinted as it is, must be loaded again, not
+    taken as stored."""
+    page = emulator.inbox.pages[0]
+    everything = {"recheck_window_days": 3650}
+    for _ in range(2):  # the second fingerprints every message
+        assert workspace.export(**LAKE, **everything).exit_code == 0
+    load = _Run._load
+
+    def stopped_after_the_first(run: _Run, data: Any, merged_before: int | None = None) -> None:
+        load(run, data, merged_before)
+        run.session.stop(Interrupted(signal.SIGTERM, "SIGTERM"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_Run, "_load", stopped_after_the_first)
+        # Its views not written (`--no-views`), so not compacted either, as on a bucket.
+        cut = workspace.export(
+            **LAKE, full_refresh=True, page_ids=[page.id], checkpoint_threads=5, views=False
+        )
+    assert cut.exit_code == 143, cut.problems
+
+    finished = workspace.export(**LAKE)
+
+    assert finished.exit_code == 0, finished.problems
+    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
+    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+        counts = {
+            table: connection.execute(
+                f"select count(*) from inbox.{table} where "
+                f"{'id' if table == 'pages' else 'page_id'} = ?",
+                [page.id],
+            ).fetchone()[0]
+            for table in TABLE_NAMES
+        }
+    assert counts == expected_counts(selected(emulator.inbox, [page.id]))
 
 
 def test_lake_views_refuse_a_folder_that_is_no_lake(workspace: Workspace) -> None:
