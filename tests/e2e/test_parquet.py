@@ -112,17 +112,7 @@ def test_a_page_refreshed_on_the_lake_keeps_only_its_new_rows(
     refreshed = workspace.export(**LAKE, full_refresh=True, page_ids=[page.id])
 
     assert refreshed.exit_code == 0
-    lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
-    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
-        counts = {
-            table: connection.execute(
-                f"select count(*) from inbox.{table} where "
-                f"{'id' if table == 'pages' else 'page_id'} = ?",
-                [page.id],
-            ).fetchone()[0]
-            for table in TABLE_NAMES
-        }
-    assert counts == expected_counts(selected(emulator.inbox, [page.id]))
+    assert _page_counts(workspace, page.id) == expected_counts(selected(emulator.inbox, [page.id]))
 
 
 def test_a_thread_read_twice_in_one_load_has_each_row_once_on_the_lake(
@@ -209,17 +199,21 @@ def test_a_refresh_cut_short_on_the_lake_leaves_no_message_out(
     finished = workspace.export(**LAKE)
 
     assert finished.exit_code == 0, finished.problems
+    assert _page_counts(workspace, page.id) == expected_counts(selected(emulator.inbox, [page.id]))
+
+
+def _page_counts(workspace: Workspace, page_id: str) -> dict[str, int]:
+    """Each table's rows of the Page in the lake's views, written again."""
     lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
     with lake.connect(workspace.root / "meta_inbox_lake") as connection:
-        counts = {
+        return {
             table: connection.execute(
                 f"select count(*) from inbox.{table} where "
                 f"{'id' if table == 'pages' else 'page_id'} = ?",
-                [page.id],
+                [page_id],
             ).fetchone()[0]
             for table in TABLE_NAMES
         }
-    assert counts == expected_counts(selected(emulator.inbox, [page.id]))
 
 
 def test_lake_views_refuse_a_folder_that_is_no_lake(workspace: Workspace) -> None:

@@ -356,9 +356,9 @@ def test_older_messages_are_asked_at_messages_page_size_whatever_the_nested_limi
     assert set(bare["data"][0]) == {"id", "created_time"}
 
 
-def test_older_messages_too_heavy_are_asked_smaller_for_that_call_only(
-    emulator: Emulator, clock: FakeClock
-) -> None:
+def capped_above_five_older(emulator: Emulator, clock: FakeClock) -> tuple[ConversationsApi, str]:
+    """An API asking 10 older messages a page, a nested `next`, and Graph refusing any answer
+    larger than its 5 older messages; the calls forgotten."""
     session = RecordingSession()
     api = conversations_api(emulator, clock, session=session, messages_page_size=10)
     following = nested_next(emulator)
@@ -366,6 +366,13 @@ def test_older_messages_too_heavy_are_asked_smaller_for_that_call_only(
     half.older_messages(cafe(emulator), following, details=True)
     emulator.faults.max_response_bytes = session.sizes[-1]
     emulator.reset_calls()
+    return api, following
+
+
+def test_older_messages_too_heavy_are_asked_smaller_for_that_call_only(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    api, following = capped_above_five_older(emulator, clock)
 
     older = api.older_messages(cafe(emulator), following, details=True)
     api.older_messages(cafe(emulator), following, details=True)
@@ -379,14 +386,8 @@ def test_older_messages_refused_as_an_unknown_error_are_asked_smaller_once_retri
 ) -> None:
     """Code 1 is also Graph's "unknown error": a page refused so, again and again, is asked
     smaller, as one refused for its size is."""
-    session = RecordingSession()
-    api = conversations_api(emulator, clock, session=session, messages_page_size=10)
-    following = nested_next(emulator)
-    half = conversations_api(emulator, clock, session=session, messages_page_size=5)
-    half.older_messages(cafe(emulator), following, details=True)
-    emulator.faults.max_response_bytes = session.sizes[-1]
+    api, following = capped_above_five_older(emulator, clock)
     emulator.faults.heavy_answer_says_so = False
-    emulator.reset_calls()
 
     older = api.older_messages(cafe(emulator), following, details=True)
 
