@@ -93,7 +93,13 @@ def redact_log_records(redactor: Redactor = REDACTOR) -> None:
 
 
 class GraphUnavailable(Exception):
-    """Graph kept failing or answering garbage, after every retry."""
+    """Graph kept failing or answering garbage, after every retry. `others_answered`: Graph
+    answered other calls of the run with their data, so the trouble may be this call's
+    object."""
+
+    def __init__(self, message: str, *, others_answered: bool = False) -> None:
+        super().__init__(message)
+        self.others_answered = others_answered
 
 
 class GraphUnreachable(GraphUnavailable):
@@ -166,6 +172,7 @@ class CallStats:
 
     calls: int = 0
     answered: int = 0  # calls that got any HTTP answer
+    succeeded: int = 0  # calls answered with their data
     retries: int = 0
     throttled: int = 0
     throttle_wait: float = 0.0  # wall time during which some call waited for a throttle
@@ -445,6 +452,7 @@ class GraphClient:
                 delay = self._retry_delay(tries, path, query, error)
             else:
                 pacer.answered(self.lane)
+                self.connection.stats.add(succeeded=1)
                 return answer
             if task is not None:
                 raise RetryLater(delay)
@@ -463,14 +471,17 @@ class GraphClient:
         attempts = tries.attempts[call]
         if attempts >= pacing.max_attempts:
             where = f"Graph API at {self.connection.base_url}"
+            others = stats.succeeded > 0
             if isinstance(error, GraphError):
                 raise GraphUnavailable(
-                    f"{where} did not answer properly after {attempts} attempts (last: {error})"
+                    f"{where} did not answer properly after {attempts} attempts (last: {error})",
+                    others_answered=others,
                 ) from error
             if not stats.answered:
                 raise GraphUnreachable(f"{where} could not be reached ({reason})") from None
             raise GraphUnavailable(
-                f"{where} did not answer properly after {attempts} attempts ({reason})"
+                f"{where} did not answer properly after {attempts} attempts ({reason})",
+                others_answered=others,
             ) from None
         delay = min(pacing.max_retry_delay, pacing.retry_backoff * 2 ** (attempts - 1))
         delay *= random.uniform(0.5, 1.0)

@@ -78,6 +78,10 @@ log = logging.getLogger("meta_inbox")
 # Listing pages of a folder read ahead of the last one handed over whole: enough to keep its
 # calls in flight, few to read again (and hold in memory) when a run stops half way.
 LOOKAHEAD = 2
+# Skips a run makes of a thread (or a message's attachments) whose calls Graph kept failing
+# where it answered others: one object Graph cannot serve must not stop every run at it, but
+# past a few, Graph itself is failing, and the run stops early with what it read.
+UNAVAILABLE_SKIPS = 3
 
 
 class Mode(Enum):
@@ -240,6 +244,7 @@ class InboxReader:
         self._stopping = False
         self._pages: dict[str, FacebookPage] = {}
         self._failed: set[str] = set()
+        self._unavailable_skips = 0
         self._refused: dict[str, set[str]] = {}  # Page → platforms Graph refused
         self._reconciled: dict[tuple[str, str], int] = {}  # (Page, platform) → folders read
         # (Page, platform) → folders whose reading covers the platform (one, where Graph
@@ -476,6 +481,12 @@ class InboxReader:
         log.debug("Page %s given up: %s", page.id, error)
         if everyone:
             self._stop_for(self.report.page_failures[0], fatal=True)
+
+    def skips_unavailable(self) -> bool:
+        """Whether a thread whose calls Graph kept failing may be skipped: one more counted."""
+        with self._lock:
+            self._unavailable_skips += 1
+            return self._unavailable_skips <= UNAVAILABLE_SKIPS
 
     def _task_failed(self, error: BaseException) -> None:
         if isinstance(error, GraphError) and error.kind is ErrorKind.BLOCKED:
@@ -958,8 +969,8 @@ class _ThreadRead:
                 # them, ids and times, here and further back.
                 self.details = False
                 listing = api.older_messages(page, url, details=False)
-        except GraphError as error:
-            if not _local(error):
+        except (GraphError, GraphUnavailable) as error:
+            if not self._ends_here(error):
                 raise
             self._skip(error, None)
             self._settle([], [], new_work=0)
@@ -977,8 +988,8 @@ class _ThreadRead:
         them once its list is complete."""
         try:
             more = self.reader.api.more_attachments(self.walk.page, url)
-        except GraphError as error:
-            if not _local(error):
+        except (GraphError, GraphUnavailable) as error:
+            if not self._ends_here(error):
                 raise
             self._skip(error, str(message.get("id")))
             more = {}
@@ -993,7 +1004,15 @@ class _ThreadRead:
             return
         self._settle([({**message, "attachments": so_far}, created)], [], new_work=0)
 
-    def _skip(self, error: GraphError, message_id: str | None) -> None:
+    def _ends_here(self, error: GraphError | GraphUnavailable) -> bool:
+        """Whether the failure is this thread's alone, to skip: Graph's answer about its
+        object, or calls about it Graph kept failing where it answered the run's others
+        (`UNAVAILABLE_SKIPS` of them)."""
+        if isinstance(error, GraphError):
+            return _local(error)
+        return error.others_answered and self.reader.skips_unavailable()
+
+    def _skip(self, error: GraphError | GraphUnavailable, message_id: str | None) -> None:
         self.skipped = self.skipped or message_id is None
         walk = self.walk
         self.reader.report.skip(
@@ -1002,7 +1021,7 @@ class _ThreadRead:
                 walk.platform,
                 str(self.conversation.get("id")),
                 message_id,
-                error.first_line,
+                str(error).splitlines()[0],
             )
         )
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import NO_DUPLICATES, Workspace
 from meta_inbox.emulator import Emulator, Faults, Limits
 from meta_inbox.emulator.inbox import Conversation
+from meta_inbox.reader import UNAVAILABLE_SKIPS
 from model import FOLDERS, expected_counts, selected
 
 PAGE_SIZE = 100  # nested messages per listed thread, by default
@@ -106,6 +107,38 @@ def test_threads_gone_or_failing_mid_run_are_skipped_and_the_rest_is_exact(
     halved = ["100", "50", "25", "12", "6", "3", "1"]
     assert [c.params["limit"] for c in failed if heavy.id in c.path] == halved
     assert len(failed) == 3 + len(halved)
+
+
+@pytest.mark.parametrize("failing", [UNAVAILABLE_SKIPS, UNAVAILABLE_SKIPS + 1])
+def test_threads_graph_keeps_failing_while_answering_others_are_skipped_a_few(
+    workspace: Workspace, emulator: Emulator, failing: int
+) -> None:
+    """A thread whose calls Graph keeps failing (a transient error, every retry) while it
+    answers the run's other calls is skipped, so that it does not stop every run at it; past
+    `UNAVAILABLE_SKIPS` of them, Graph itself is failing: the run stops early, exit 8, and
+    keeps what it read."""
+    threads = _long_messenger_threads(emulator, failing)
+    for conversation in threads:
+        emulator.fail_follow_ups(conversation.id, 2, status=500)
+
+    result = workspace.export(max_attempts=3)
+
+    follow_ups = [c for c in emulator.calls if c.path.endswith("/messages")]
+    refused = [c for c in follow_ups if c.error_code == 2]
+    if failing == UNAVAILABLE_SKIPS:
+        assert result.exit_code == 0, result.problems
+        partial = [replace(c, messages=c.messages[-PAGE_SIZE:]) for c in threads]
+        others = [c for c in selected(emulator.inbox) if c not in threads]
+        assert workspace.counts() == expected_counts([*others, *partial])
+        assert result.record["skipped_threads"] == failing
+        errors = [skip["error"] for skip in json.loads(result.record["skipped"])]
+        assert all("did not answer properly after 3 attempts" in error for error in errors)
+        assert len(refused) == 3 * failing  # each thread's first older page, 3 tries
+    else:
+        assert result.exit_code == 8, result.problems
+        assert result.record["skipped_threads"] == UNAVAILABLE_SKIPS
+        assert workspace.duplicate_ids() == NO_DUPLICATES
+        assert len(refused) == 3 * failing
 
 
 def test_attachment_pages_shorter_than_asked_are_followed_to_the_end(workspaces) -> None:
