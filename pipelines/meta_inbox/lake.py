@@ -36,6 +36,7 @@ import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -296,15 +297,26 @@ def _once(table: Table, rows: str) -> str:
     of the compaction's memory at a million messages (two million tags). A compacted file
     holds each key once."""
     keys = (*table.primary_key, "_dlt_load_id")
-    match = " and ".join(f"twice.{key} = one.{key}" for key in keys)
     twice = (
         f"(select {', '.join(keys)} from {rows} where not _in_base group by all "
-        "having count(*) > 1) as twice"
+        "having count(*) > 1)"
     )
+    choice = f"qualify row_number() over (partition by {', '.join(keys)}) = 1"
+    return f"({_chosen(rows, twice, keys, choice, columns='*')})"
+
+
+def _chosen(
+    rows: str, among: str, keys: Sequence[str], choice: str, *, columns: str, alone: str = ""
+) -> str:
+    """`columns` of the rows whose keys the subquery `among` does not hold (and that pass
+    `alone`), and of the rows whose keys it holds, those `choice` keeps: only the few keys in
+    `among` are numbered, not every row."""
+    match = " and ".join(f"among.{key} = candidate.{key}" for key in keys)
     return (
-        f"(select one.* from {rows} as one anti join {twice} on {match} union all "
-        f"select * from (select one.* from {rows} as one semi join {twice} on {match} "
-        f"qualify row_number() over (partition by {', '.join(keys)}) = 1))"
+        f"select {columns} from {rows} as candidate anti join {among} as among on {match}{alone} "
+        "union all "
+        f"select {columns} from (select candidate.* from {rows} as candidate "
+        f"semi join {among} as among on {match} {choice})"
     )
 
 
@@ -317,18 +329,18 @@ def _newest(table: Table, rows: str, base: str | None) -> str:
     choice = f"qualify row_number() over (partition by {keys} order by _dlt_load_id {order}) = 1"
     if base is None:
         return f"select * exclude (_in_base) from {rows} {choice}"
-    match = " and ".join(f"newer.{key} = candidate.{key}" for key in table.primary_key)
     # Subqueries, not CTEs: DuckDB stores a view's CTE without `not materialized`, and then
     # materializes each row of the table. Joins, not `exists`: DuckDB plans a correlated
     # `exists` by first taking the distinct keys of every candidate row, the whole compacted
     # file's (measured: a third of the time a view of a million messages takes to read).
-    newer = f"(select {keys} from {rows} where not _in_base) as newer"
-    return (
-        f"select * exclude (_in_base) from {rows} as candidate anti join {newer} on {match} "
-        "where candidate._in_base "
-        "union all "
-        f"select * exclude (_in_base) from (select candidate.* from {rows} as candidate "
-        f"semi join {newer} on {match} {choice})"
+    newer = f"(select {keys} from {rows} where not _in_base)"
+    return _chosen(
+        rows,
+        newer,
+        table.primary_key,
+        choice,
+        columns="* exclude (_in_base)",
+        alone=" where candidate._in_base",
     )
 
 

@@ -53,7 +53,8 @@ log = logging.getLogger("meta_inbox")
 class _JsonAsText(logging.Filter):
     """dlt warns when an Arrow string column has a `json` hint, then loads it as JSON all the
     same: JSON travels as text in Arrow, as in dlt's own conversions. In the resources named
-    here that is the only hint that differs (`test_tables` checks it); others still warn."""
+    here that is the only hint that differs (a test in `tests/fast/test_rows.py` checks it);
+    others still warn."""
 
     def __init__(self, resources: set[str]) -> None:
         super().__init__()

@@ -1546,10 +1546,9 @@ class Emulator:
         if not detailed:
             asked = {field.name for field in fields}
             if self.faults.instagram_details_error and asked - {"id", "created_time"}:
-                code = self.faults.instagram_details_code
-                raise GraphError(
-                    code, SCRIPTED_MESSAGES.get(code, f"(#{code}) Unsupported request")
-                )
+                raise _scripted(
+                    self.faults.instagram_details_code, None, None, "OAuthException", 400
+                )()
             return {"id": message.id, "created_time": iso(message.created_time)}
         attachments = message.attachments
 
