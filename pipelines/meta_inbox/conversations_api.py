@@ -179,6 +179,7 @@ class Listing:
     details_limited: bool  # nested messages asked at Instagram's readable 20
     upcoming: Upcoming | None = None
     note: str | None = None  # what this call learned that the run should say once
+    counts: Upcoming | None = None  # the message counts this page was sized by, if learned
 
     @property
     def messages(self) -> int:
@@ -344,7 +345,9 @@ class ConversationsApi:
             threads = answer.get("data", [])
             cap.fitted(size.weight([_nested_count(thread) for thread in threads]))
             rest = upcoming.after(len(threads)) if upcoming else None
-            listing = Listing(threads, next_page_url(answer), size, details_limited, rest)
+            listing = Listing(
+                threads, next_page_url(answer), size, details_limited, rest, counts=upcoming
+            )
             if owner:
                 with self._lock:
                     self._owner_answered.add(page.id)

@@ -40,6 +40,9 @@ _PERSON_COLUMNS = {
     "messages": "from_id",
     "message_recipients": "recipient_id",
 }
+# Where a thread's Page and platform are read. A run stopped early loads the first pages of a
+# long thread without its `conversations` row, which comes with the thread's last page.
+_THREAD_KEYS = {"conversations": "id", "messages": "conversation_id"}
 _CHUNK = 500  # values bound in one statement
 
 
@@ -172,10 +175,10 @@ class _SqlStore:
                     )
             found = [
                 row
+                for table, key in _THREAD_KEYS.items()
+                if table in present
                 for chunk in _chunks(sorted(ids))
-                for row in self._select(
-                    client, "id, page_id, platform", "conversations", "id", chunk
-                )
+                for row in self._select(client, f"{key}, page_id, platform", table, key, chunk)
             ]
         return _threads(found)
 
@@ -270,9 +273,14 @@ class _LakeStore:
                 hits = data.filter(pc.is_in(data[column], value_set=pa.array(user_ids)))
                 ids.update(hits["conversation_id"].to_pylist())
         found: list[tuple[Any, ...]] = []
-        for data in self._read(CONVERSATIONS.name, ["id", "page_id", "platform"]):
-            hits = data.filter(pc.is_in(data["id"], value_set=pa.array(sorted(ids), pa.string())))
-            found += zip(*(hits[c].to_pylist() for c in ("id", "page_id", "platform")), strict=True)
+        for table, key in _THREAD_KEYS.items():
+            for data in self._read(table, [key, "page_id", "platform"]):
+                hits = data.filter(
+                    pc.is_in(data[key], value_set=pa.array(sorted(ids), pa.string()))
+                )
+                found += zip(
+                    *(hits[c].to_pylist() for c in (key, "page_id", "platform")), strict=True
+                )
         return _threads(found)
 
     def _read(self, table: str, columns: list[str]) -> Iterator[pa.Table]:

@@ -18,7 +18,12 @@ Why nothing is lost, in any order of the calls:
 - a resumed head reads every thread above the interrupted pass's top (moved up since), and
   rechecks the rest down to where the tail's done span begins; the tail skips only threads whose
   `updated_time` is within the done span, which a thread can leave only by moving up, into the
-  head's reach;
+  head's reach (the span's oldest second is read again: `updated_time` has whole seconds,
+  and the thread that ended the last page done may share its second with the next page's);
+- a thread that moves up while a pass lists its folder (a new message) leaves the pass's reach
+  for its head, above where the pass started: once its chains have ended, a pass that listed
+  more than one page lists its head again (`Chain.closes`), down to its top, and reads there
+  the threads it did not read;
 - a watermark is raised only when every chain of the pass was handed over whole.
 The overlaps this leaves (a thread read twice) are harmless: rows merge on their keys.
 """
@@ -45,11 +50,13 @@ class ReadHow:
 @dataclass(frozen=True)
 class Chain:
     """Where a chain of listing calls sits in its pass: `skip_from` marks the tail of a resumed
-    pass (threads from there up are done), `stop_at` the head of one (it ends below that)."""
+    pass (threads from there up are done), `stop_at` the head of one (it ends below that),
+    `closes` the head listed again at the end of a pass, down to the pass's top."""
 
     head: bool = False
     skip_from: datetime | None = None
     stop_at: datetime | None = None
+    closes: datetime | None = None
 
 
 NEW = Chain()
@@ -98,6 +105,10 @@ class FolderPlan:
         """What the pass does with a thread listed in `chain` as updated at `updated`."""
         if updated is None:
             return ReadHow(floor=self.floor, recheck=False)
+        if chain.closes is not None and updated <= chain.closes:
+            # What the pass listed, or moved under it: it stops a lookback below, as a pass
+            # does, for neighbours out of order.
+            return Skip.STOP if updated < chain.closes - self.lookback else Skip.SKIP
         if self.reconcile:
             if self.start and updated < self.start:
                 return Skip.STOP
@@ -107,8 +118,10 @@ class FolderPlan:
             if chain.stop_at is not None and updated < chain.stop_at:
                 return Skip.STOP
             return self._recheck_or(updated, Skip.SKIP)
-        if chain.skip_from is not None and updated >= chain.skip_from:
-            return Skip.SKIP  # done by the interrupted pass, rechecked by the head
+        if chain.skip_from is not None and updated > chain.skip_from:
+            # Done by the interrupted pass, rechecked by the head. Its oldest second is read
+            # again: the thread that ended its last page may share it with the next page's.
+            return Skip.SKIP
         if self.stop_below is not None and updated < self.stop_below:
             return Skip.STOP
         if self.watermark is None or updated >= self.watermark - self.lookback:

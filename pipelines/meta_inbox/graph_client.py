@@ -638,3 +638,15 @@ def next_page_url(listing: dict[str, Any]) -> str | None:
     """The `paging.next` of a Graph list, or None on the last page."""
     paging = listing.get("paging")
     return paging.get("next") if isinstance(paging, dict) else None
+
+
+def page_of(url: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    """What names the page a URL asks for: its path and parameters, in any order, but for
+    the token and what a follow-up asks its own way (`fields`, `limit`)."""
+    parts = urlsplit(url)
+    named = (
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key.lower() not in _SECRET_PARAMS and key not in ("fields", "limit")
+    )
+    return parts.path, frozenset(named)

@@ -308,8 +308,9 @@ class _Run:
         assert self.ledger is not None
         session, now = self.session, datetime.now(UTC)
         dataset = self.pipeline.dataset()
+        report = session.report
         corrections = self.ledger.corrections(
-            dataset, session.report.reconciled, now, session.settings.start
+            dataset, report.reconciled, now, session.settings.start, unlisted=report.unlisted
         )
         conversations = [
             *corrections.stored_rows(dataset, "conversations", corrections.gone_threads, now),

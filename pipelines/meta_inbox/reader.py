@@ -67,6 +67,7 @@ from .graph_client import (
     GraphUnavailable,
     ThrottleBudgetExceeded,
     next_page_url,
+    page_of,
     without_secrets,
 )
 from .graph_errors import ErrorKind, GraphError
@@ -173,6 +174,8 @@ class ReadReport:
     skipped: list[Skipped] = field(default_factory=list)
     stopped_by: BaseException | None = None
     reconciled: set[tuple[str, str]] = field(default_factory=set)  # (Page, platform) read whole
+    # Of those, (Page, platform, folder) Graph refused to list: what it held is not known gone.
+    unlisted: set[tuple[str, str, str]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def warn(self, message: str) -> None:
@@ -674,6 +677,9 @@ class _FolderWalk:
         self.chains: list[_Chain] = []
         self.head: _Chain | None = None
         self.tail = _Chain(None, NEW)
+        self.closing: _Chain | None = None  # see `Chain.closes`
+        self.listed: set[str] = set()  # threads this pass read, for the closing chain
+        self.head_counts: Upcoming | None = None  # see `_list`
         self.over = False  # finished or given up
         self.followers: list[_FolderWalk] = []  # walks that begin after this one's first answer
 
@@ -751,6 +757,9 @@ class _FolderWalk:
         with self.lock:
             self.details_limited = listing.details_limited
             chain.upcoming = listing.upcoming
+            if listing.counts and chain is not self.closing and not chain.pages:
+                # What the folder's head held, to size the closing chain's first listing.
+                self.head_counts = listing.counts
             if not self.planned:
                 self.planned = True
                 newest = max(filter(None, map(_updated, listing.threads)), default=None)
@@ -771,9 +780,7 @@ class _FolderWalk:
                 entry.oldest = min(entry.oldest or updated, updated)
             if how is Skip.STOP:
                 stop = True
-            elif isinstance(how, ReadHow) and self.reader.first_sighting(
-                self.page, self.platform, str(raw["id"]), self.folder
-            ):
+            elif isinstance(how, ReadHow) and self._reads(chain, str(raw["id"])):
                 with self.lock:
                     entry.pending += 1
                 _ThreadRead(self, chain, entry, raw, how).begin()
@@ -786,6 +793,16 @@ class _FolderWalk:
             else:
                 self._list_next(chain, entry.next_url)
         self.handed_over(chain, entry)
+
+    def _reads(self, chain: _Chain, thread: str) -> bool:
+        """Whether the pass reads a thread it decided to read: the closing chain reads only
+        those the pass did not read; a thread an earlier folder of the run has is its own."""
+        with self.lock:
+            listed = thread in self.listed
+            self.listed.add(thread)
+        if listed and chain is self.closing:
+            return False
+        return self.reader.first_sighting(self.page, self.platform, thread, self.folder)
 
     def _list_next(self, chain: _Chain, next_url: str | None) -> None:
         self.reader.submit_listing(self.page, lambda: self._list(chain, next_url))
@@ -806,9 +823,12 @@ class _FolderWalk:
     def _without_legacy_archive(self, error: GraphError) -> None:
         """Graph refuses the tag that lists threads archived before mid-2018 (a Graph that has
         no such archive, or no longer takes the parameter): said once, and the Page goes on as
-        if the folder were empty. No state is kept, so a later run asks again."""
+        if the folder were empty, but for a reconcile, which marks none of its threads deleted.
+        No state is kept, so a later run asks again."""
         with self.lock:
             self.over = True
+        with self.reader.report.lock:
+            self.reader.report.unlisted.add((self.page.id, self.platform, self.folder))
         self.reader.report.warn(
             f"Page {self.page.id} ({self.page.name}): Graph refuses `tags={LEGACY_ARCHIVE_TAG}` "
             f"({error.text}): threads archived before mid-2018 are not exported"
@@ -848,13 +868,30 @@ class _FolderWalk:
                 self._list_next(chain, chain.paused_at)
                 chain.paused_at = None
             finished = all(c.finished for c in self.chains)
-            state = None if self.user_id else self._state(finished)
+            if finished and self.closing is None and (top := self._closing_top()):
+                log.info("%s: listing its head again, for threads that moved above it", self.key)
+                self.closing = _Chain(None, Chain(closes=top))
+                self.closing.upcoming = self.head_counts
+                self.chains.append(self.closing)
+                self._list_next(self.closing, None)
+                finished = False
+            # A pass's progress is its tail's: a run stopped while it closes goes on from there.
+            closing = self.closing is not None and not finished
+            state = None if self.user_id or closing else self._state(finished)
             if state is not None:
                 self.reader.put(FolderProgress(self.key, state))
             if finished:
                 self.over = True
         if finished:
             self.reader.walk_done(self.page, self.platform)
+
+    def _closing_top(self) -> datetime | None:
+        """The top of a pass that listed more than one page: a thread listed under the page
+        being asked could move above the pass meanwhile, unlisted."""
+        pages = [page for chain in self.chains for page in chain.pages]
+        if len(pages) < 2:
+            return None
+        return max(filter(None, [*(p.newest for p in pages), self.plan.previous_top]), default=None)
 
     def _state(self, finished: bool) -> dict[str, Any] | None:
         if finished:
@@ -914,6 +951,8 @@ class _ThreadRead:
         self.details = not walk.details_limited
         self.lock = threading.Lock()
         self.pending = 1  # units of work not done: pages of messages, attachment lists
+        # Pages of messages asked for (`page_of`).
+        self.followed: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         self.skipped = False  # Graph stopped answering for it: what was read is loaded
 
     def begin(self) -> None:
@@ -939,8 +978,10 @@ class _ThreadRead:
                 unfinished.append((message, created, following))
             # A rechecked message whose attachments go on would lose the rest: not merged again.
         older = next_page_url(listing)
-        wants_more = older is not None and bool(messages) and not below_floor
-        wants_more = wants_more and not self.how.recheck
+        # A page may hold fewer messages than asked, none among them, and still have a `next`;
+        # one whose `next` asks for a page asked already would never end.
+        wants_more = older is not None and page_of(older) not in self.followed
+        wants_more = wants_more and not below_floor and not self.how.recheck
         listed: list[tuple[str, datetime]] = []
         if self.walk.read_plan.mode is Mode.RECONCILE:
             listed = [(str(m["id"]), t) for m, t in zip(messages, times, strict=True) if t]
@@ -954,6 +995,7 @@ class _ThreadRead:
             )
         if wants_more:
             assert older is not None
+            self.followed.add(page_of(older))
             self.reader.submit(self.walk.page, lambda: self._older(older))
 
     def _older(self, url: str) -> None:

@@ -76,11 +76,20 @@ class ReconcileLedger:
                 rows.clear()
 
     def corrections(
-        self, dataset: Any, scopes: set[tuple[str, str]], now: datetime, start: datetime | None
+        self,
+        dataset: Any,
+        scopes: set[tuple[str, str]],
+        now: datetime,
+        start: datetime | None,
+        unlisted: set[tuple[str, str, str]],
     ) -> Corrections:
-        """Compare with what `dataset` (the destination) holds for `scopes` (Page, platform)."""
+        """Compare with what `dataset` (the destination) holds for `scopes` (Page, platform),
+        but for the threads stored in `unlisted` folders (Page, platform, folder)."""
         self._flush()
         db = self._db
+        db.execute("create table unlisted (page_id varchar, platform varchar, folder varchar)")
+        if unlisted:
+            db.executemany("insert into unlisted values (?, ?, ?)", sorted(unlisted))
         db.execute(
             "create table stored_threads (id varchar, page_id varchar, platform varchar, "
             "folder varchar, updated_time timestamptz, deleted_at timestamptz, load_id varchar)"
@@ -117,6 +126,7 @@ class ReconcileLedger:
             where deleted_at is null
               and id not in (select id from threads)
               and not (platform = 'instagram' and folder = 'other' and updated_time < ?)
+              and (page_id, platform, folder) not in (select * from unlisted)
               and (cast(? as timestamptz) is null or updated_time >= ?);
             """,
             [hidden_before, start, start],

@@ -238,6 +238,29 @@ def test_reconcile_marks_exactly_what_graph_no_longer_returns(
     assert listings == folder_count(emulator.inbox)
 
 
+def test_reconcile_marks_none_of_a_folder_graph_refuses_to_list(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    """Graph refusing the legacy archive's listing (`tags`) says nothing of its threads: a
+    reconcile marks none of them deleted, and reconciles the Page's other folders."""
+    assert workspace.export().exit_code == 0
+    legacy = "select count(*) from conversations where folder = 'archived_legacy'"
+    assert workspace.query(legacy)[0][0] > 0
+    thread = next(
+        c for c in emulator.inbox.conversations if c.platform == "messenger" and c.folder == "inbox"
+    )
+    emulator.delete_thread(thread.id)
+    emulator.faults.refuses_tags = True
+
+    result = workspace.export(reconcile=True)
+
+    assert result.exit_code == 0, result.problems
+    assert workspace.query("select id from conversations where deleted_at is not null") == [
+        (thread.id,)
+    ]
+    assert result.record["marked_deleted"] == 1 + thread.message_count
+
+
 def test_reconcile_works_on_the_lake_through_its_views(
     workspace: Workspace, emulator: Emulator
 ) -> None:

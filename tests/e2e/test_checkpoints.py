@@ -11,7 +11,7 @@ import subprocess
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -154,23 +154,38 @@ def test_a_half_read_folder_resumes_from_graphs_next(
     # not their heads nor the folders it had read to the end. What moved there since is
     # above their watermarks, for the next run. A kept position that Graph answers with an
     # empty page (the end, or an expired cursor) restarts its tail from the head, once.
-    distrusted = {
-        record.getMessage().split(":")[0]
-        for record in caplog.records
-        if "listing position kept from the last run" in record.getMessage()
-    }
+    # A pass that listed more than one page then lists its head again, once.
+    distrusted = _logged(caplog, "listing position kept from the last run")
+    closed = _logged(caplog, "listing its head again")
     for key, cursor in resumed.items():
         here = _listings(emulator, key)
         assert any(c.params.get("after") == cursor for c in here), key
-        assert len([c for c in here if "after" not in c.params]) == (key in distrusted), key
+        heads = len([c for c in here if "after" not in c.params])
+        assert heads == (key in distrusted) + (key in closed), key
+        assert (key in closed) == (len(here) - (key in closed) >= 2), key
     for key in ended:
         assert _listings(emulator, key) == [], key
     assert "generation" not in workspace.state()
 
     emulator.reset_calls()
-    assert workspace.export(**_settings()).exit_code == 0
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="meta_inbox"):
+        assert workspace.export(**_settings()).exit_code == 0
+    closed = _logged(caplog, "listing its head again")
     for key in (*resumed, *ended):
-        assert len([c for c in _listings(emulator, key) if "after" not in c.params]) == 1, key
+        here = _listings(emulator, key)
+        heads = len([c for c in here if "after" not in c.params])
+        assert heads == 1 + (key in closed), key
+        assert (key in closed) == (len(here) - (key in closed) >= 2), key
+
+
+def _logged(caplog: pytest.LogCaptureFixture, words: str) -> set[str]:
+    """The folders (`Page/platform/folder`) of the log lines that say `words`."""
+    return {
+        record.getMessage().split(":")[0]
+        for record in caplog.records
+        if words in record.getMessage()
+    }
 
 
 def _listings(emulator: Emulator, key: str) -> list[Call]:
@@ -221,12 +236,13 @@ def test_an_expired_cursor_falls_back_to_the_top(
 
 @pytest.mark.parametrize("cursor", ["kept", "empty", "error"])
 def test_what_moves_while_a_run_is_resumed_is_read_by_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cursor: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, cursor: str
 ) -> None:
     """A run that finishes a killed run's reading lists no folder head, so two threads that
     move above the killed pass meanwhile (their new messages farther apart than the lookback)
-    are left to the next run, which reads both whole. Where Graph no longer takes the kept
-    cursor, the resumed tail lists from the head and skips them: the pass's watermark stays
+    are read whole once the pass lists its head again (it does when it listed more than one
+    page), or else by the next run. Where Graph no longer takes the kept cursor, the resumed
+    tail lists from the head and skips them: until they are read, the pass's watermark stays
     at the killed pass's top, or the next run would stop above the older of the two."""
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     # No recheck window: a recheck would read the moved threads' newest messages anyway.
@@ -258,12 +274,21 @@ def test_what_moves_while_a_run_is_resumed_is_read_by_the_next(
         ]
         settings = {**_settings(), **{name: int(value) for name, value in sharp.items()}}
 
-        resumed = workspace.export(**settings)
+        with caplog.at_level(logging.INFO, logger="meta_inbox"):
+            resumed = workspace.export(**settings)
 
         assert resumed.exit_code == 0, resumed.problems
-        assert workspace.state()["folders"][key]["watermark"] == half["top"]
         listed = ", ".join(f"'{i}'" for i in written)
-        assert workspace.query(f"select id from inbox.messages where id in ({listed})") == []
+        stored = workspace.query(f"select id from inbox.messages where id in ({listed})")
+        watermark = workspace.state()["folders"][key]["watermark"]
+        if key in _logged(caplog, "listing its head again"):
+            # The resumed pass listed more than one page, then its head again: both are read.
+            assert watermark == datetime.fromtimestamp(top + 20, UTC).isoformat()
+            assert sorted(stored) == sorted((i,) for i in written)
+            assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        else:
+            assert watermark == half["top"]
+            assert stored == []
 
         after = workspace.export(**settings)
 
@@ -347,3 +372,50 @@ def test_tables_handed_to_dlt_are_written_before_the_next_are_shaped(
     assert messages_handed == workspace.counts(name)["messages"] > 200 * 10
     assert len(still_held) > 20
     assert max(still_held) <= 2
+
+
+@pytest.mark.parametrize("reconcile", [False, True])
+def test_a_thread_that_moves_up_while_its_folder_is_listed_is_read_whole(
+    workspace: Workspace, emulator: Emulator, reconcile: bool
+) -> None:
+    """A new message moves a thread the pass has not listed yet to the folder's top while the
+    pass asks its next page: Graph's cursor goes on below, so no page of the pass lists it.
+    Once its chains end, the pass lists its head again and reads the thread there, whole: a
+    backfill does not leave its history to the next run, which reads it from the watermark
+    on; a reconcile does not mark it deleted. Threads the pass listed are not read again."""
+    inbox = emulator.inbox
+    folder = ("1000000000000002", "messenger", "inbox")
+    threads = sorted(
+        (c for c in inbox.page_conversations if (c.page_id, c.platform, c.folder) == folder),
+        key=lambda conversation: conversation.updated_time,
+    )
+    assert len(threads) > 2 * int(SMALL["page_size"])  # the oldest is on a later page
+    moved = threads[0]
+    settings = {**_settings(), "lookback_seconds": 60, "recheck_window_days": 0}
+    if reconcile:
+        assert workspace.export(**settings).exit_code == 0
+    newest = max(c.updated_time for c in inbox.page_conversations)
+    emulator.write_when_listed(*folder, moved.id, newest + 10)
+    emulator.reset_calls()
+
+    result = workspace.export(**settings, reconcile=reconcile)
+
+    assert result.exit_code == 0, result.problems
+    assert moved.updated_time == newest + 10  # it moved during the pass
+    assert workspace.counts() == expected_counts(selected(inbox))
+    assert workspace.duplicate_ids() == NO_DUPLICATES
+    marked = "select count(*) from {} where deleted_at is not null"
+    assert workspace.query(marked.format("conversations")) == [(0,)]
+    assert workspace.query(marked.format("messages")) == [(0,)]
+    # The thread's messages were asked once: by the closing listing and its older pages.
+    asked = [c for c in emulator.calls if c.path == f"/{moved.id}/messages"]
+    assert len(asked) == -(-(len(moved.messages) - 10) // 10)
+    listings = [
+        c
+        for c in emulator.calls
+        if c.path == f"/{folder[0]}/conversations"
+        and (c.params.get("platform"), c.params.get("folder")) == folder[1:]
+    ]
+    pages = -(-len(threads) // int(SMALL["page_size"]))
+    # The pass's pages (and its last, empty or not), then one closing page.
+    assert len(listings) == pages + 1

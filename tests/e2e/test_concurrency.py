@@ -107,8 +107,9 @@ def test_under_a_size_cap_a_backfill_makes_nearly_the_fewest_calls(
 def _fewest_calls(emulator: Emulator) -> tuple[int, int]:
     """The calls a client that knew every answer's size in advance would make for a backfill:
     each listing page and each page of older messages as large as fits under the cap (found
-    here by probing, probes not counted), follow-ups at 100 messages at most; and the folders
-    whose first listing at full size (100 threads, 100 messages) Graph refuses."""
+    here by probing, probes not counted), follow-ups at 100 messages at most, and the head of a
+    folder of more than one page once more; and the folders whose first listing at full size
+    (100 threads, 100 messages) Graph refuses."""
     session = requests.Session()
     inbox = emulator.inbox
     calls = 1 + probe_calls(inbox)  # finding the Pages, the light Instagram probes
@@ -121,16 +122,23 @@ def _fewest_calls(emulator: Emulator) -> tuple[int, int]:
                 continue
             for folder in platform_folders(platform):
                 after = None
+                pages = 0
                 while True:
                     listing, full = _largest(session, emulator, token, page.id, platform,
                                              folder, after)  # fmt: skip
-                    unavoidable += after is None and not full
+                    if after is None:
+                        head_refused = not full
                     calls += 1
+                    pages += 1
                     for thread in listing["data"]:
                         calls += _older_pages(session, emulator, token, thread.get("messages"))
                     after = listing.get("paging", {}).get("cursors", {}).get("after")
                     if "next" not in listing.get("paging", {}):
                         break
+                # A pass of more than one page lists its head again (threads may have moved
+                # above it), sized by what its first listing learned.
+                calls += pages >= 2
+                unavoidable += head_refused
     return calls, unavoidable
 
 

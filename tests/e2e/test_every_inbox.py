@@ -13,11 +13,13 @@ import duckdb
 import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import requests
 
 from conftest import NO_DUPLICATES, Workspace, left_packages, postgres_rows
 from meta_inbox.emulator import Emulator, Faults
 from meta_inbox.emulator.inbox import LEGACY_ARCHIVE_END
+from meta_inbox.reader import UNAVAILABLE_SKIPS
 from model import LEGACY_ARCHIVE, TABLE_NAMES, expected_counts, platform_folders, selected
 
 
@@ -547,6 +549,59 @@ def test_forget_rewrites_the_lake_files_that_held_a_person(
         result = workspace.run(*lake, *args)
         assert result.code == 0, result.output
         assert _lake_holding(workspace.root / "meta_inbox_lake", person.id) == [], args
+
+
+def _lake_files_query(workspace: Workspace):
+    """SQL on every row of the lake's files (not its views, which keep a key's latest row)."""
+    folder = workspace.root / "meta_inbox_lake" / "inbox"
+
+    def query(sql: str) -> list[tuple]:
+        with duckdb.connect() as connection:
+            for table in ("conversations", "messages"):
+                files = sorted(str(path) for path in (folder / table).glob("*.parquet"))
+                connection.execute(
+                    f"create view {table} as select * from read_parquet({files!r}, "
+                    "union_by_name = true)"
+                )
+            return connection.execute(sql).fetchall()
+
+    return query
+
+
+@pytest.mark.parametrize("lake", [False, True])
+def test_forget_erases_a_thread_a_stopped_run_loaded_in_part(
+    workspace: Workspace, emulator: Emulator, lake: bool
+) -> None:
+    """A run that stops early loads the first page of a long thread's messages, not yet its
+    `conversations` row (it comes with the thread's last page): `forget` erases the thread
+    all the same, and later runs do not bring it back."""
+    inbox = emulator.inbox
+    long = sorted(
+        (c for c in inbox.conversations if c.platform == "messenger" and c.message_count > 100),
+        key=lambda conversation: conversation.id,
+    )[: UNAVAILABLE_SKIPS + 1]
+    for thread in long:
+        emulator.fail_follow_ups(thread.id, 2, status=500)
+    where = ("--destination", "filesystem", "--pipeline-name", "lake") if lake else ()
+    assert workspace.run(*where, MAX_ATTEMPTS="2").code == 8  # Graph keeps failing
+    query = _lake_files_query(workspace) if lake else workspace.query
+    stored = dict(query("select conversation_id, count(*) from messages group by 1"))
+    listed = {row[0] for row in query("select id from conversations")}
+    part = next(c for c in long if stored.get(c.id) and c.id not in listed)
+    person = part.customers[0]
+    theirs = {c.id for c in inbox.threads_with(person.id)}
+
+    done = _forget(workspace, "--user-id", person.id, *where)
+
+    assert done.returncode == 0, done.stderr
+    assert f"erased {len(theirs)} thread(s)" in done.stdout
+    assert query(f"select count(*) from messages where conversation_id = '{part.id}'") == [(0,)]
+    workspace.run(*where, MAX_ATTEMPTS="2")
+    assert query(f"select count(*) from messages where conversation_id = '{part.id}'") == [(0,)]
+    if lake:
+        assert _lake_holding(workspace.root / "meta_inbox_lake", person.id) == []
+    else:
+        assert _holding(workspace.database(), person.id) == []
 
 
 def test_an_instagram_account_without_a_page_is_exported_with_its_own_token(

@@ -182,6 +182,42 @@ def test_attachment_pages_shorter_than_asked_are_followed_to_the_end(workspaces)
         assert len(_stored_ids(workspace, conversation.id)) == conversation.message_count + 1
 
 
+def test_pages_of_older_messages_that_hold_none_or_ask_for_themselves_again(workspaces) -> None:
+    """A thread's page of older messages may hold none and still have a `next` (Graph may
+    answer fewer items than asked): the thread goes on, exactly. A page whose `next` asks for
+    that page again is not asked again: the thread ends there, where an endless Graph would
+    otherwise hold the run for ever."""
+    asked = {}
+    for older_pages in ("as_asked", "empty_first"):
+        with Emulator(seed=7, scale=1, faults=Faults(older_pages=older_pages)) as emulator:
+            workspace = workspaces(older_pages, emulator)
+            # A full nested page has a `next`, even where it ends its list (Graph may).
+            long = [c for c in selected(emulator.inbox) if c.message_count >= PAGE_SIZE]
+            assert long
+
+            result = workspace.export()
+
+            assert result.exit_code == 0, result.problems
+            assert workspace.counts() == expected_counts(selected(emulator.inbox))
+            asked[older_pages] = sum(c.path.endswith("/messages") for c in emulator.calls)
+    # Each long thread's empty page besides its pages of older messages.
+    assert asked["empty_first"] == asked["as_asked"] + len(long)
+
+    with Emulator(seed=7, scale=1, faults=Faults(older_pages="next_repeats")) as emulator:
+        workspace = workspaces("repeats", emulator)
+
+        result = workspace.export()
+
+        assert result.exit_code == 0, result.problems
+        stored = dict(workspace.query("select conversation_id, count(*) from messages group by 1"))
+        # The nested page and the one older page asked.
+        expected = {c.id: min(c.message_count, 2 * PAGE_SIZE) for c in selected(emulator.inbox)}
+        assert stored == {thread: count for thread, count in expected.items() if count}
+        older = [(c.path, c.params["after"]) for c in emulator.calls if "/messages" in c.path]
+        assert len(older) == len(set(older)) == len(long)  # each asked once
+        assert workspace.duplicate_ids() == NO_DUPLICATES
+
+
 def test_complete_attachment_lists_with_next_cost_no_call(
     workspace: Workspace, emulator: Emulator
 ) -> None:

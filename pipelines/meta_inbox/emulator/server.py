@@ -118,6 +118,11 @@ Target = User | Page | Conversation | Message | None
 T = TypeVar("T")
 
 
+# How often a page whose `next` repeats it (`Faults.older_pages`) is answered so before its
+# `next` goes on: a client that follows it again and again still ends, having asked it this often.
+REPEATS = 5
+
+
 @dataclass
 class Faults:
     server_error_rate: float = 0.0
@@ -159,6 +164,11 @@ class Faults:
     # A thread listing's page after the first begins with the thread the page before ended
     # with, as a cursor by offset shows it when a thread above moved up meanwhile.
     repeated_edge: bool = False
+    # A thread's messages reached by a cursor: "empty_first", its first such page holds no
+    # messages and has a `next` to what it would have held (a page may hold fewer items than
+    # its limit and still have `next`); "next_repeats", a page's `next` asks for that page
+    # again (its cursor), the first `REPEATS` times it is asked.
+    older_pages: Literal["as_asked", "empty_first", "next_repeats"] = "as_asked"
 
     def __post_init__(self) -> None:
         if self.error_language is not None and self.error_language not in USER_TEXTS:
@@ -654,6 +664,8 @@ class Emulator:
         self._unsend_after_listing: set[str] = set()
         self._failing_threads: dict[str, Callable[[], GraphError]] = {}
         self._failing_listings: dict[tuple[str, str, str], Callable[[], GraphError]] = {}
+        self._writes_when_listed: dict[tuple[str, str, str], tuple[str, str, int]] = {}
+        self._repeated_next: Counter[tuple[str, str]] = Counter()  # see `Faults.older_pages`
         self._refused_fields: dict[str, set[str]] = {}  # Page id → conversation fields
         self._app_throttles: dict[str, float] = {}  # Page id → seconds, from its next call
         self._app_throttled_until: float | None = None
@@ -887,6 +899,19 @@ class Emulator:
         failure = _scripted(code, subcode, message, error_type, status)
         with self._lock:
             self._failing_listings[(page_id, platform, folder)] = failure
+
+    def write_when_listed(
+        self, page_id: str, platform: str, folder: str, conversation_id: str, created: int
+    ) -> None:
+        """The thread's customer writes, at `created`, as the folder's next page reached by a
+        cursor is asked (before it is answered): the thread moves to the folder's top between
+        two pages of a listing."""
+        with self._lock:
+            self._writes_when_listed[(page_id, platform, folder)] = (
+                conversation_id,
+                "written while the folder was listed",
+                created,
+            )
 
     def refuse_field(self, page_id: str, field: str) -> None:
         """Conversation fields asked with the Page's token that Graph refuses with 100, as it
@@ -1354,6 +1379,11 @@ class Emulator:
             failure = self._failing_listings.get((page.id, platform, folder))
         if failure is not None:
             raise failure()
+        with self._lock:
+            if "after" in request.query and (
+                write := self._writes_when_listed.pop((page.id, platform, folder), None)
+            ):
+                self.inbox.customer_writes(*write)
         fields = self._fields(request, "Conversation", CONVERSATION_DEFAULT)
         user_id = request.query.get("user_id")
         with self._lock:
@@ -1412,11 +1442,30 @@ class Emulator:
             window = self._edge_window(request, conversation.messages, key=message_key)
             detailed = {id(m) for _, m in window.entries if conversation.is_detailed(m)}
         request.shown_messages += [message for _, message in window.entries]
-        return self._listing(
+        answer = self._listing(
             request,
             window,
             lambda m: self._message_json(request, m, fields, detailed=id(m) in detailed),
         )
+        return self._older_page_fault(request, answer)
+
+    def _older_page_fault(self, request: _Request, answer: dict[str, Any]) -> dict[str, Any]:
+        """`Faults.older_pages` on a page of a thread's messages."""
+        if "after" not in request.query or self.faults.older_pages == "as_asked":
+            return answer
+        query = {**request.query, "access_token": request.token or ""}
+        if self.faults.older_pages == "empty_first":
+            if "__paging_token" in query:
+                return answer
+            query["__paging_token"] = "shown"
+            following = f"{self._base(request)}{request.raw_path}?{urlencode(query)}"
+            return {"data": [], "paging": {"next": following}}
+        with self._lock:
+            self._repeated_next[(request.raw_path, request.query["after"])] += 1
+            if self._repeated_next[(request.raw_path, request.query["after"])] > REPEATS:
+                return answer
+        again = f"{self._base(request)}{request.raw_path}?{urlencode(query)}"
+        return {**answer, "paging": {**answer.get("paging", {}), "next": again}}
 
     def _attachments(self, request: _Request, message: Message) -> dict[str, Any]:
         self._check_detailed(message)
