@@ -53,6 +53,7 @@ from dlt.common.destination.exceptions import (
 from dlt.common.exceptions import MissingDependencyException
 from dlt.common.schema.typing import TSchemaTables
 from dlt.destinations import duckdb, postgres
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from .config import DUCKDB_MEMORY_LIMIT
@@ -555,9 +556,16 @@ class StoredMessages:
             )
         if not columns:
             return
-        rows = self._rows(
-            "select page_id, platform, max(created_time) from {messages} group by page_id, platform"
-        )
+        try:
+            rows = self._rows(
+                "select page_id, platform, max(created_time) from {messages} group by page_id, "
+                "platform"
+            )
+        except DatabaseUndefinedRelation:
+            # A lake dataset another pipeline loaded, not yet read by this one (whose lake
+            # client has no view of it): what this one reads is new to it, and the views keep
+            # a key's latest row.
+            return
         self.newest = {
             (page, platform): parse_time(newest) for page, platform, newest in rows if newest
         }

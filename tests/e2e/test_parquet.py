@@ -77,6 +77,31 @@ def test_the_lake_reads_like_the_warehouse(
     assert appended > expected_counts(selected(emulator.inbox))["conversations"]
 
 
+def test_pipelines_of_other_pages_share_a_lake_dataset(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    """A pipeline's first run into a lake dataset another pipeline loaded (its lake client has
+    no view of those tables yet) takes what it reads as new; the views hold each Page once."""
+    pages = emulator.inbox.pages[:2]
+    for _ in range(2):
+        for number, page in enumerate(pages):
+            done = workspace.run(
+                "--destination",
+                "filesystem",
+                "--pipeline-name",
+                f"page{number}",
+                PAGE_IDS=json.dumps([page.id]),
+            )
+            assert done.code == 0, done.output
+
+    with lake.connect(workspace.root / "meta_inbox_lake") as connection:
+        connection.execute("set schema = 'inbox'")
+        expected = expected_counts(selected(emulator.inbox, [page.id for page in pages]))
+        for table in TABLE_NAMES:
+            on_the_lake = connection.execute(f"select count(*) from {table}").fetchone()[0]
+            assert on_the_lake == expected[table], table
+
+
 def test_a_lake_folder_can_be_moved(workspace: Workspace, emulator: Emulator) -> None:
     assert workspace.export(**LAKE).exit_code == 0
     lake.write_views(workspace.root / "meta_inbox_lake", "inbox")
