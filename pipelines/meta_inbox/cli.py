@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     _return_freed_memory()
-    _collect_garbage_every_minute()
+    _collect_garbage_on_a_timer()
     _configure_logging(args.debug)
     try:
         return int(args.command(args))
@@ -508,13 +508,15 @@ def _return_freed_memory() -> None:
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
-def _collect_garbage_every_minute() -> None:
+def _collect_garbage_on_a_timer() -> None:
     """Decoding Graph's answers and shaping their rows allocate millions of containers, freed
     by their reference counts: hardly any is in a reference cycle (dlt's configuration traces
     and closures, 3 MB at 227k messages). Python's collector walked them all the same, young
     and old: 7-9 % of a backfill's CPU even at a threshold of 20,000 allocations (measured at
-    227k and 1.09M messages). The cycles are collected every minute instead, whatever was
-    allocated meanwhile."""
+    227k and 1.09M messages). The cycles are collected every `_COLLECTED_EVERY` seconds
+    instead, whatever was allocated meanwhile: at 1.09M messages, 16 MB of them over a run, so
+    every 15 s held 5-15 MB less at the peak than every 60 s, for the same CPU (measured
+    alternately)."""
     gc.disable()
 
     def collect() -> None:
@@ -525,7 +527,7 @@ def _collect_garbage_every_minute() -> None:
     threading.Thread(target=collect, name="garbage-collection", daemon=True).start()
 
 
-_COLLECTED_EVERY = 60.0  # seconds
+_COLLECTED_EVERY = 15.0  # seconds
 
 
 class _StatusLine(logging.StreamHandler):  # type: ignore[type-arg]
