@@ -625,13 +625,15 @@ def _graph_error(
 def without_secrets(url: str) -> str:
     """A `next` URL fit to keep across runs: its path and query, without the token or any other
     secret (`get_next` puts it back on the base URL)."""
+    path, query = _public_query(url)
+    return urlunsplit(("", "", path, urlencode(query), ""))
+
+
+def _public_query(url: str) -> tuple[str, list[tuple[str, str]]]:
+    """A URL's path and its query's parameters, in order, but for the token and other secrets."""
     parts = urlsplit(url)
-    query = [
-        (key, value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if key.lower() not in _SECRET_PARAMS
-    ]
-    return urlunsplit(("", "", parts.path, urlencode(query), ""))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    return parts.path, [(key, value) for key, value in query if key.lower() not in _SECRET_PARAMS]
 
 
 def next_page_url(listing: dict[str, Any]) -> str | None:
@@ -643,10 +645,5 @@ def next_page_url(listing: dict[str, Any]) -> str | None:
 def page_of(url: str) -> tuple[str, frozenset[tuple[str, str]]]:
     """What names the page a URL asks for: its path and parameters, in any order, but for
     the token and what a follow-up asks its own way (`fields`, `limit`)."""
-    parts = urlsplit(url)
-    named = (
-        (key, value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if key.lower() not in _SECRET_PARAMS and key not in ("fields", "limit")
-    )
-    return parts.path, frozenset(named)
+    path, query = _public_query(url)
+    return path, frozenset((key, value) for key, value in query if key not in ("fields", "limit"))

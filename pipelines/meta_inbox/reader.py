@@ -191,6 +191,10 @@ class ReadReport:
         what = f"message {skipped.message_id} of " if skipped.message_id else ""
         log.warning("skipped %sthread %s: %s", what, skipped.thread_id, skipped.error)
 
+    def not_listed(self, page_id: str, platform: str, folder: str) -> None:
+        with self.lock:
+            self.unlisted.add((page_id, platform, folder))
+
     def folder_failed(self, failure: FolderFailed) -> None:
         with self.lock:
             self.folder_failures.append(failure)
@@ -427,6 +431,11 @@ class InboxReader:
             f"{thread} in {known} and {folder}): each is kept in the first folder read"
         )
         return False
+
+    def met(self, page: FacebookPage, platform: str, thread: str) -> bool:
+        """Whether a folder of this run has taken the thread to read (`first_sighting`)."""
+        with self._lock:
+            return (page.id, platform, thread) in self._first_folder
 
     def walk_done(self, page: FacebookPage, platform: str) -> None:
         """A folder walk read its folder to the end."""
@@ -678,7 +687,6 @@ class _FolderWalk:
         self.head: _Chain | None = None
         self.tail = _Chain(None, NEW)
         self.closing: _Chain | None = None  # see `Chain.closes`
-        self.listed: set[str] = set()  # threads this pass read, for the closing chain
         self.head_counts: Upcoming | None = None  # see `_list`
         self.over = False  # finished or given up
         self.followers: list[_FolderWalk] = []  # walks that begin after this one's first answer
@@ -796,11 +804,8 @@ class _FolderWalk:
 
     def _reads(self, chain: _Chain, thread: str) -> bool:
         """Whether the pass reads a thread it decided to read: the closing chain reads only
-        those the pass did not read; a thread an earlier folder of the run has is its own."""
-        with self.lock:
-            listed = thread in self.listed
-            self.listed.add(thread)
-        if listed and chain is self.closing:
+        those the run has not met; a thread an earlier folder of the run has is its own."""
+        if chain is self.closing and self.reader.met(self.page, self.platform, thread):
             return False
         return self.reader.first_sighting(self.page, self.platform, thread, self.folder)
 
@@ -827,8 +832,7 @@ class _FolderWalk:
         No state is kept, so a later run asks again."""
         with self.lock:
             self.over = True
-        with self.reader.report.lock:
-            self.reader.report.unlisted.add((self.page.id, self.platform, self.folder))
+        self.reader.report.not_listed(self.page.id, self.platform, self.folder)
         self.reader.report.warn(
             f"Page {self.page.id} ({self.page.name}): Graph refuses `tags={LEGACY_ARCHIVE_TAG}` "
             f"({error.text}): threads archived before mid-2018 are not exported"

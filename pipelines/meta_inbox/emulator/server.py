@@ -1453,19 +1453,29 @@ class Emulator:
         """`Faults.older_pages` on a page of a thread's messages."""
         if "after" not in request.query or self.faults.older_pages == "as_asked":
             return answer
-        query = {**request.query, "access_token": request.token or ""}
         if self.faults.older_pages == "empty_first":
-            if "__paging_token" in query:
+            if "__paging_token" in request.query:
                 return answer
-            query["__paging_token"] = "shown"
-            following = f"{self._base(request)}{request.raw_path}?{urlencode(query)}"
+            following = self._again(request, request.query | {"__paging_token": "shown"})
             return {"data": [], "paging": {"next": following}}
+        page = (request.raw_path, request.query["after"])
         with self._lock:
-            self._repeated_next[(request.raw_path, request.query["after"])] += 1
-            if self._repeated_next[(request.raw_path, request.query["after"])] > REPEATS:
+            self._repeated_next[page] += 1
+            if self._repeated_next[page] > REPEATS:
                 return answer
-        again = f"{self._base(request)}{request.raw_path}?{urlencode(query)}"
-        return {**answer, "paging": {**answer.get("paging", {}), "next": again}}
+        return {**answer, "paging": {**answer.get("paging", {}), "next": self._again(request)}}
+
+    def _again(
+        self,
+        request: _Request,
+        query: dict[str, str] | None = None,
+        cursor: dict[str, str] | None = None,
+    ) -> str:
+        """The URL of `request` (with `query` for its parameters), its token and `cursor` last,
+        as Graph writes a `next`."""
+        asked = request.query if query is None else query
+        asked = asked | {"access_token": request.token or ""} | (cursor or {})
+        return f"{self._base(request)}{request.raw_path}?{urlencode(asked)}"
 
     def _attachments(self, request: _Request, message: Message) -> dict[str, Any]:
         self._check_detailed(message)
@@ -1490,8 +1500,7 @@ class Emulator:
         def link(name: str, cursor: str) -> str:
             query = {k: v for k, v in request.query.items() if k not in ("after", "before")}
             query.setdefault("limit", str(DEFAULT_LIMIT))
-            query |= {"access_token": request.token or "", name: cursor}
-            return f"{self._base(request)}{request.raw_path}?{urlencode(query)}"
+            return self._again(request, query, cursor={name: cursor})
 
         if not window.entries:
             after = request.query.get("after")
