@@ -29,6 +29,9 @@ from .graph_errors import ErrorKind, GraphError, Usage
 
 log = logging.getLogger("meta_inbox.graph")
 
+# A call's parameters, in order: a `next` URL may repeat one.
+Query = list[tuple[str, str]]
+
 _SECRET_PARAMS = ("access_token", "appsecret_proof", "client_secret")
 _SECRET_PARAM_RE = re.compile(r"((?:" + "|".join(_SECRET_PARAMS) + r")=)[^&\s\"'#]+", re.IGNORECASE)
 
@@ -405,15 +408,15 @@ class GraphClient:
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET `/{version}/{path}` and return the decoded JSON object."""
-        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        query = [(k, str(v)) for k, v in (params or {}).items() if v is not None]
         return self._request(f"/{self.connection.api_version}/{path.lstrip('/')}", query)
 
     def get_next(self, next_url: str) -> dict[str, Any]:
         """GET a `paging.next` URL, rebased on our base URL and stripped of its embedded token."""
         log.debug("following %s", self.connection.redact(next_url))
-        parts = urlsplit(next_url)
-        query = {k: v for k, v in parse_qsl(parts.query) if k.lower() not in _SECRET_PARAMS}
-        return self._request(parts.path, query)
+        # As given: Graph's cursors may repeat a parameter or leave one blank.
+        path, query = _public_query(next_url)
+        return self._request(path, query)
 
     def walk(self, listing: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """`listing` and every page after it, following `paging.next` until it is absent."""
@@ -424,7 +427,7 @@ class GraphClient:
                 return
             listing = self.get_next(following)
 
-    def _request(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+    def _request(self, path: str, query: Query) -> dict[str, Any]:
         """One call, retried and waited for. Inside a scheduler task every wait becomes
         `RetryLater`, so that no worker sleeps; elsewhere the call waits in place."""
         pacer = self.connection.pacer
@@ -460,13 +463,13 @@ class GraphClient:
                 pacer.sleep(delay)
 
     def _retry_delay(
-        self, tries: TaskTries, path: str, query: dict[str, str], error: Exception
+        self, tries: TaskTries, path: str, query: Query, error: Exception
     ) -> float:
         """How long to wait before trying again after a transient failure; raises when the
         call has had its `max_attempts`."""
         pacing, stats = self.connection.pacing, self.connection.stats
         reason = str(error) if isinstance(error, GraphError) else _short_reason(error)
-        call = hash((path, *sorted(query.items())))
+        call = hash((path, *sorted(query)))
         tries.attempts[call] += 1
         attempts = tries.attempts[call]
         if attempts >= pacing.max_attempts:
@@ -496,13 +499,12 @@ class GraphClient:
         )
         return delay
 
-    def _call(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+    def _call(self, path: str, query: Query) -> dict[str, Any]:
         connection = self.connection
-        params = dict(query)
+        params = list(query)
         if connection.app_secret:
-            params["appsecret_proof"] = hmac.new(
-                connection.app_secret.encode(), self._token.encode(), hashlib.sha256
-            ).hexdigest()
+            proof = hmac.new(connection.app_secret.encode(), self._token.encode(), hashlib.sha256)
+            params.append(("appsecret_proof", proof.hexdigest()))
         log.debug("GET %s?%s", path, connection.redact(urlencode(query)))
         connection.stats.add(calls=1)
         response = connection.session.get(
@@ -629,7 +631,7 @@ def without_secrets(url: str) -> str:
     return urlunsplit(("", "", path, urlencode(query), ""))
 
 
-def _public_query(url: str) -> tuple[str, list[tuple[str, str]]]:
+def _public_query(url: str) -> tuple[str, Query]:
     """A URL's path and its query's parameters, in order, but for the token and other secrets."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)

@@ -470,16 +470,21 @@ def test_next_urls_are_rebased_on_base_url_and_stripped_of_the_token(
     following = next_page_url(first)
     assert following is not None
     assert f"access_token={token}" in following
-    # As Graph writes it: its own host, whatever base_url points at (a proxy, the emulator).
+    # As Graph writes it: its own host, whatever base_url points at (a proxy, the emulator),
+    # and parameters a client must not tidy away: a blank one, a repeated one.
     as_graph_writes_it = following.replace(emulator.base_url, "https://graph.facebook.com")
+    as_graph_writes_it += "&since=&tag=a&tag=b"
 
     second = client.get_next(as_graph_writes_it)
 
     sent = urlsplit(session.urls[-1])
-    given = urlsplit(following)
-    assert (f"{sent.scheme}://{sent.netloc}", sent.path) == (emulator.base_url, given.path)
-    without_token = [(k, v) for k, v in parse_qsl(given.query) if k != "access_token"]
-    assert parse_qsl(sent.query) == without_token
+    given = urlsplit(as_graph_writes_it)
+    assert f"{sent.scheme}://{sent.netloc}" == emulator.base_url
+    assert sent.path == given.path
+    given_query = parse_qsl(given.query, keep_blank_values=True)
+    without_token = [(k, v) for k, v in given_query if k != "access_token"]
+    assert parse_qsl(sent.query, keep_blank_values=True) == without_token
+    assert ("since", "") in without_token and ("tag", "b") in without_token
     newest = [key[1] for key in reversed(emulator.inbox.listing(CAFE, "messenger", "other"))]
     assert [thread["id"] for thread in first["data"] + second["data"]] == newest[:4]
 
