@@ -311,10 +311,9 @@ class ConversationsApi:
         cap = self._caps[page.id, platform]
         if upcoming and upcoming.counts and (budget := cap.budget()) is not None:
             size = upcoming.fitting(size, budget, self.page_size) or size
-        first = {"platform": platform, **folder_params(folder)}
-        if user_id:
-            first["user_id"] = user_id
-        ask = _Asker(client, f"{page.id}/conversations", first, next_url)
+        ask = _Asker(
+            client, f"{page.id}/conversations", _first(platform, folder, user_id), next_url
+        )
         owner = self.asks_owner(page)
         probing_owner = False
         while True:
@@ -381,6 +380,30 @@ class ConversationsApi:
         answer = self.client(page).get(f"{page.id}/conversations", params)
         return [str(thread.get("id")) for thread in answer.get("data", [])]
 
+    def folder_ends_below(
+        self,
+        page: FacebookPage,
+        platform: str,
+        folder: str,
+        position: str | None,
+        threads: int,
+        *,
+        user_id: str | None = None,
+    ) -> bool:
+        """Whether a folder's listing ends below its page of `threads` threads at `position`
+        (a `next` Graph gave; None: the head). See `_ends_below`."""
+        first = _first(platform, folder, user_id)
+        return _ends_below(
+            _Asker(self.client(page), f"{page.id}/conversations", first, position), threads
+        )
+
+    def messages_end_below(
+        self, page: FacebookPage, thread: str, position: str | None, messages: int
+    ) -> bool:
+        """Whether a thread's messages end below its page of `messages` messages at `position`
+        (a `next` Graph gave; None: the newest). See `_ends_below`."""
+        return _ends_below(_Asker(self.client(page), f"{thread}/messages", {}, position), messages)
+
     @staticmethod
     def _upcoming(ask: _Asker, limit: int) -> Upcoming:
         """How many messages each thread of a listing holds, asked without the messages."""
@@ -391,19 +414,22 @@ class ConversationsApi:
             to_the_end=next_page_url(answer) is None or len(threads) < limit,
         )
 
-    def older_messages(self, page: FacebookPage, next_url: str, *, details: bool) -> dict[str, Any]:
+    def older_messages(
+        self, page: FacebookPage, thread: str, next_url: str | None, *, details: bool
+    ) -> dict[str, Any]:
         """The page of a thread's messages that `next_url` (a nested `paging.next`) points at,
-        asked at `messages_page_size` whatever size the nested list had.
+        or its newest (None: the thread is read again from its start), asked at
+        `messages_page_size` whatever size the nested list had.
 
         `details=False` asks only ids and times (Instagram's older messages). A page Graph finds
         too heavy is asked again smaller, for this call only.
         """
-        client = self.client(page)
+        ask = _Asker(self.client(page), f"{thread}/messages", {}, next_url)
         fields = message_fields(self.attachments_page_size) if details else BARE_MESSAGE_FIELDS
         limit = self.messages_page_size
         while True:
             try:
-                return client.get_next(_with_params(next_url, fields=fields, limit=str(limit)))
+                return ask(limit=limit, fields=fields)
             except (GraphError, GraphUnavailable) as failure:
                 if not _too_heavy(failure) or limit == 1:
                     raise
@@ -438,12 +464,34 @@ class _Asker:
         return self.client.get_next(_with_params(self.next_url, limit=str(limit), fields=fields))
 
 
+def _ends_below(ask: _Asker, items: int) -> bool:
+    """Whether a list ends below the page of `items` items that `ask` asks. An empty page
+    reached by a `next` may be the list's end or a cursor that expired on the way (Graph may
+    answer one with nothing): asked now, by ids alone, that page again, then one item past it,
+    with a cursor of now, tell. False when the page lists nothing any more (its cursor too)."""
+    again = ask(limit=max(1, items), fields="id")
+    if not again.get("data"):
+        return False
+    following = next_page_url(again)
+    if following is None:
+        return True
+    return not ask.client.get_next(_with_params(following, limit="1", fields="id")).get("data")
+
+
 def _too_heavy(failure: GraphError | GraphUnavailable) -> bool:
     """Graph refusing an answer's size: said in English, or as code 1 again and again."""
     if isinstance(failure, GraphError):
         return failure.kind is ErrorKind.TOO_MUCH_DATA
     cause = failure.__cause__
     return isinstance(cause, GraphError) and cause.code == 1
+
+
+def _first(platform: str, folder: str, user_id: str | None) -> dict[str, str]:
+    """The parameters of a folder's first listing page (fields and limit aside)."""
+    first = {"platform": platform, **folder_params(folder)}
+    if user_id:
+        first["user_id"] = user_id
+    return first
 
 
 def folder_params(folder: str) -> dict[str, str]:

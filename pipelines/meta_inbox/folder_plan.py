@@ -23,7 +23,11 @@ Why nothing is lost, in any order of the calls:
 - a thread that moves up while a pass lists its folder (a new message) leaves the pass's reach
   for its head, above where the pass started: once its chains have ended, a pass that listed
   more than one page lists its head again (`Chain.closes`), down to its top, and reads there
-  the threads it did not read;
+  the threads it did not read, and those it read for the messages they got since (a thread
+  read early can move up by less than another that sets the watermark);
+- a cursor that expires during a pass (refused, or answered with an empty page that a light
+  probe tells from the folder's end) restarts its chain from the head, which reads as the
+  closing chain does;
 - a watermark is raised only when every chain of the pass was handed over whole.
 The overlaps this leaves (a thread read twice) are harmless: rows merge on their keys.
 """

@@ -462,9 +462,7 @@ class GraphClient:
             if delay:
                 pacer.sleep(delay)
 
-    def _retry_delay(
-        self, tries: TaskTries, path: str, query: Query, error: Exception
-    ) -> float:
+    def _retry_delay(self, tries: TaskTries, path: str, query: Query, error: Exception) -> float:
         """How long to wait before trying again after a transient failure; raises when the
         call has had its `max_attempts`."""
         pacing, stats = self.connection.pacing, self.connection.stats

@@ -142,7 +142,9 @@ class GraphError(Exception):
     def __str__(self) -> str:
         code = f"{self.code}/{self.subcode}" if self.subcode else f"{self.code}"
         trace = f" (fbtrace_id {self.fbtrace_id})" if self.fbtrace_id else ""
-        return f"Graph API error {code} on {self.path}: {self.text}{trace}"
+        # No code: Graph's answer said what went wrong without an error envelope.
+        what = "Graph API" if self.code is None else f"Graph API error {code}"
+        return f"{what} on {self.path}: {self.text}{trace}"
 
     @property
     def text(self) -> str:

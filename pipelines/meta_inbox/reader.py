@@ -57,6 +57,7 @@ from .conversations_api import (
     LEGACY_ARCHIVE_TAG,
     ConversationsApi,
     FacebookPage,
+    Listing,
     Upcoming,
     attachments_go_on,
     platform_folders,
@@ -160,7 +161,7 @@ class Skipped:
     platform: str
     thread_id: str
     message_id: str | None
-    error: str  # the first line of Graph's answer
+    error: str  # the first line of Graph's answer, or what was wrong with it
 
 
 @dataclass
@@ -257,7 +258,8 @@ class InboxReader:
         # (Page, platform) → folders whose reading covers the platform (one, where Graph
         # ignores `folder`); by default every folder of the plan.
         self._covering: dict[tuple[str, str], int] = {}
-        self._first_folder: dict[tuple[str, str, str], str] = {}  # thread → folder this run
+        # Thread → the folder this run took it in, and its `updated_time` there.
+        self._first_folder: dict[tuple[str, str, str], tuple[str, datetime | None]] = {}
         self._scheduler = CallScheduler(
             api.connection.pacer,
             max_concurrency=max_concurrency,
@@ -419,23 +421,30 @@ class InboxReader:
     def active(self, page: FacebookPage) -> bool:
         return not self._stopping and page.id not in self._failed
 
-    def first_sighting(self, page: FacebookPage, platform: str, thread: str, folder: str) -> bool:
-        """Whether this run meets the thread in this folder first (Graph may ignore `folder`
-        on a platform and list the same threads in every folder: the first folder keeps it)."""
+    def sighting(
+        self,
+        page: FacebookPage,
+        platform: str,
+        thread: str,
+        folder: str,
+        updated: datetime | None,
+    ) -> tuple[str, datetime | None] | None:
+        """The folder that took the thread to read earlier this run, and the thread's
+        `updated_time` then; None the first time. A thread is kept in the first folder that
+        takes it (Graph may ignore `folder` on a platform and list the same threads in every
+        folder), which records its newest `updated_time` taken."""
+        key = (page.id, platform, thread)
         with self._lock:
-            known = self._first_folder.setdefault((page.id, platform, thread), folder)
-        if known == folder:
-            return True
-        self.report.warn(
-            f"Graph listed some {platform} threads of Page {page.id} in several folders (e.g. "
-            f"{thread} in {known} and {folder}): each is kept in the first folder read"
-        )
-        return False
-
-    def met(self, page: FacebookPage, platform: str, thread: str) -> bool:
-        """Whether a folder of this run has taken the thread to read (`first_sighting`)."""
-        with self._lock:
-            return (page.id, platform, thread) in self._first_folder
+            earlier = self._first_folder.get(key)
+            if earlier is None or (earlier[0] == folder and _newer(updated, earlier[1])):
+                self._first_folder[key] = (folder, updated)
+        if earlier is not None and earlier[0] != folder:
+            self.report.warn(
+                f"Graph listed some {platform} threads of Page {page.id} in several folders "
+                f"(e.g. {thread} in {earlier[0]} and {folder}): each is kept in the first "
+                "folder read"
+            )
+        return earlier
 
     def walk_done(self, page: FacebookPage, platform: str) -> None:
         """A folder walk read its folder to the end."""
@@ -538,12 +547,22 @@ def _local(error: GraphError) -> bool:
     return error.kind in _LOCAL
 
 
+def _newer(updated: datetime | None, than: datetime | None) -> bool:
+    return updated is not None and (than is None or updated > than)
+
+
+# Restarts of a listing chain whose cursors expired before its end (`_FolderWalk._expired`).
+_RESTARTS = 2
+
+
 @dataclass
 class _ListingPage:
     pending: int = 1  # threads not handed over whole, plus one while the page is sorted
     newest: datetime | None = None
     oldest: datetime | None = None
     next_url: str | None = None  # Graph's `next` past this page, without its secrets
+    asked: str | None = None  # the `next` that gave this page (None: the folder's head)
+    threads: int = 0  # how many it listed
     held: int = 0  # messages it brought, held until every thread of it is handed over
 
 
@@ -558,6 +577,10 @@ class _Chain:
         self.ended = False
         self.paused_at: str | None = None  # the `next` to go on from, once the frontier moves
         self.upcoming: Upcoming | None = None  # see `Listing.upcoming`
+        # Lists again what this run listed (a pass's head at its end, a listing whose cursor
+        # expired): a thread met is read only for what it got since.
+        self.again = role.closes is not None
+        self.restarts = 0  # see `_FolderWalk._expired`
 
     @property
     def finished(self) -> bool:
@@ -746,6 +769,8 @@ class _FolderWalk:
             self._release_followers()
             if kept:
                 self._distrusted(chain, error.first_line)
+            elif next_url is not None and error.kind is ErrorKind.INVALID_PARAMETER:
+                self._expired(chain, error)  # a cursor refused, as the notes allow
             elif self.folder == LEGACY_ARCHIVE and error.kind is ErrorKind.INVALID_PARAMETER:
                 self._without_legacy_archive(error)
             else:
@@ -757,9 +782,64 @@ class _FolderWalk:
         if kept and not listing.threads:
             self._distrusted(chain, "an empty page")
             return
+        if not listing.threads and next_url is not None and chain.pages:
+            before = chain.pages[-1]
+            self.reader.submit_listing(
+                self.page, lambda: self._confirm_end(chain, next_url, listing, before)
+            )
+            return
+        self._take(chain, next_url, listing)
+
+    def _confirm_end(
+        self, chain: _Chain, next_url: str, listing: Listing, before: _ListingPage
+    ) -> None:
+        """An empty page reached by a cursor Graph gave this run: the folder's end, or the
+        cursor expired on the way (`folder_ends_below`)."""
+        try:
+            ended = self.reader.api.folder_ends_below(
+                self.page,
+                self.platform,
+                self.folder,
+                before.asked,
+                before.threads,
+                user_id=self.user_id,
+            )
+        except GraphError as error:
+            if not _local(error):
+                raise
+            ended = False
+        if ended:
+            self._take(chain, next_url, listing)
+        else:
+            self._expired(chain)
+
+    def _expired(self, chain: _Chain, refusal: GraphError | None = None) -> None:
+        """A cursor of this run that Graph refused or answered with nothing: the chain lists
+        the folder from its head again, reading what it had not read (`_Chain.again`). A chain
+        that keeps losing its cursor fails the folder, whose state stays where the last
+        checkpoint left it."""
+        chain.restarts += 1
+        if chain.restarts > _RESTARTS:
+            self.fail(
+                refusal
+                or GraphError(
+                    f"its listing cursors expired {chain.restarts} times before its end; "
+                    "the next run goes on from the last checkpoint",
+                    path=f"/{self.page.id}/conversations",
+                )
+            )
+            return
+        log.info("%s: a listing cursor expired: listing the folder from its head again", self.key)
+        chain.again = True
+        self._list_next(chain, None)
+
+    def _take(self, chain: _Chain, next_url: str | None, listing: Listing) -> None:
+        """Hand a listing page's threads to their reads, and ask the next page."""
         entry = _ListingPage(
             next_url=without_secrets(listing.next_url) if listing.next_url else None,
             held=listing.messages,
+            asked=next_url,
+            threads=len(listing.threads),
         )
         self.reader.hold(entry.held, len(listing.threads))
         with self.lock:
@@ -788,10 +868,10 @@ class _FolderWalk:
                 entry.oldest = min(entry.oldest or updated, updated)
             if how is Skip.STOP:
                 stop = True
-            elif isinstance(how, ReadHow) and self._reads(chain, str(raw["id"])):
+            elif isinstance(how, ReadHow) and (read := self._reads(chain, raw, updated, how)):
                 with self.lock:
                     entry.pending += 1
-                _ThreadRead(self, chain, entry, raw, how).begin()
+                _ThreadRead(self, chain, entry, raw, read).begin()
         goes_on = entry.next_url is not None and entry.next_url != next_url and not stop
         with self.lock:
             if not goes_on:
@@ -802,12 +882,29 @@ class _FolderWalk:
                 self._list_next(chain, entry.next_url)
         self.handed_over(chain, entry)
 
-    def _reads(self, chain: _Chain, thread: str) -> bool:
-        """Whether the pass reads a thread it decided to read: the closing chain reads only
-        those the run has not met; a thread an earlier folder of the run has is its own."""
-        if chain is self.closing and self.reader.met(self.page, self.platform, thread):
-            return False
-        return self.reader.first_sighting(self.page, self.platform, thread, self.folder)
+    def _reads(
+        self, chain: _Chain, raw: dict[str, Any], updated: datetime | None, how: ReadHow
+    ) -> ReadHow | None:
+        """How the pass reads a thread it decided to read, if it does. A thread another folder
+        of the run took is that folder's. A chain that lists again what the run listed reads
+        a thread it met only for the messages it got since (it moved up), from a lookback
+        below where it was met: a later thread's move can raise the watermark above them."""
+        earlier = self.reader.sighting(
+            self.page, self.platform, str(raw["id"]), self.folder, updated
+        )
+        if earlier is None:
+            return how
+        folder, then = earlier
+        if folder != self.folder:
+            return None
+        if not chain.again:
+            return how
+        if then is None or not _newer(updated, then):
+            return None
+        floor = then - self.plan.lookback
+        return ReadHow(
+            floor=max(floor, self.plan.start) if self.plan.start else floor, recheck=False
+        )
 
     def _list_next(self, chain: _Chain, next_url: str | None) -> None:
         self.reader.submit_listing(self.page, lambda: self._list(chain, next_url))
@@ -958,21 +1055,43 @@ class _ThreadRead:
         # Pages of messages asked for (`page_of`).
         self.followed: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         self.skipped = False  # Graph stopped answering for it: what was read is loaded
+        # The position (None: the newest) and size of the last page taken that held messages,
+        # the oldest message taken, and, once Graph's cursors expired and the thread is read
+        # from its start again, the oldest handed over before: only older ones are new.
+        self.before: tuple[str | None, int] | None = None
+        self.oldest: datetime | None = None
+        self.handed_down_to: datetime | None = None
+        self.restarts = 0
 
     def begin(self) -> None:
-        self._take(self.nested)
+        self._take(self.nested, None)
 
-    def _take(self, listing: dict[str, Any]) -> None:
-        """Hand over a page of messages (nested or older) and ask for what is still needed."""
+    def _take(self, listing: dict[str, Any], at: str | None) -> None:
+        """Hand over a page of messages (nested or older; `at` is the `next` that gave it) and
+        ask for what is still needed."""
         messages = listing.get("data") or []
+        older = next_page_url(listing)
+        if not messages and older is None and at is not None and self.before is not None:
+            position, size = self.before
+            self.reader.submit(self.walk.page, lambda: self._confirm_end(position, size))
+            return
         times = [parse_time(message.get("created_time")) for message in messages]
+        if messages:
+            self.before = (at, len(messages))
+            self.oldest = min(filter(None, [*times, self.oldest]), default=None)
         kept: list[tuple[dict[str, Any], datetime | None]] = []
         unfinished: list[tuple[dict[str, Any], datetime | None, str]] = []
         below_floor = False
-        floor = self.how.floor
+        floor, handed = self.how.floor, self.handed_down_to
         for message, created in zip(messages, times, strict=True):
-            if floor is not None and created is not None and created < floor:
+            if created is None:
+                # Graph documents it on every message: without it, no place in time.
+                self._skip("Graph gave no created_time", str(message.get("id")))
+                continue
+            if floor is not None and created < floor:
                 below_floor = True
+                continue
+            if handed is not None and created > handed:
                 continue
             attachments = message.get("attachments")
             following = attachments_go_on(attachments) if isinstance(attachments, dict) else None
@@ -981,7 +1100,6 @@ class _ThreadRead:
             elif not self.how.recheck:
                 unfinished.append((message, created, following))
             # A rechecked message whose attachments go on would lose the rest: not merged again.
-        older = next_page_url(listing)
         # A page may hold fewer messages than asked, none among them, and still have a `next`;
         # one whose `next` asks for a page asked already would never end.
         wants_more = older is not None and page_of(older) not in self.followed
@@ -1002,11 +1120,46 @@ class _ThreadRead:
             self.followed.add(page_of(older))
             self.reader.submit(self.walk.page, lambda: self._older(older))
 
-    def _older(self, url: str) -> None:
+    def _confirm_end(self, position: str | None, size: int) -> None:
+        """An empty last page reached by a cursor: the thread's end, or the cursor expired on
+        the way (`messages_end_below`). On expiry the thread is read again from its start,
+        handing over only what is older than what it handed."""
+        thread = str(self.conversation.get("id"))
+        try:
+            ended = self.reader.api.messages_end_below(self.walk.page, thread, position, size)
+        except (GraphError, GraphUnavailable) as error:
+            if not self._ends_here(error):
+                raise
+            self._skip(error, None)
+            ended = True
+        if not ended and self.restarts < _RESTARTS:
+            self._again()
+            return
+        if not ended:
+            self._skip(f"its message cursors expired {self.restarts + 1} times", None)
+        self._settle([], [], new_work=0)
+
+    def _again(self) -> None:
+        """Graph's cursor of the thread's messages expired (answered with nothing, or refused):
+        the thread is read from its start again, handing over only what is older than what it
+        handed."""
+        self.restarts += 1
+        log.info(
+            "thread %s: a cursor of its messages expired: read from its start again",
+            self.conversation.get("id"),
+        )
+        self.handed_down_to, self.before = self.oldest, None
+        self.followed.clear()  # Graph may give the cursors of before again
+        # A refusal taken for Instagram's withheld details may have been the expiry's.
+        self.details = not self.walk.details_limited
+        self._older(None)
+
+    def _older(self, url: str | None) -> None:
         api, page = self.reader.api, self.walk.page
+        thread = str(self.conversation.get("id"))
         try:
             try:
-                listing = api.older_messages(page, url, details=self.details)
+                listing = api.older_messages(page, thread, url, details=self.details)
             except GraphError as error:
                 instagram = self.walk.platform == "instagram"
                 if error.kind not in DETAILS_REFUSALS or not (self.details and instagram):
@@ -1014,14 +1167,18 @@ class _ThreadRead:
                 # Instagram withholds details of its older messages: keep what Graph lists of
                 # them, ids and times, here and further back.
                 self.details = False
-                listing = api.older_messages(page, url, details=False)
+                listing = api.older_messages(page, thread, url, details=False)
         except (GraphError, GraphUnavailable) as error:
             if not self._ends_here(error):
                 raise
+            refused = isinstance(error, GraphError) and error.kind is ErrorKind.INVALID_PARAMETER
+            if url is not None and refused and self.restarts < _RESTARTS:
+                self._again()  # a cursor refused, as the notes allow
+                return
             self._skip(error, None)
             self._settle([], [], new_work=0)
             return
-        self._take(listing)
+        self._take(listing, url)
 
     def _more_attachments(
         self,
@@ -1058,7 +1215,7 @@ class _ThreadRead:
             return _local(error)
         return error.others_answered and self.reader.skips_unavailable()
 
-    def _skip(self, error: GraphError | GraphUnavailable, message_id: str | None) -> None:
+    def _skip(self, error: GraphError | GraphUnavailable | str, message_id: str | None) -> None:
         self.skipped = self.skipped or message_id is None
         walk = self.walk
         self.reader.report.skip(
@@ -1067,7 +1224,7 @@ class _ThreadRead:
                 walk.platform,
                 str(self.conversation.get("id")),
                 message_id,
-                str(error).splitlines()[0],
+                error if isinstance(error, str) else str(error).splitlines()[0],
             )
         )
 

@@ -9,6 +9,7 @@ import logging
 import signal
 import subprocess
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
@@ -382,7 +383,9 @@ def test_a_thread_that_moves_up_while_its_folder_is_listed_is_read_whole(
     pass asks its next page: Graph's cursor goes on below, so no page of the pass lists it.
     Once its chains end, the pass lists its head again and reads the thread there, whole: a
     backfill does not leave its history to the next run, which reads it from the watermark
-    on; a reconcile does not mark it deleted. Threads the pass listed are not read again."""
+    on; a reconcile does not mark it deleted. Threads the pass listed are not read again, but
+    for what one of them got meanwhile: the watermark, raised to the moved thread, would
+    leave it below the next run's reach."""
     inbox = emulator.inbox
     folder = ("1000000000000002", "messenger", "inbox")
     threads = sorted(
@@ -390,18 +393,20 @@ def test_a_thread_that_moves_up_while_its_folder_is_listed_is_read_whole(
         key=lambda conversation: conversation.updated_time,
     )
     assert len(threads) > 2 * int(SMALL["page_size"])  # the oldest is on a later page
-    moved = threads[0]
+    moved, read = threads[0], threads[-1]
     settings = {**_settings(), "lookback_seconds": 60, "recheck_window_days": 0}
     if reconcile:
         assert workspace.export(**settings).exit_code == 0
     newest = max(c.updated_time for c in inbox.page_conversations)
-    emulator.write_when_listed(*folder, moved.id, newest + 10)
+    emulator.write_when_listed(*folder, read.id, newest + 10)
+    emulator.write_when_listed(*folder, moved.id, newest + 1000)
     emulator.reset_calls()
 
     result = workspace.export(**settings, reconcile=reconcile)
 
     assert result.exit_code == 0, result.problems
-    assert moved.updated_time == newest + 10  # it moved during the pass
+    # Both moved during the pass: one listed and read on its first page, one not yet listed.
+    assert (read.updated_time, moved.updated_time) == (newest + 10, newest + 1000)
     assert workspace.counts() == expected_counts(selected(inbox))
     assert workspace.duplicate_ids() == NO_DUPLICATES
     marked = "select count(*) from {} where deleted_at is not null"
@@ -419,3 +424,69 @@ def test_a_thread_that_moves_up_while_its_folder_is_listed_is_read_whole(
     pages = -(-len(threads) // int(SMALL["page_size"]))
     # The pass's pages (and its last, empty or not), then one closing page.
     assert len(listings) == pages + 1
+
+
+@pytest.mark.parametrize(
+    ("expiry", "pages", "reconcile"),
+    [("empty", 1, False), ("empty", 2, False), ("empty", 2, True), ("error", 2, False)],
+)
+def test_a_cursor_that_expires_mid_pass_does_not_end_the_folder(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    expiry: str,
+    pages: int,
+    reconcile: bool,
+) -> None:
+    """Graph's cursors may expire during a long pass, and an expired one may be answered with
+    an empty page, which a folder's real end may also be. Light listings from the page before
+    tell the two apart: on expiry the pass lists the folder from its head again and reads
+    only what it had not read. A backfill then loads every message, not the first pages'
+    alone under a watermark set over the rest; a reconcile marks nothing deleted."""
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    with Emulator(seed=7, scale=1, faults=Faults(cursor_expiry=expiry)) as emulator:
+        workspace = Workspace(tmp_path, emulator)
+        settings = {**_settings(), "lookback_seconds": 60, "recheck_window_days": 0}
+        if reconcile:
+            assert workspace.export(**settings).exit_code == 0
+        folder = ("1000000000000002", "messenger", "inbox")
+        listed = [
+            c
+            for c in emulator.inbox.page_conversations
+            if (c.page_id, c.platform, c.folder) == folder
+        ]
+        folder_pages = -(-len(listed) // int(SMALL["page_size"]))
+        assert folder_pages > pages
+        emulator.expire_cursors_when_listed(*folder, pages)
+        emulator.reset_calls()
+
+        with caplog.at_level(logging.INFO, logger="meta_inbox"):
+            result = workspace.export(**settings, reconcile=reconcile)
+
+        assert result.exit_code == 0, result.problems
+        assert workspace.counts() == expected_counts(selected(emulator.inbox))
+        assert workspace.duplicate_ids() == NO_DUPLICATES
+        marked = "select count(*) from {} where deleted_at is not null"
+        assert workspace.query(marked.format("conversations")) == [(0,)]
+        assert workspace.query(marked.format("messages")) == [(0,)]
+        key = "/".join(folder)
+        # Every cursor issued so far expired: other folders' in flight too.
+        assert key in _logged(caplog, "a listing cursor expired")
+        # The head and the pages up to the expired one; the folder again (and its empty last
+        # page, where its last is full); its head once more.
+        trailing = len(listed) % int(SMALL["page_size"]) == 0
+        assert len(_listings(emulator, key)) == 1 + pages + folder_pages + trailing + 1
+        # No page of messages was read twice; the threads whose cursor expired were read
+        # again from their newest, after the light calls that told the expiry (or its refusal).
+        read = [c for c in emulator.calls if c.path.endswith("/messages")]
+        pages_read = Counter(
+            (c.path, c.params.get("after"))
+            for c in read
+            if c.params["fields"] != "id" and c.error_code is None
+        )
+        assert set(pages_read.values()) == {1}
+        again = {c.path for c in read if "after" not in c.params}
+        told = {c.path for c in read if c.params["fields"] == "id"}
+        assert again
+        if expiry == "empty":
+            assert again <= told

@@ -109,6 +109,31 @@ def test_threads_gone_or_failing_mid_run_are_skipped_and_the_rest_is_exact(
     assert len(failed) == 3 + len(halved)
 
 
+def test_a_message_without_its_created_time_is_skipped_and_the_rest_is_exact(
+    workspace: Workspace, emulator: Emulator
+) -> None:
+    """Graph documents `created_time` on every message; one without it cannot be placed in
+    time (nor move a watermark): it is skipped and counted, as a message Graph withholds is,
+    and the rest of its thread is loaded, its nested page and its older pages alike."""
+    thread = _long_messenger_threads(emulator, 1)[0]
+    newest, oldest = thread.messages[-1], thread.messages[0]
+    for message in (newest, oldest):
+        emulator.leave_out(message.id, "created_time")
+
+    result = workspace.export()
+
+    assert result.exit_code == 0, result.problems
+    kept = replace(thread, messages=[m for m in thread.messages if m not in (newest, oldest)])
+    others = [c for c in selected(emulator.inbox) if c.id != thread.id]
+    assert workspace.counts() == expected_counts([*others, kept])
+    assert _stored_ids(workspace, thread.id) == {m.id for m in kept.messages}
+    record = result.record
+    assert (record["skipped_threads"], record["skipped_messages"]) == (0, 2)
+    skipped = json.loads(record["skipped"])
+    assert {skip["message_id"] for skip in skipped} == {newest.id, oldest.id}
+    assert {skip["error"] for skip in skipped} == {"Graph gave no created_time"}
+
+
 @pytest.mark.parametrize("failing", [UNAVAILABLE_SKIPS, UNAVAILABLE_SKIPS + 1])
 def test_threads_graph_keeps_failing_while_answering_others_are_skipped_a_few(
     workspace: Workspace, emulator: Emulator, failing: int

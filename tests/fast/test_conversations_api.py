@@ -4,6 +4,7 @@ how much per listing call when Graph finds an answer too heavy. Call counts are 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 from support import FakeClock, RecordingSession, connect, load
@@ -339,14 +340,66 @@ def nested_next(emulator: Emulator) -> str:
     return following
 
 
+def thread_of(following: str) -> str:
+    """The thread whose messages a `next` goes on with (`/{version}/{thread}/messages`)."""
+    return urlsplit(following).path.split("/")[2]
+
+
+def test_a_thread_is_read_again_from_its_newest_message(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    api = conversations_api(emulator, clock, messages_page_size=3)
+    thread = thread_of(nested_next(emulator))
+
+    newest = api.older_messages(cafe(emulator), thread, None, details=True)
+
+    stored = emulator.inbox.conversation(thread).messages
+    assert [m["id"] for m in newest["data"]] == [m.id for m in stored[::-1][:3]]
+    assert [(c.path, c.params["limit"]) for c in emulator.calls] == [(f"/{thread}/messages", "3")]
+
+
+@pytest.mark.parametrize("expiry", ["none", "empty", "error"])
+def test_an_empty_last_page_is_told_from_an_expired_cursor(
+    emulator: Emulator, clock: FakeClock, expiry: str
+) -> None:
+    """From the page before it, asked again by ids, then one item past it with a cursor of
+    now: a real end costs two light calls, an expired cursor one (or its refusal)."""
+    api = conversations_api(emulator, clock, messages_page_size=2)
+    following = nested_next(emulator)
+    thread = thread_of(following)
+    stored = len(emulator.inbox.conversation(thread).messages)
+    if expiry != "none":
+        emulator.faults.cursor_expiry = expiry
+        emulator.expire_cursors()
+
+    def ends_below(position: str | None, size: int) -> bool | int:
+        try:
+            return api.messages_end_below(cafe(emulator), thread, position, size)
+        except GraphError as refused:
+            return refused.code or 0
+
+    if expiry == "none":
+        assert stored > 4
+        assert ends_below(None, stored) is True
+        assert ends_below(None, stored - 1) is False
+        assert ends_below(following, 2) is False
+        limits = [c.params["limit"] for c in emulator.calls]
+        # The whole thread's page has a `next` (this Graph's habit on a full page): one past it.
+        assert limits == [str(stored), "1", str(stored - 1), "1", "2", "1"]
+        assert {c.params["fields"] for c in emulator.calls} == {"id"}
+    else:
+        assert ends_below(following, 2) == (False if expiry == "empty" else 100)
+        assert len(emulator.calls) == 1
+
+
 def test_older_messages_are_asked_at_messages_page_size_whatever_the_nested_limit(
     emulator: Emulator, clock: FakeClock
 ) -> None:
     api = conversations_api(emulator, clock, messages_page_size=10)
     following = nested_next(emulator)
 
-    detailed = api.older_messages(cafe(emulator), following, details=True)
-    bare = api.older_messages(cafe(emulator), following, details=False)
+    detailed = api.older_messages(cafe(emulator), thread_of(following), following, details=True)
+    bare = api.older_messages(cafe(emulator), thread_of(following), following, details=False)
 
     assert [(call.params["limit"], call.params["fields"]) for call in emulator.calls] == [
         ("10", message_fields(25)),
@@ -363,7 +416,7 @@ def capped_above_five_older(emulator: Emulator, clock: FakeClock) -> tuple[Conve
     api = conversations_api(emulator, clock, session=session, messages_page_size=10)
     following = nested_next(emulator)
     half = conversations_api(emulator, clock, session=session, messages_page_size=5)
-    half.older_messages(cafe(emulator), following, details=True)
+    half.older_messages(cafe(emulator), thread_of(following), following, details=True)
     emulator.faults.max_response_bytes = session.sizes[-1]
     emulator.reset_calls()
     return api, following
@@ -374,8 +427,8 @@ def test_older_messages_too_heavy_are_asked_smaller_for_that_call_only(
 ) -> None:
     api, following = capped_above_five_older(emulator, clock)
 
-    older = api.older_messages(cafe(emulator), following, details=True)
-    api.older_messages(cafe(emulator), following, details=True)
+    older = api.older_messages(cafe(emulator), thread_of(following), following, details=True)
+    api.older_messages(cafe(emulator), thread_of(following), following, details=True)
 
     assert [call.params["limit"] for call in emulator.calls] == ["10", "5", "10", "5"]
     assert len(older["data"]) == 5
@@ -389,7 +442,7 @@ def test_older_messages_refused_as_an_unknown_error_are_asked_smaller_once_retri
     api, following = capped_above_five_older(emulator, clock)
     emulator.faults.heavy_answer_says_so = False
 
-    older = api.older_messages(cafe(emulator), following, details=True)
+    older = api.older_messages(cafe(emulator), thread_of(following), following, details=True)
 
     assert [(c.params["limit"], c.error_code) for c in emulator.calls] == [("10", 1)] * 4 + [
         ("5", None)

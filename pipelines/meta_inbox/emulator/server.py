@@ -664,9 +664,11 @@ class Emulator:
         self._unsend_after_listing: set[str] = set()
         self._failing_threads: dict[str, Callable[[], GraphError]] = {}
         self._failing_listings: dict[tuple[str, str, str], Callable[[], GraphError]] = {}
-        self._writes_when_listed: dict[tuple[str, str, str], tuple[str, str, int]] = {}
+        # (Page, platform, folder) → [pages reached by a cursor to wait, what happens then].
+        self._when_listed: dict[tuple[str, str, str], list[tuple[int, Callable[[], None]]]] = {}
         self._repeated_next: Counter[tuple[str, str]] = Counter()  # see `Faults.older_pages`
         self._refused_fields: dict[str, set[str]] = {}  # Page id → conversation fields
+        self._left_out: dict[str, set[str]] = {}  # message id → fields its answers leave out
         self._app_throttles: dict[str, float] = {}  # Page id → seconds, from its next call
         self._app_throttled_until: float | None = None
         self._cursor_epoch = 0
@@ -906,12 +908,32 @@ class Emulator:
         """The thread's customer writes, at `created`, as the folder's next page reached by a
         cursor is asked (before it is answered): the thread moves to the folder's top between
         two pages of a listing."""
+        write = (conversation_id, "written while the folder was listed", created)
+        self._when_listed_at(
+            (page_id, platform, folder), 1, lambda: self.inbox.customer_writes(*write)
+        )
+
+    def expire_cursors_when_listed(
+        self, page_id: str, platform: str, folder: str, pages: int
+    ) -> None:
+        """Every cursor issued so far expires as the `pages`-th page of the folder reached by a
+        cursor is asked (before it is answered): mid-listing, as Graph's may in a long run."""
+        self._when_listed_at((page_id, platform, folder), pages, self._next_cursor_epoch)
+
+    def _next_cursor_epoch(self) -> None:
+        self._cursor_epoch += 1
+
+    def _when_listed_at(
+        self, folder: tuple[str, str, str], pages: int, happens: Callable[[], None]
+    ) -> None:
         with self._lock:
-            self._writes_when_listed[(page_id, platform, folder)] = (
-                conversation_id,
-                "written while the folder was listed",
-                created,
-            )
+            self._when_listed.setdefault(folder, []).append((pages, happens))
+
+    def leave_out(self, message_id: str, field: str) -> None:
+        """Answers leave `field` out of the message, asked or not, as a Graph that did not
+        give it would."""
+        with self._lock:
+            self._left_out.setdefault(message_id, set()).add(field)
 
     def refuse_field(self, page_id: str, field: str) -> None:
         """Conversation fields asked with the Page's token that Graph refuses with 100, as it
@@ -934,7 +956,7 @@ class Emulator:
     def expire_cursors(self) -> None:
         """Every cursor issued so far stops working (see `Faults.cursor_expiry`)."""
         with self._lock:
-            self._cursor_epoch += 1
+            self._next_cursor_epoch()
 
     def expire_token(self, token: str, subcode: int = 463) -> None:
         with self._lock:
@@ -1381,9 +1403,12 @@ class Emulator:
             raise failure()
         with self._lock:
             if "after" in request.query and (
-                write := self._writes_when_listed.pop((page.id, platform, folder), None)
+                waiting := self._when_listed.get((page.id, platform, folder))
             ):
-                self.inbox.customer_writes(*write)
+                for pages, happens in waiting:
+                    if pages == 1:
+                        happens()
+                waiting[:] = [(pages - 1, happens) for pages, happens in waiting if pages > 1]
         fields = self._fields(request, "Conversation", CONVERSATION_DEFAULT)
         user_id = request.query.get("user_id")
         with self._lock:
@@ -1599,6 +1624,14 @@ class Emulator:
         return render(values, fields, {"messages": messages})
 
     def _message_json(
+        self, request: _Request, message: Message, fields: tuple[Field, ...], *, detailed: bool
+    ) -> dict[str, Any]:
+        shown = self._shown_message(request, message, fields, detailed=detailed)
+        for name in self._left_out.get(message.id, ()):
+            shown.pop(name, None)
+        return shown
+
+    def _shown_message(
         self, request: _Request, message: Message, fields: tuple[Field, ...], *, detailed: bool
     ) -> dict[str, Any]:
         if not detailed:
