@@ -13,6 +13,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .errors import UnknownPages
 from .graph_client import GraphClient, GraphConnection, GraphUnavailable, next_page_url
 from .graph_errors import ErrorKind, GraphError
+from .rows import parse_time
 
 log = logging.getLogger("meta_inbox")
 
@@ -167,6 +169,34 @@ class Upcoming:
         target = weights[-1] / math.ceil(weights[-1] / budget)
         threads = min(range(len(within)), key=lambda i: abs(within[i] - target)) + 1
         return ListingSize(threads, size.messages)
+
+
+@dataclass(frozen=True)
+class TakenPage:
+    """A page of a list (threads or messages) as a chain took it: the `next` that gave it (None:
+    the list's start), the ids it held, and the oldest time among them."""
+
+    asked: str | None
+    ids: frozenset[str]
+    oldest: datetime | None
+
+    @classmethod
+    def of(cls, asked: str | None, items: list[dict[str, Any]], time_field: str) -> TakenPage:
+        times = filter(None, (parse_time(item.get(time_field)) for item in items))
+        return cls(
+            asked, frozenset(str(item.get("id")) for item in items), min(times, default=None)
+        )
+
+    def lists_below(self, items: list[dict[str, Any]], time_field: str) -> bool:
+        """Whether `items` hold one below this page: not on it, and as old as its oldest or
+        older (or without a time)."""
+        for item in items:
+            if str(item.get("id")) in self.ids:
+                continue
+            time = parse_time(item.get(time_field))
+            if time is None or self.oldest is None or time <= self.oldest:
+                return True
+        return False
 
 
 @dataclass
@@ -385,24 +415,19 @@ class ConversationsApi:
         page: FacebookPage,
         platform: str,
         folder: str,
-        position: str | None,
-        threads: int,
+        taken: TakenPage,
         *,
         user_id: str | None = None,
     ) -> bool:
-        """Whether a folder's listing ends below its page of `threads` threads at `position`
-        (a `next` Graph gave; None: the head). See `_ends_below`."""
+        """Whether a folder's listing ends below a page of it a chain took (`_ends_below`)."""
         first = _first(platform, folder, user_id)
-        return _ends_below(
-            _Asker(self.client(page), f"{page.id}/conversations", first, position), threads
-        )
+        ask = _Asker(self.client(page), f"{page.id}/conversations", first, taken.asked)
+        return _ends_below(ask, taken, "updated_time")
 
-    def messages_end_below(
-        self, page: FacebookPage, thread: str, position: str | None, messages: int
-    ) -> bool:
-        """Whether a thread's messages end below its page of `messages` messages at `position`
-        (a `next` Graph gave; None: the newest). See `_ends_below`."""
-        return _ends_below(_Asker(self.client(page), f"{thread}/messages", {}, position), messages)
+    def messages_end_below(self, page: FacebookPage, thread: str, taken: TakenPage) -> bool:
+        """Whether a thread's messages end below a page of them a chain took (`_ends_below`)."""
+        ask = _Asker(self.client(page), f"{thread}/messages", {}, taken.asked)
+        return _ends_below(ask, taken, "created_time")
 
     @staticmethod
     def _upcoming(ask: _Asker, limit: int) -> Upcoming:
@@ -464,18 +489,24 @@ class _Asker:
         return self.client.get_next(_with_params(self.next_url, limit=str(limit), fields=fields))
 
 
-def _ends_below(ask: _Asker, items: int) -> bool:
-    """Whether a list ends below the page of `items` items that `ask` asks. An empty page
-    reached by a `next` may be the list's end or a cursor that expired on the way (Graph may
-    answer one with nothing): asked now, by ids alone, that page again, then one item past it,
-    with a cursor of now, tell. False when the page lists nothing any more (its cursor too)."""
-    again = ask(limit=max(1, items), fields="id")
+def _ends_below(ask: _Asker, taken: TakenPage, time_field: str) -> bool:
+    """Whether a list ends below a page a chain took. An empty last page reached by a `next`
+    may be the list's end or a cursor that expired on the way (Graph may answer one with
+    nothing): that page asked again now, light and one item longer, tells, and where Graph
+    gives fewer than asked and a `next`, one item past it. An item below the page is one it
+    did not hold, as old as its oldest or older: items newer came or moved up since. False
+    when the page lists nothing any more (its cursor expired too)."""
+    fields = f"id,{time_field}"
+    again = ask(limit=len(taken.ids) + 1, fields=fields)
     if not again.get("data"):
+        return False
+    if taken.lists_below(again["data"], time_field):
         return False
     following = next_page_url(again)
     if following is None:
         return True
-    return not ask.client.get_next(_with_params(following, limit="1", fields="id")).get("data")
+    past = ask.client.get_next(_with_params(following, limit="1", fields=fields))
+    return not taken.lists_below(past.get("data") or [], time_field)
 
 
 def _too_heavy(failure: GraphError | GraphUnavailable) -> bool:
@@ -525,9 +556,10 @@ def _nested_count(thread: dict[str, Any]) -> int:
 
 
 def _with_params(url: str, **params: str) -> str:
+    """`url` with these parameters set, and the others as given (blank or repeated ones too)."""
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query)) | params
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    return urlunsplit(parts._replace(query=urlencode([*kept, *params.items()])))
 
 
 def _page(raw: dict[str, Any], token: str) -> FacebookPage:

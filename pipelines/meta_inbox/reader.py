@@ -58,6 +58,7 @@ from .conversations_api import (
     ConversationsApi,
     FacebookPage,
     Listing,
+    TakenPage,
     Upcoming,
     attachments_go_on,
     platform_folders,
@@ -547,6 +548,11 @@ def _local(error: GraphError) -> bool:
     return error.kind in _LOCAL
 
 
+def _refused_cursor(error: GraphError | GraphUnavailable) -> bool:
+    """Graph's answer to a cursor it no longer takes, as the notes allow (or to its page)."""
+    return isinstance(error, GraphError) and error.kind is ErrorKind.INVALID_PARAMETER
+
+
 def _newer(updated: datetime | None, than: datetime | None) -> bool:
     return updated is not None and (than is None or updated > than)
 
@@ -561,8 +567,6 @@ class _ListingPage:
     newest: datetime | None = None
     oldest: datetime | None = None
     next_url: str | None = None  # Graph's `next` past this page, without its secrets
-    asked: str | None = None  # the `next` that gave this page (None: the folder's head)
-    threads: int = 0  # how many it listed
     held: int = 0  # messages it brought, held until every thread of it is handed over
 
 
@@ -581,6 +585,7 @@ class _Chain:
         # expired): a thread met is read only for what it got since.
         self.again = role.closes is not None
         self.restarts = 0  # see `_FolderWalk._expired`
+        self.last: TakenPage | None = None  # the last page that listed threads
 
     @property
     def finished(self) -> bool:
@@ -769,8 +774,8 @@ class _FolderWalk:
             self._release_followers()
             if kept:
                 self._distrusted(chain, error.first_line)
-            elif next_url is not None and error.kind is ErrorKind.INVALID_PARAMETER:
-                self._expired(chain, error)  # a cursor refused, as the notes allow
+            elif next_url is not None and _refused_cursor(error):
+                self._expired(chain, error)
             elif self.folder == LEGACY_ARCHIVE and error.kind is ErrorKind.INVALID_PARAMETER:
                 self._without_legacy_archive(error)
             else:
@@ -782,8 +787,8 @@ class _FolderWalk:
         if kept and not listing.threads:
             self._distrusted(chain, "an empty page")
             return
-        if not listing.threads and next_url is not None and chain.pages:
-            before = chain.pages[-1]
+        before = chain.last
+        if not listing.threads and not listing.next_url and next_url and before is not None:
             self.reader.submit_listing(
                 self.page, lambda: self._confirm_end(chain, next_url, listing, before)
             )
@@ -791,23 +796,22 @@ class _FolderWalk:
         self._take(chain, next_url, listing)
 
     def _confirm_end(
-        self, chain: _Chain, next_url: str, listing: Listing, before: _ListingPage
+        self, chain: _Chain, next_url: str, listing: Listing, before: TakenPage
     ) -> None:
         """An empty page reached by a cursor Graph gave this run: the folder's end, or the
         cursor expired on the way (`folder_ends_below`)."""
         try:
             ended = self.reader.api.folder_ends_below(
-                self.page,
-                self.platform,
-                self.folder,
-                before.asked,
-                before.threads,
-                user_id=self.user_id,
+                self.page, self.platform, self.folder, before, user_id=self.user_id
             )
         except GraphError as error:
             if not _local(error):
                 raise
-            ended = False
+            if _refused_cursor(error):
+                self._expired(chain, error)
+            else:
+                self.fail(error)
+            return
         if ended:
             self._take(chain, next_url, listing)
         else:
@@ -831,6 +835,8 @@ class _FolderWalk:
             return
         log.info("%s: a listing cursor expired: listing the folder from its head again", self.key)
         chain.again = True
+        # What is known of the head's size, not of the threads past where the cursor was.
+        chain.upcoming = self.head_counts
         self._list_next(chain, None)
 
     def _take(self, chain: _Chain, next_url: str | None, listing: Listing) -> None:
@@ -838,9 +844,9 @@ class _FolderWalk:
         entry = _ListingPage(
             next_url=without_secrets(listing.next_url) if listing.next_url else None,
             held=listing.messages,
-            asked=next_url,
-            threads=len(listing.threads),
         )
+        if listing.threads:
+            chain.last = TakenPage.of(next_url, listing.threads, "updated_time")
         self.reader.hold(entry.held, len(listing.threads))
         with self.lock:
             self.details_limited = listing.details_limited
@@ -1058,7 +1064,7 @@ class _ThreadRead:
         # The position (None: the newest) and size of the last page taken that held messages,
         # the oldest message taken, and, once Graph's cursors expired and the thread is read
         # from its start again, the oldest handed over before: only older ones are new.
-        self.before: tuple[str | None, int] | None = None
+        self.before: TakenPage | None = None
         self.oldest: datetime | None = None
         self.handed_down_to: datetime | None = None
         self.restarts = 0
@@ -1071,13 +1077,13 @@ class _ThreadRead:
         ask for what is still needed."""
         messages = listing.get("data") or []
         older = next_page_url(listing)
-        if not messages and older is None and at is not None and self.before is not None:
-            position, size = self.before
-            self.reader.submit(self.walk.page, lambda: self._confirm_end(position, size))
+        before = self.before
+        if not messages and older is None and at is not None and before is not None:
+            self.reader.submit(self.walk.page, lambda: self._confirm_end(before))
             return
         times = [parse_time(message.get("created_time")) for message in messages]
         if messages:
-            self.before = (at, len(messages))
+            self.before = TakenPage.of(at, messages, "created_time")
             self.oldest = min(filter(None, [*times, self.oldest]), default=None)
         kept: list[tuple[dict[str, Any], datetime | None]] = []
         unfinished: list[tuple[dict[str, Any], datetime | None, str]] = []
@@ -1085,8 +1091,10 @@ class _ThreadRead:
         floor, handed = self.how.floor, self.handed_down_to
         for message, created in zip(messages, times, strict=True):
             if created is None:
-                # Graph documents it on every message: without it, no place in time.
+                # Graph documents it on every message: without it, no place in time. Not
+                # listed either, so the thread is not taken as read whole (by a reconcile).
                 self._skip("Graph gave no created_time", str(message.get("id")))
+                self.skipped = True
                 continue
             if floor is not None and created < floor:
                 below_floor = True
@@ -1120,29 +1128,34 @@ class _ThreadRead:
             self.followed.add(page_of(older))
             self.reader.submit(self.walk.page, lambda: self._older(older))
 
-    def _confirm_end(self, position: str | None, size: int) -> None:
+    def _confirm_end(self, before: TakenPage) -> None:
         """An empty last page reached by a cursor: the thread's end, or the cursor expired on
-        the way (`messages_end_below`). On expiry the thread is read again from its start,
-        handing over only what is older than what it handed."""
+        the way (`messages_end_below`), or was refused."""
         thread = str(self.conversation.get("id"))
         try:
-            ended = self.reader.api.messages_end_below(self.walk.page, thread, position, size)
+            ended = self.reader.api.messages_end_below(self.walk.page, thread, before)
         except (GraphError, GraphUnavailable) as error:
             if not self._ends_here(error):
                 raise
-            self._skip(error, None)
-            ended = True
-        if not ended and self.restarts < _RESTARTS:
-            self._again()
-            return
-        if not ended:
-            self._skip(f"its message cursors expired {self.restarts + 1} times", None)
-        self._settle([], [], new_work=0)
+            if not _refused_cursor(error):
+                self._skip(error, None)
+                self._settle([], [], new_work=0)
+                return
+            ended = False
+        if ended:
+            self._settle([], [], new_work=0)
+        else:
+            self._again(None)
 
-    def _again(self) -> None:
+    def _again(self, refusal: GraphError | GraphUnavailable | None) -> None:
         """Graph's cursor of the thread's messages expired (answered with nothing, or refused):
-        the thread is read from its start again, handing over only what is older than what it
-        handed."""
+        the thread is read from its start again, in a task of its own (a call comes first in
+        its task), handing over only what is older than what it handed; one that keeps losing
+        its cursor is skipped."""
+        if self.restarts == _RESTARTS:
+            self._skip(refusal or f"its message cursors expired {_RESTARTS + 1} times", None)
+            self._settle([], [], new_work=0)
+            return
         self.restarts += 1
         log.info(
             "thread %s: a cursor of its messages expired: read from its start again",
@@ -1152,7 +1165,7 @@ class _ThreadRead:
         self.followed.clear()  # Graph may give the cursors of before again
         # A refusal taken for Instagram's withheld details may have been the expiry's.
         self.details = not self.walk.details_limited
-        self._older(None)
+        self.reader.submit(self.walk.page, lambda: self._older(None))
 
     def _older(self, url: str | None) -> None:
         api, page = self.reader.api, self.walk.page
@@ -1171,9 +1184,8 @@ class _ThreadRead:
         except (GraphError, GraphUnavailable) as error:
             if not self._ends_here(error):
                 raise
-            refused = isinstance(error, GraphError) and error.kind is ErrorKind.INVALID_PARAMETER
-            if url is not None and refused and self.restarts < _RESTARTS:
-                self._again()  # a cursor refused, as the notes allow
+            if url is not None and _refused_cursor(error):
+                self._again(error)  # a cursor refused, as the notes allow
                 return
             self._skip(error, None)
             self._settle([], [], new_work=0)

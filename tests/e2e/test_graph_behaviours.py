@@ -5,6 +5,7 @@ threads and messages gone mid-run, unknown codes, short attachment pages, Instag
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -133,6 +134,16 @@ def test_a_message_without_its_created_time_is_skipped_and_the_rest_is_exact(
     assert {skip["message_id"] for skip in skipped} == {newest.id, oldest.id}
     assert {skip["error"] for skip in skipped} == {"Graph gave no created_time"}
 
+    # A reconcile does not take a message it skips so for deleted: its thread is not read whole.
+    stored = thread.messages[-2]
+    emulator.leave_out(stored.id, "created_time")
+    reconciled = workspace.export(reconcile=True)
+
+    assert reconciled.exit_code == 0, reconciled.problems
+    assert reconciled.record["skipped_messages"] == 3
+    assert workspace.query("select count(*) from messages where deleted_at is not null") == [(0,)]
+    assert stored.id in _stored_ids(workspace, thread.id)
+
 
 @pytest.mark.parametrize("failing", [UNAVAILABLE_SKIPS, UNAVAILABLE_SKIPS + 1])
 def test_threads_graph_keeps_failing_while_answering_others_are_skipped_a_few(
@@ -241,6 +252,35 @@ def test_pages_of_older_messages_that_hold_none_or_ask_for_themselves_again(work
         older = [(c.path, c.params["after"]) for c in emulator.calls if "/messages" in c.path]
         assert len(older) == len(set(older)) == len(long)  # each asked once
         assert workspace.duplicate_ids() == NO_DUPLICATES
+
+
+def test_listing_pages_that_hold_none_but_have_a_next_are_followed(
+    workspaces, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder's listing page may hold no thread and still have a `next`: the pass follows
+    it, as any `next`, rather than take it for the folder's end or for an expired cursor:
+    exact rows, one more listing call per empty page, no restart."""
+    listings = {}
+    for empty_first in (False, True):
+        faults = Faults(listing_pages_empty_first=empty_first)
+        with Emulator(seed=7, scale=1, faults=faults) as emulator:
+            workspace = workspaces(f"empty-first-{empty_first}", emulator)
+
+            with caplog.at_level(logging.INFO, logger="meta_inbox"):
+                result = workspace.export(page_size=3)
+
+            assert result.exit_code == 0, result.problems
+            assert workspace.counts() == expected_counts(selected(emulator.inbox))
+            listings[empty_first] = [
+                c
+                for c in emulator.calls
+                if c.path.endswith("/conversations") and "messages" in c.params.get("fields", "")
+            ]
+    # The emulator's empty pages: a chain's first page reached by a cursor, its `next` marked.
+    empty = [c for c in listings[True] if "after" in c.params and "__paging_token" not in c.params]
+    assert empty
+    assert len(listings[True]) == len(listings[False]) + len(empty)
+    assert not [r for r in caplog.records if "cursor expired" in r.getMessage()]
 
 
 def test_complete_attachment_lists_with_next_cost_no_call(

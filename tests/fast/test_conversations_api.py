@@ -4,7 +4,8 @@ how much per listing call when Graph finds an answer too heavy. Call counts are 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from support import FakeClock, RecordingSession, connect, load
@@ -15,11 +16,13 @@ from meta_inbox.conversations_api import (
     Listing,
     ListingSize,
     SizeCap,
+    TakenPage,
     Upcoming,
     attachments_go_on,
     message_fields,
 )
 from meta_inbox.emulator import Emulator
+from meta_inbox.emulator.inbox import Message
 from meta_inbox.emulator.server import Call
 from meta_inbox.errors import UnknownPages
 from meta_inbox.graph_errors import ErrorKind, GraphError
@@ -340,6 +343,30 @@ def nested_next(emulator: Emulator) -> str:
     return following
 
 
+def test_a_next_keeps_graphs_parameters_but_limit_and_fields(
+    emulator: Emulator, clock: FakeClock
+) -> None:
+    """Only `limit` and `fields` are set on a `next`: a blank parameter and a repeated one
+    reach Graph as Graph wrote them, for listings and older messages alike."""
+    session = RecordingSession()
+    api = conversations_api(emulator, clock, session=session, page_size=2)
+    first = inbox(api, cafe(emulator))
+    assert first.next_url is not None
+    listing_next = first.next_url + "&since=&tag=a&tag=b"
+    messages_next = nested_next(emulator) + "&since=&tag=a&tag=b"
+
+    api.list_threads(
+        cafe(emulator), "messenger", "inbox", next_url=listing_next, details_limited=False
+    )
+    api.older_messages(cafe(emulator), thread_of(messages_next), messages_next, details=True)
+
+    for url in session.urls[-2:]:
+        sent = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        assert ("since", "") in sent
+        assert [value for key, value in sent if key == "tag"] == ["a", "b"]
+        assert [key for key, _ in sent].count("limit") == 1
+
+
 def thread_of(following: str) -> str:
     """The thread whose messages a `next` goes on with (`/{version}/{thread}/messages`)."""
     return urlsplit(following).path.split("/")[2]
@@ -358,37 +385,53 @@ def test_a_thread_is_read_again_from_its_newest_message(
     assert [(c.path, c.params["limit"]) for c in emulator.calls] == [(f"/{thread}/messages", "3")]
 
 
+def taken(asked: str | None, messages: list[Message]) -> TakenPage:
+    """A page of `messages` as a chain took it, asked at `asked`."""
+    oldest = datetime.fromtimestamp(min(m.created_time for m in messages), UTC)
+    return TakenPage(asked, frozenset(m.id for m in messages), oldest)
+
+
 @pytest.mark.parametrize("expiry", ["none", "empty", "error"])
 def test_an_empty_last_page_is_told_from_an_expired_cursor(
     emulator: Emulator, clock: FakeClock, expiry: str
 ) -> None:
-    """From the page before it, asked again by ids, then one item past it with a cursor of
-    now: a real end costs two light calls, an expired cursor one (or its refusal)."""
+    """The page before it asked again, light and one item longer: an item below it (not on
+    it, as old or older) means the list goes on; items newer came since. Where that answer has
+    a `next`, one item past it tells too."""
     api = conversations_api(emulator, clock, messages_page_size=2)
     following = nested_next(emulator)
     thread = thread_of(following)
-    stored = len(emulator.inbox.conversation(thread).messages)
+    stored = emulator.inbox.conversation(thread).messages[::-1]  # newest first, as listed
+    assert len(stored) > 5
     if expiry != "none":
         emulator.faults.cursor_expiry = expiry
         emulator.expire_cursors()
 
-    def ends_below(position: str | None, size: int) -> bool | int:
+    def ends_below(page: TakenPage) -> bool | int:
         try:
-            return api.messages_end_below(cafe(emulator), thread, position, size)
+            return api.messages_end_below(cafe(emulator), thread, page)
         except GraphError as refused:
             return refused.code or 0
 
     if expiry == "none":
-        assert stored > 4
-        assert ends_below(None, stored) is True
-        assert ends_below(None, stored - 1) is False
-        assert ends_below(following, 2) is False
-        limits = [c.params["limit"] for c in emulator.calls]
-        # The whole thread's page has a `next` (this Graph's habit on a full page): one past it.
-        assert limits == [str(stored), "1", str(stored - 1), "1", "2", "1"]
-        assert {c.params["fields"] for c in emulator.calls} == {"id"}
+        assert ends_below(taken(None, stored)) is True
+        assert ends_below(taken(None, stored[:-1])) is False
+        assert ends_below(taken(following, stored[2:4])) is False
+        emulator.customer_writes(thread, "meanwhile", stored[0].created_time + 60)
+        assert ends_below(taken(None, stored)) is True
+        calls = [(c.params.get("after") is not None, c.params["limit"]) for c in emulator.calls]
+        n = len(stored)
+        # The last answer holds as many as asked: its `next` leads to one more, here none.
+        assert calls == [
+            (False, str(n + 1)),
+            (False, str(n)),
+            (True, "3"),
+            (False, str(n + 1)),
+            (True, "1"),
+        ]
+        assert {c.params["fields"] for c in emulator.calls} == {"id,created_time"}
     else:
-        assert ends_below(following, 2) == (False if expiry == "empty" else 100)
+        assert ends_below(taken(following, stored[2:4])) == (False if expiry == "empty" else 100)
         assert len(emulator.calls) == 1
 
 

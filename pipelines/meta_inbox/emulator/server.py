@@ -169,6 +169,8 @@ class Faults:
     # its limit and still have `next`); "next_repeats", a page's `next` asks for that page
     # again (its cursor), the first `REPEATS` times it is asked.
     older_pages: Literal["as_asked", "empty_first", "next_repeats"] = "as_asked"
+    # A folder's listing pages reached by a cursor, as `older_pages` "empty_first".
+    listing_pages_empty_first: bool = False
 
     def __post_init__(self) -> None:
         if self.error_language is not None and self.error_language not in USER_TEXTS:
@@ -266,6 +268,11 @@ def _page_token_required() -> GraphError:
 
 def _bad_cursor() -> GraphError:
     return GraphError(100, "(#100) Invalid cursor", kind="invalid_cursor")
+
+
+def _unexpected() -> GraphError:
+    message = "An unexpected error has occurred. Please retry your request later."
+    return GraphError(2, message, status=500, transient=True)
 
 
 def _too_much_data() -> GraphError:
@@ -669,6 +676,9 @@ class Emulator:
         self._repeated_next: Counter[tuple[str, str]] = Counter()  # see `Faults.older_pages`
         self._refused_fields: dict[str, set[str]] = {}  # Page id → conversation fields
         self._left_out: dict[str, set[str]] = {}  # message id → fields its answers leave out
+        # See `fail_calls`: which calls, how often each path, and how often each failed.
+        self._failing_calls: list[tuple[Callable[[str, dict[str, str]], bool], int]] = []
+        self._failed_calls: Counter[tuple[int, str]] = Counter()
         self._app_throttles: dict[str, float] = {}  # Page id → seconds, from its next call
         self._app_throttled_until: float | None = None
         self._cursor_epoch = 0
@@ -929,6 +939,23 @@ class Emulator:
         with self._lock:
             self._when_listed.setdefault(folder, []).append((pages, happens))
 
+    def fail_calls(self, matches: Callable[[str, dict[str, str]], bool], times: int) -> None:
+        """The first `times` calls of each path that `matches` (path, parameters) answer a
+        transient error (code 2, HTTP 500), as Graph's do now and then."""
+        with self._lock:
+            self._failing_calls.append((matches, times))
+
+    def _failing_call(self, request: _Request) -> _Reply | None:
+        with self._lock:
+            for rule, (matches, times) in enumerate(self._failing_calls):
+                key = (rule, request.path)
+                if self._failed_calls[key] < times and matches(request.path, request.params):
+                    self._failed_calls[key] += 1
+                    break
+            else:
+                return None
+        return self._error_reply(_unexpected())
+
     def leave_out(self, message_id: str, field: str) -> None:
         """Answers leave `field` out of the message, asked or not, as a Graph that did not
         give it would."""
@@ -992,7 +1019,7 @@ class Emulator:
             time.sleep(delay)
         if self._chance(self.faults.slow_rate):
             time.sleep(self.faults.slow_seconds)
-        reply = self._fault_reply() or self._graph_reply(request)
+        reply = self._failing_call(request) or self._fault_reply() or self._graph_reply(request)
         reply.truncate = not reply.drop and self._chance(self.faults.truncate_rate)
         call = Call(
             request.method,
@@ -1073,8 +1100,7 @@ class Emulator:
         if self._chance(faults.drop_rate):
             return _Reply(0, b"", {}, drop=True)
         if self._chance(faults.server_error_rate):
-            message = "An unexpected error has occurred. Please retry your request later."
-            return self._error_reply(GraphError(2, message, status=500, transient=True))
+            return self._error_reply(_unexpected())
         if self._chance(faults.unknown_error_rate):
             return self._error_reply(GraphError(1, UNKNOWN_ERROR, status=500, transient=True))
         if self._chance(faults.non_json_rate):
@@ -1425,10 +1451,13 @@ class Emulator:
                 repeated=self.faults.repeated_edge,
             )
             request.shown_threads = [conversation for _, conversation in window.entries]
-        return self._listing(
+        answer = self._listing(
             request,
             window,
             lambda conversation: self._conversation_json(request, conversation, fields),
+        )
+        return (
+            self._empty_first(request, answer) if self.faults.listing_pages_empty_first else answer
         )
 
     def _folder(self, request: _Request, platform: str) -> str:
@@ -1479,16 +1508,20 @@ class Emulator:
         if "after" not in request.query or self.faults.older_pages == "as_asked":
             return answer
         if self.faults.older_pages == "empty_first":
-            if "__paging_token" in request.query:
-                return answer
-            following = self._again(request, request.query | {"__paging_token": "shown"})
-            return {"data": [], "paging": {"next": following}}
+            return self._empty_first(request, answer)
         page = (request.raw_path, request.query["after"])
         with self._lock:
             self._repeated_next[page] += 1
             if self._repeated_next[page] > REPEATS:
                 return answer
         return {**answer, "paging": {**answer.get("paging", {}), "next": self._again(request)}}
+
+    def _empty_first(self, request: _Request, answer: dict[str, Any]) -> dict[str, Any]:
+        """A page reached by a cursor answered first with no items and a `next` to them."""
+        if "after" not in request.query or "__paging_token" in request.query:
+            return answer
+        following = self._again(request, request.query | {"__paging_token": "shown"})
+        return {"data": [], "paging": {"next": following}}
 
     def _again(
         self,
