@@ -187,14 +187,16 @@ class TakenPage:
             asked, frozenset(str(item.get("id")) for item in items), min(times, default=None)
         )
 
-    def lists_below(self, items: list[dict[str, Any]], time_field: str) -> bool:
-        """Whether `items` hold one below this page: not on it, and as old as its oldest or
-        older (or without a time)."""
+    def lists_below(self, items: list[dict[str, Any]], time_field: str, unseen: set[str]) -> bool:
+        """Whether `items`, in the list's order, hold one below this page: not on it, and
+        after every item of it still listed, or as old as its oldest or older (or without a
+        time). `unseen`: the page's ids not listed yet, updated."""
         for item in items:
-            if str(item.get("id")) in self.ids:
+            if (key := str(item.get("id"))) in self.ids:
+                unseen.discard(key)
                 continue
             time = parse_time(item.get(time_field))
-            if time is None or self.oldest is None or time <= self.oldest:
+            if not unseen or time is None or self.oldest is None or time <= self.oldest:
                 return True
         return False
 
@@ -492,21 +494,28 @@ class _Asker:
 def _ends_below(ask: _Asker, taken: TakenPage, time_field: str) -> bool:
     """Whether a list ends below a page a chain took. An empty last page reached by a `next`
     may be the list's end or a cursor that expired on the way (Graph may answer one with
-    nothing): that page asked again now, light and one item longer, tells, and where Graph
-    gives fewer than asked and a `next`, one item past it. An item below the page is one it
-    did not hold, as old as its oldest or older: items newer came or moved up since. False
-    when the page lists nothing any more (its cursor expired too)."""
-    fields = f"id,{time_field}"
-    again = ask(limit=len(taken.ids) + 1, fields=fields)
-    if not again.get("data"):
+    nothing): that page asked again now, by ids and times and one item longer, tells, and
+    where that answer does not reach past the page (items came above it, or Graph gave fewer
+    than asked), the light pages after it. False when the page lists nothing any more (its
+    cursor expired too), or when too many items came above it to tell (a restart costs reads
+    already done; an end taken for true would cost data)."""
+    fields, limit = f"id,{time_field}", str(len(taken.ids) + 1)
+    answer = ask(limit=int(limit), fields=fields)
+    if not answer.get("data"):
         return False
-    if taken.lists_below(again["data"], time_field):
-        return False
-    following = next_page_url(again)
-    if following is None:
-        return True
-    past = ask.client.get_next(_with_params(following, limit="1", fields=fields))
-    return not taken.lists_below(past.get("data") or [], time_field)
+    unseen = set(taken.ids)
+    for _ in range(_PROBE_CALLS):
+        if taken.lists_below(answer.get("data") or [], time_field, unseen):
+            return False
+        following = next_page_url(answer)
+        if following is None:
+            return True
+        answer = ask.client.get_next(_with_params(following, limit=limit, fields=fields))
+    return False
+
+
+# Light calls that look past a page for `_ends_below`.
+_PROBE_CALLS = 5
 
 
 def _too_heavy(failure: GraphError | GraphUnavailable) -> bool:

@@ -1083,8 +1083,9 @@ class _ThreadRead:
             return
         times = [parse_time(message.get("created_time")) for message in messages]
         if messages:
-            self.before = TakenPage.of(at, messages, "created_time")
-            self.oldest = min(filter(None, [*times, self.oldest]), default=None)
+            low = min(filter(None, times), default=None)
+            self.before = TakenPage(at, frozenset(str(m.get("id")) for m in messages), low)
+            self.oldest = min(filter(None, (low, self.oldest)), default=None)
         kept: list[tuple[dict[str, Any], datetime | None]] = []
         unfinished: list[tuple[dict[str, Any], datetime | None, str]] = []
         below_floor = False

@@ -396,8 +396,9 @@ def test_an_empty_last_page_is_told_from_an_expired_cursor(
     emulator: Emulator, clock: FakeClock, expiry: str
 ) -> None:
     """The page before it asked again, light and one item longer: an item below it (not on
-    it, as old or older) means the list goes on; items newer came since. Where that answer has
-    a `next`, one item past it tells too."""
+    it, after all of it, or as old or older) means the list goes on; items newer came since.
+    Where that answer does not reach past the page (items came above it, or Graph answered
+    fewer than asked), the light pages after it tell."""
     api = conversations_api(emulator, clock, messages_page_size=2)
     following = nested_next(emulator)
     thread = thread_of(following)
@@ -417,18 +418,20 @@ def test_an_empty_last_page_is_told_from_an_expired_cursor(
         assert ends_below(taken(None, stored)) is True
         assert ends_below(taken(None, stored[:-1])) is False
         assert ends_below(taken(following, stored[2:4])) is False
-        emulator.customer_writes(thread, "meanwhile", stored[0].created_time + 60)
+        n = len(stored)
+        calls = [(c.params.get("after") is not None, c.params["limit"]) for c in emulator.calls]
+        assert calls == [(False, str(n + 1)), (False, str(n)), (True, "3")]
+        # Two messages came above the newest page: its re-ask does not reach past it.
+        for minutes in (1, 2):
+            emulator.customer_writes(thread, "meanwhile", stored[0].created_time + 60 * minutes)
+        emulator.reset_calls()
+        assert ends_below(taken(None, stored[:3])) is False
         assert ends_below(taken(None, stored)) is True
         calls = [(c.params.get("after") is not None, c.params["limit"]) for c in emulator.calls]
-        n = len(stored)
-        # The last answer holds as many as asked: its `next` leads to one more, here none.
-        assert calls == [
-            (False, str(n + 1)),
-            (False, str(n)),
-            (True, "3"),
-            (False, str(n + 1)),
-            (True, "1"),
-        ]
+        assert calls == [(False, "4"), (True, "4"), (False, str(n + 1)), (True, str(n + 1))]
+        # Graph answering fewer than asked, with a `next`: the pages after tell.
+        emulator.faults.short_page_rate = 1.0
+        assert ends_below(taken(following, stored[2:4])) is False
         assert {c.params["fields"] for c in emulator.calls} == {"id,created_time"}
     else:
         assert ends_below(taken(following, stored[2:4])) == (False if expiry == "empty" else 100)
