@@ -187,7 +187,9 @@ class TakenPage:
             asked, frozenset(str(item.get("id")) for item in items), min(times, default=None)
         )
 
-    def lists_below(self, items: list[dict[str, Any]], time_field: str, unseen: set[str]) -> bool:
+    def lists_below(
+        self, items: list[dict[str, Any]], time_field: str | None, unseen: set[str]
+    ) -> bool:
         """Whether `items`, in the list's order, hold one below this page: not on it, and
         after every item of it still listed, or as old as its oldest or older (or without a
         time). `unseen`: the page's ids not listed yet, updated."""
@@ -195,7 +197,7 @@ class TakenPage:
             if (key := str(item.get("id"))) in self.ids:
                 unseen.discard(key)
                 continue
-            time = parse_time(item.get(time_field))
+            time = parse_time(item.get(time_field)) if time_field else None
             if not unseen or time is None or self.oldest is None or time <= self.oldest:
                 return True
         return False
@@ -462,8 +464,21 @@ class ConversationsApi:
                     raise
                 limit //= 2
 
-    def more_attachments(self, page: FacebookPage, next_url: str) -> dict[str, Any]:
+    def more_attachments(
+        self, page: FacebookPage, message: str, next_url: str | None
+    ) -> dict[str, Any]:
+        """The page of a message's attachments that `next_url` (its list's `next`) points at,
+        followed as given, or its first (None: the list is read again from its start)."""
+        if next_url is None:
+            params = {"limit": str(self.attachments_page_size), "fields": ATTACHMENT_FIELDS}
+            return self.client(page).get(f"{message}/attachments", params)
         return self.client(page).get_next(next_url)
+
+    def attachments_end_below(self, page: FacebookPage, message: str, taken: TakenPage) -> bool:
+        """Whether a message's attachments end below a page of them a chain took (by ids:
+        attachments have no time, and none come later)."""
+        ask = _Asker(self.client(page), f"{message}/attachments", {}, taken.asked)
+        return _ends_below(ask, taken, None)
 
     def _listing_fields(self, messages: int, owner: bool) -> str:
         owned = f",{OWNER_FIELD}" if owner else ""
@@ -491,7 +506,7 @@ class _Asker:
         return self.client.get_next(_with_params(self.next_url, limit=str(limit), fields=fields))
 
 
-def _ends_below(ask: _Asker, taken: TakenPage, time_field: str) -> bool:
+def _ends_below(ask: _Asker, taken: TakenPage, time_field: str | None) -> bool:
     """Whether a list ends below a page a chain took. An empty last page reached by a `next`
     may be the list's end or a cursor that expired on the way (Graph may answer one with
     nothing): that page asked again now, by ids and times and one item longer, tells, and
@@ -499,7 +514,7 @@ def _ends_below(ask: _Asker, taken: TakenPage, time_field: str) -> bool:
     than asked), the light pages after it. False when the page lists nothing any more (its
     cursor expired too), or when too many items came above it to tell (a restart costs reads
     already done; an end taken for true would cost data)."""
-    fields, limit = f"id,{time_field}", str(len(taken.ids) + 1)
+    fields, limit = f"id,{time_field}" if time_field else "id", str(len(taken.ids) + 1)
     answer = ask(limit=int(limit), fields=fields)
     if not answer.get("data"):
         return False

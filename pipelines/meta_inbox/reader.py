@@ -1121,7 +1121,7 @@ class _ThreadRead:
             self.reader.submit(
                 self.walk.page,
                 lambda m=message, t=created, f=following: self._more_attachments(
-                    m, t, m["attachments"], f
+                    m, t, _Attachments.nested(m["attachments"]), f
                 ),
             )
         if wants_more:
@@ -1194,31 +1194,80 @@ class _ThreadRead:
         self._take(listing, url)
 
     def _more_attachments(
-        self,
-        message: dict[str, Any],
-        created: datetime | None,
-        attachments: dict[str, Any],
-        url: str,
+        self, message: dict[str, Any], created: datetime | None, read: _Attachments, url: str | None
     ) -> None:
-        """One more page of a message's attachments; the message is handed over with all of
-        them once its list is complete."""
+        """One more page of a message's attachments (None: its first, the list read again);
+        the message is handed over with all of them once its list is complete. An empty last
+        page is told from an expired cursor, as a thread's (`_ThreadRead._confirm_end`)."""
+        message_id = str(message.get("id"))
         try:
-            more = self.reader.api.more_attachments(self.walk.page, url)
+            more = self.reader.api.more_attachments(self.walk.page, message_id, url)
         except (GraphError, GraphUnavailable) as error:
             if not self._ends_here(error):
                 raise
-            self._skip(error, str(message.get("id")))
+            if url is not None and _refused_cursor(error):
+                self._attachments_again(message, created, read, error)
+                return
+            self._skip(error, message_id)
             more = {}
-        items = [*attachments.get("data", []), *more.get("data", [])]
-        so_far = {"data": items}
-        following = attachments_go_on(more) if more else None
-        if following is not None and following != url:
+        data = more.get("data") or []
+        if url is not None and more and not data and next_page_url(more) is None:
             self.reader.submit(
-                self.walk.page,
-                lambda: self._more_attachments(message, created, so_far, following),
+                self.walk.page, lambda: self._attachments_end(message, created, read)
             )
             return
-        self._settle([({**message, "attachments": so_far}, created)], [], new_work=0)
+        items = [*read.items, *data]
+        following = attachments_go_on(more) if more else None
+        if following is not None and following != url:
+            taken = TakenPage(url, frozenset(str(item.get("id")) for item in data), None)
+            going_on = _Attachments(items, taken, read.restarts)
+            self.reader.submit(
+                self.walk.page,
+                lambda: self._more_attachments(message, created, going_on, following),
+            )
+            return
+        self._settle([({**message, "attachments": {"data": items}}, created)], [], new_work=0)
+
+    def _attachments_end(
+        self, message: dict[str, Any], created: datetime | None, read: _Attachments
+    ) -> None:
+        message_id = str(message.get("id"))
+        try:
+            ended = self.reader.api.attachments_end_below(self.walk.page, message_id, read.before)
+        except (GraphError, GraphUnavailable) as error:
+            if not self._ends_here(error):
+                raise
+            if not _refused_cursor(error):
+                self._skip(error, message_id)
+            ended = not _refused_cursor(error)
+        if ended:
+            self._settle(
+                [({**message, "attachments": {"data": read.items}}, created)], [], new_work=0
+            )
+        else:
+            self._attachments_again(message, created, read, None)
+
+    def _attachments_again(
+        self,
+        message: dict[str, Any],
+        created: datetime | None,
+        read: _Attachments,
+        refusal: GraphError | GraphUnavailable | None,
+    ) -> None:
+        """A cursor of the message's attachments expired: its list is read again from its
+        start, in a task of its own; one that keeps losing its cursor is handed over with what
+        was read, and counted skipped."""
+        if read.restarts == _RESTARTS:
+            expired = f"its attachment cursors expired {_RESTARTS + 1} times"
+            self._skip(refusal or expired, str(message.get("id")))
+            self._settle(
+                [({**message, "attachments": {"data": read.items}}, created)], [], new_work=0
+            )
+            return
+        again = _Attachments([], read.before, read.restarts + 1)
+        self.reader.submit(
+            self.walk.page, lambda: self._more_attachments(message, created, again, None)
+        )
 
     def _ends_here(self, error: GraphError | GraphUnavailable) -> bool:
         """Whether the failure is this thread's alone, to skip: Graph's answer about its
@@ -1278,6 +1327,22 @@ class _ThreadRead:
             return True
         loaded = self.walk.loaded_max
         return loaded is None or (created is not None and created > loaded)
+
+
+@dataclass(frozen=True)
+class _Attachments:
+    """A message's attachments read so far, the last page that held some, and how often its
+    list was read again from its start."""
+
+    items: list[dict[str, Any]]
+    before: TakenPage
+    restarts: int = 0
+
+    @classmethod
+    def nested(cls, attachments: dict[str, Any]) -> _Attachments:
+        """What the message's own page holds: its attachment list's first page."""
+        items = list(attachments.get("data") or [])
+        return cls(items, TakenPage(None, frozenset(str(item.get("id")) for item in items), None))
 
 
 def _updated(raw: dict[str, Any]) -> datetime | None:

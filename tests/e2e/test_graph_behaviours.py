@@ -46,6 +46,17 @@ def _long_messenger_threads(emulator: Emulator, count: int) -> list[Conversation
     return sorted(threads, key=lambda c: c.id)[:count]
 
 
+def _attachment_positions(emulator: Emulator) -> set[tuple[str, int]]:
+    """(message id, position) of every attachment an export loads."""
+    return {
+        (m.id, position)
+        for c in selected(emulator.inbox)
+        for m in c.messages
+        if c.is_detailed(m)
+        for position in range(len(m.attachments))
+    }
+
+
 def _stored_ids(workspace: Workspace, conversation_id: str) -> set[str]:
     rows = workspace.query(f"select id from messages where conversation_id = '{conversation_id}'")
     return {row[0] for row in rows}
@@ -197,13 +208,7 @@ def test_attachment_pages_shorter_than_asked_are_followed_to_the_end(workspaces)
 
         assert result.exit_code == 0, result.problems
         stored = set(workspace.query("select message_id, position from message_attachments"))
-        expected = {
-            (m.id, position)
-            for c in selected(emulator.inbox)
-            for m in c.messages
-            if c.is_detailed(m)
-            for position in range(len(m.attachments))
-        }
+        expected = _attachment_positions(emulator)
         assert stored == expected | {(unsent.id, 0), (unsent.id, 1)}
         assert (result.record["skipped_threads"], result.record["skipped_messages"]) == (0, 1)
         # A call per further page of two: none for lists Graph marks complete.
@@ -285,6 +290,34 @@ def test_listing_pages_that_hold_none_but_have_a_next_are_followed(
     assert empty
     assert len(listings[True]) == len(listings[False]) + len(empty)
     assert not [r for r in caplog.records if "cursor expired" in r.getMessage()]
+
+
+@pytest.mark.parametrize("expiry", ["empty", "error"])
+def test_an_attachment_cursor_that_expires_is_read_again_not_cut_short(
+    workspaces, expiry: str
+) -> None:
+    """Attachment lists page by cursors too: one that expires (answered with an empty page, or
+    refused) while a message's list is followed reads that list again from its start, rather
+    than hand the message over with part of its attachments."""
+    faults = Faults(attachments_page_cap=2, cursor_expiry=expiry)
+    with Emulator(seed=7, scale=1, faults=faults) as emulator:
+        workspace = workspaces(f"expired-{expiry}", emulator)
+        emulator.expire_cursors_when_asked(
+            lambda path, params: path.endswith("/attachments") and "after" in params
+        )
+
+        result = workspace.export()
+
+        assert result.exit_code == 0, result.problems
+        stored = set(workspace.query("select message_id, position from message_attachments"))
+        expected = _attachment_positions(emulator)
+        assert stored == expected
+        assert (result.record["skipped_threads"], result.record["skipped_messages"]) == (0, 0)
+        follow_ups = [c for c in emulator.calls if c.path.endswith("/attachments")]
+        read_again = [
+            c for c in follow_ups if "after" not in c.params and c.params["fields"] != "id"
+        ]
+        assert read_again
 
 
 def test_complete_attachment_lists_with_next_cost_no_call(

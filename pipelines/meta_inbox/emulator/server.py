@@ -679,6 +679,7 @@ class Emulator:
         # See `fail_calls`: which calls, how often each path, and how often each failed.
         self._failing_calls: list[tuple[Callable[[str, dict[str, str]], bool], int]] = []
         self._failed_calls: Counter[tuple[int, str]] = Counter()
+        self._expiring_on: list[Callable[[str, dict[str, str]], bool]] = []  # see below
         self._app_throttles: dict[str, float] = {}  # Page id → seconds, from its next call
         self._app_throttled_until: float | None = None
         self._cursor_epoch = 0
@@ -945,8 +946,17 @@ class Emulator:
         with self._lock:
             self._failing_calls.append((matches, times))
 
+    def expire_cursors_when_asked(self, matches: Callable[[str, dict[str, str]], bool]) -> None:
+        """Every cursor issued so far expires as the first call that `matches` (path,
+        parameters) is asked, before it is answered (see `Faults.cursor_expiry`)."""
+        with self._lock:
+            self._expiring_on.append(matches)
+
     def _failing_call(self, request: _Request) -> _Reply | None:
         with self._lock:
+            for matches in [m for m in self._expiring_on if m(request.path, request.params)]:
+                self._expiring_on.remove(matches)
+                self._next_cursor_epoch()
             for rule, (matches, times) in enumerate(self._failing_calls):
                 key = (rule, request.path)
                 if self._failed_calls[key] < times and matches(request.path, request.params):
