@@ -181,11 +181,12 @@ class TakenPage:
     oldest: datetime | None
 
     @classmethod
-    def of(cls, asked: str | None, items: list[dict[str, Any]], time_field: str) -> TakenPage:
-        times = filter(None, (parse_time(item.get(time_field)) for item in items))
-        return cls(
-            asked, frozenset(str(item.get("id")) for item in items), min(times, default=None)
-        )
+    def of(
+        cls, asked: str | None, items: list[dict[str, Any]], oldest: datetime | None = None
+    ) -> TakenPage:
+        """The page of `items` (Graph's objects), asked at `asked`, whose oldest time is
+        `oldest` (None: items without a time, attachments)."""
+        return cls(asked, frozenset(str(item.get("id")) for item in items), oldest)
 
     def lists_below(
         self, items: list[dict[str, Any]], time_field: str | None, unseen: set[str]
@@ -468,11 +469,10 @@ class ConversationsApi:
         self, page: FacebookPage, message: str, next_url: str | None
     ) -> dict[str, Any]:
         """The page of a message's attachments that `next_url` (its list's `next`) points at,
-        followed as given, or its first (None: the list is read again from its start)."""
-        if next_url is None:
-            params = {"limit": str(self.attachments_page_size), "fields": ATTACHMENT_FIELDS}
-            return self.client(page).get(f"{message}/attachments", params)
-        return self.client(page).get_next(next_url)
+        followed as given but for the `limit` and `fields` it was asked with, or its first (None:
+        the list is read again from its start)."""
+        ask = _Asker(self.client(page), f"{message}/attachments", {}, next_url)
+        return ask(limit=self.attachments_page_size, fields=ATTACHMENT_FIELDS)
 
     def attachments_end_below(self, page: FacebookPage, message: str, taken: TakenPage) -> bool:
         """Whether a message's attachments end below a page of them a chain took (by ids:
@@ -514,8 +514,8 @@ def _ends_below(ask: _Asker, taken: TakenPage, time_field: str | None) -> bool:
     than asked), the light pages after it. False when the page lists nothing any more (its
     cursor expired too), or when too many items came above it to tell (a restart costs reads
     already done; an end taken for true would cost data)."""
-    fields, limit = f"id,{time_field}" if time_field else "id", str(len(taken.ids) + 1)
-    answer = ask(limit=int(limit), fields=fields)
+    fields, limit = f"id,{time_field}" if time_field else "id", len(taken.ids) + 1
+    answer = ask(limit=limit, fields=fields)
     if not answer.get("data"):
         return False
     unseen = set(taken.ids)
@@ -525,7 +525,7 @@ def _ends_below(ask: _Asker, taken: TakenPage, time_field: str | None) -> bool:
         following = next_page_url(answer)
         if following is None:
             return True
-        answer = ask.client.get_next(_with_params(following, limit=limit, fields=fields))
+        answer = ask.client.get_next(_with_params(following, limit=str(limit), fields=fields))
     return False
 
 

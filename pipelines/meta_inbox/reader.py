@@ -557,7 +557,8 @@ def _newer(updated: datetime | None, than: datetime | None) -> bool:
     return updated is not None and (than is None or updated > than)
 
 
-# Restarts of a listing chain whose cursors expired before its end (`_FolderWalk._expired`).
+# Restarts of a chain whose cursors expired before its end: a folder's listing, a thread's
+# messages, a message's attachments (`_FolderWalk._expired`, `_ThreadRead._again`).
 _RESTARTS = 2
 
 
@@ -846,7 +847,8 @@ class _FolderWalk:
             held=listing.messages,
         )
         if listing.threads:
-            chain.last = TakenPage.of(next_url, listing.threads, "updated_time")
+            oldest = min(filter(None, map(_updated, listing.threads)), default=None)
+            chain.last = TakenPage.of(next_url, listing.threads, oldest)
         self.reader.hold(entry.held, len(listing.threads))
         with self.lock:
             self.details_limited = listing.details_limited
@@ -1084,7 +1086,7 @@ class _ThreadRead:
         times = [parse_time(message.get("created_time")) for message in messages]
         if messages:
             low = min(filter(None, times), default=None)
-            self.before = TakenPage(at, frozenset(str(m.get("id")) for m in messages), low)
+            self.before = TakenPage.of(at, messages, low)
             self.oldest = min(filter(None, (low, self.oldest)), default=None)
         kept: list[tuple[dict[str, Any], datetime | None]] = []
         unfinished: list[tuple[dict[str, Any], datetime | None, str]] = []
@@ -1219,14 +1221,13 @@ class _ThreadRead:
         items = [*read.items, *data]
         following = attachments_go_on(more) if more else None
         if following is not None and following != url:
-            taken = TakenPage(url, frozenset(str(item.get("id")) for item in data), None)
-            going_on = _Attachments(items, taken, read.restarts)
+            going_on = _Attachments(items, TakenPage.of(url, data), read.restarts)
             self.reader.submit(
                 self.walk.page,
                 lambda: self._more_attachments(message, created, going_on, following),
             )
             return
-        self._settle([({**message, "attachments": {"data": items}}, created)], [], new_work=0)
+        self._settle_message(message, created, items)
 
     def _attachments_end(
         self, message: dict[str, Any], created: datetime | None, read: _Attachments
@@ -1241,9 +1242,7 @@ class _ThreadRead:
                 self._skip(error, message_id)
             ended = not _refused_cursor(error)
         if ended:
-            self._settle(
-                [({**message, "attachments": {"data": read.items}}, created)], [], new_work=0
-            )
+            self._settle_message(message, created, read.items)
         else:
             self._attachments_again(message, created, read, None)
 
@@ -1260,14 +1259,18 @@ class _ThreadRead:
         if read.restarts == _RESTARTS:
             expired = f"its attachment cursors expired {_RESTARTS + 1} times"
             self._skip(refusal or expired, str(message.get("id")))
-            self._settle(
-                [({**message, "attachments": {"data": read.items}}, created)], [], new_work=0
-            )
+            self._settle_message(message, created, read.items)
             return
         again = _Attachments([], read.before, read.restarts + 1)
         self.reader.submit(
             self.walk.page, lambda: self._more_attachments(message, created, again, None)
         )
+
+    def _settle_message(
+        self, message: dict[str, Any], created: datetime | None, attachments: list[dict[str, Any]]
+    ) -> None:
+        """A message whose attachment list was followed, handed over with what it holds."""
+        self._settle([({**message, "attachments": {"data": attachments}}, created)], [], new_work=0)
 
     def _ends_here(self, error: GraphError | GraphUnavailable) -> bool:
         """Whether the failure is this thread's alone, to skip: Graph's answer about its
@@ -1342,7 +1345,7 @@ class _Attachments:
     def nested(cls, attachments: dict[str, Any]) -> _Attachments:
         """What the message's own page holds: its attachment list's first page."""
         items = list(attachments.get("data") or [])
-        return cls(items, TakenPage(None, frozenset(str(item.get("id")) for item in items), None))
+        return cls(items, TakenPage.of(None, items))
 
 
 def _updated(raw: dict[str, Any]) -> datetime | None:

@@ -952,11 +952,15 @@ class Emulator:
         with self._lock:
             self._expiring_on.append(matches)
 
-    def _failing_call(self, request: _Request) -> _Reply | None:
+    def _expire_if_asked(self, request: _Request) -> None:
+        """`expire_cursors_when_asked`, before the request is answered."""
         with self._lock:
             for matches in [m for m in self._expiring_on if m(request.path, request.params)]:
                 self._expiring_on.remove(matches)
                 self._next_cursor_epoch()
+
+    def _failing_call(self, request: _Request) -> _Reply | None:
+        with self._lock:
             for rule, (matches, times) in enumerate(self._failing_calls):
                 key = (rule, request.path)
                 if self._failed_calls[key] < times and matches(request.path, request.params):
@@ -1029,6 +1033,7 @@ class Emulator:
             time.sleep(delay)
         if self._chance(self.faults.slow_rate):
             time.sleep(self.faults.slow_seconds)
+        self._expire_if_asked(request)
         reply = self._failing_call(request) or self._fault_reply() or self._graph_reply(request)
         reply.truncate = not reply.drop and self._chance(self.faults.truncate_rate)
         call = Call(
