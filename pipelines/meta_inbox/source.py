@@ -516,23 +516,28 @@ class _Shaper:
         return handed
 
     def _shaped(self, batch: Batch) -> dict[str, pa.Table]:
-        return _without_nul(
-            {
-                name: self._arrow(name, values)
-                for name, values in self._rows(batch).items()
-                if values
-            },
-            self.session.counts,
-        )
+        made, plain = self._rows(batch)
+        tables = {name: self._arrow(name, values) for name, values in made.items() if values}
+        for name, columns in plain.items():
+            if columns.num_rows:
+                own = self._table(
+                    name, dict(zip(columns.column_names, columns.columns, strict=True))
+                )
+                tables[name] = pa.concat_tables([own, tables[name]]) if name in tables else own
+        return _without_nul(tables, self.session.counts)
 
-    def _rows(self, batch: Batch) -> dict[str, list[tuple[Any, ...]]]:
-        """Each table's rows of the batch, each a tuple of all the table's columns."""
+    def _rows(self, batch: Batch) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, pa.Table]]:
+        """Each table's rows of the batch: made one by one, each a tuple of all the table's
+        columns, and the plain messages' made by Arrow (`rows.PlainMessages`)."""
         shaped: dict[str, list[tuple[Any, ...]]] = {name: [] for name in self.schemas}
         for table, row in _thread_rows(batch):
             # One load keeps one row per key: dlt's insert-only leaves a load's duplicates in.
             if not table.insert_only or self._first(table, row):
                 shaped[table.name].append(self.values[table.name](row))
-        made = rows.MessageRows()
+        made, plain = rows.MessageRows(), rows.PlainMessages()
+        # A message listed twice keeps its last rows (the merge keeps a key's last row): its
+        # rows are made in one place, in the order Graph listed them.
+        repeated = _repeated(batch)
         counts = self.session.counts
         for message_id, context, message, created in _messages(batch):
             # A message read again gets the fingerprint of what its rows are made from: the
@@ -546,8 +551,19 @@ class _Shaper:
                 if digest == batch.stored[message_id]:
                     counts.unchanged_messages += 1
                     continue
-            made.add(context, message_id, message, created, digest)
-        return shaped | made.tables
+            if message.keys() <= rows.PLAIN_KEYS and message_id not in repeated:
+                plain.add(context, message_id, message, created, digest)
+            else:
+                made.add(context, message_id, message, created, digest)
+        try:
+            columns = plain.tables()
+        except (pa.ArrowException, UnicodeEncodeError):
+            columns = {}
+            for added in zip(
+                plain.threads, plain.ids, plain.messages, plain.created, plain.hashes, strict=True
+            ):
+                made.add(*added)
+        return shaped | made.tables, columns
 
     def _first(self, table: Table, row: dict[str, Any]) -> bool:
         key = tuple(row[name] for name in table.primary_key)
@@ -557,12 +573,15 @@ class _Shaper:
         return True
 
     def _arrow(self, name: str, values: list[tuple[Any, ...]]) -> pa.Table:
-        """Arrow refuses lone UTF-16 surrogates: only a batch holding one pays for the repair."""
+        columns = zip(_BY_NAME[name].column_names, zip(*values, strict=True), strict=True)
+        return self._table(name, {n: list(v) for n, v in columns})
+
+    def _table(self, name: str, columns: dict[str, Any]) -> pa.Table:
+        """Arrow refuses lone UTF-16 surrogates: only a batch holding one pays for the repair
+        (`PlainMessages` leaves such a batch to `MessageRows`, so its columns are lists)."""
         counts = self.session.counts
-        counts.rows[name] += len(values)
-        table = _BY_NAME[name]
-        columns = zip(table.column_names, zip(*values, strict=True), strict=True)
-        shaped = self.session.privacy.applied(table, {n: list(v) for n, v in columns})
+        counts.rows[name] += len(next(iter(columns.values())))
+        shaped = self.session.privacy.applied(_BY_NAME[name], columns)
         schema = self.schemas[name]
         try:
             return pa.Table.from_pydict(shaped, schema=schema)
@@ -636,6 +655,14 @@ def _messages(
         context = _context(part)
         for message, created in zip(part.messages, part.created, strict=True):
             yield str(message["id"]), context, message, created
+
+
+def _repeated(batch: Batch) -> set[str]:
+    """The ids of the messages a batch holds more than once."""
+    ids = [str(message["id"]) for part in batch.parts for message in part.messages]
+    if len(set(ids)) == len(ids):
+        return set()
+    return {message_id for message_id, times in Counter(ids).items() if times > 1}
 
 
 _CONTEXT_FIELDS = tuple(field.name for field in dataclasses.fields(ThreadContext))

@@ -87,13 +87,15 @@ def thread_parts(
 def shaped(
     parts: list[ThreadPart], pages: Iterable[PageRead] = (), privacy: Privacy = KEEP
 ) -> dict[str, list[dict[str, Any]]]:
-    """The rows of each table as the source makes them, in its order, before Arrow: under
-    `privacy`, without the shaper's fingerprints (`rows_hash`), and not yet repaired."""
+    """The rows of each table as the source makes them, in its order (the plain messages'
+    first), before Arrow but for theirs: under `privacy`, without the shaper's fingerprints
+    (`rows_hash`), and not yet repaired."""
     session = SimpleNamespace(privacy=privacy, counts=RunCounts())
-    made = source._Shaper(session)._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages)))
+    made, plain = source._Shaper(session)._rows(Batch(OBSERVED_AT, parts=parts, pages=list(pages)))
     tables = {}
     for table in TABLES:
-        if table_rows := made[table.name]:
+        columnar = plain[table.name].to_pylist() if table.name in plain else []
+        if table_rows := [tuple(row.values()) for row in columnar] + made[table.name]:
             columns = dict(zip(table.column_names, zip(*table_rows, strict=True), strict=True))
             columns.pop(ROWS_HASH, None)
             kept = privacy.applied(table, columns)
@@ -377,9 +379,14 @@ def test_conversation_history() -> None:
     ]
 
 
-def test_one_message_row_per_listed_message_in_graph_order() -> None:
+def test_one_message_row_per_listed_message() -> None:
+    # In Graph's order among the plain messages and among the others (`shaped`).
     listed = [*GROUP["messages"]["data"], ENQUIRY, *IG_MESSAGES]
-    assert [row["id"] for row in ROWS["messages"]] == [message["id"] for message in listed]
+    plain = [m["id"] for m in listed if m.keys() <= rows.PLAIN_KEYS]
+    others = [m["id"] for m in listed if not m.keys() <= rows.PLAIN_KEYS]
+    assert plain
+    assert others
+    assert [row["id"] for row in ROWS["messages"]] == plain + others
 
 
 def test_message_with_text_replying_to_another() -> None:
@@ -1410,3 +1417,122 @@ def test_arrow_columns_differ_from_their_hints_only_in_json(pii: str) -> None:
         }
         json = {c.name for c in table.stored_columns(pii) if c.data_type == "json"}
         assert differing == {(name, "data_type", "text", "json") for name in json}, table.name
+
+
+def _odd_plain_messages() -> list[dict[str, Any]]:
+    """Plain messages (`rows.PLAIN_KEYS`) in every shape Graph documents or might send."""
+    page, them = {"id": PAGE_ID, "name": "Café Olé"}, {"id": "555", "name": "Ana", "email": "a@x"}
+    return [
+        {"id": "m_1", "created_time": "2026-05-01T10:00:00+0000", "from": them, "message": "hi",
+         "to": {"data": [page]}, "tags": {"data": [{"name": "inbox"}, {"name": "read"}]}},
+        # A tag listed twice, one empty and one without a name: each named tag once, in order.
+        {"id": "m_2", "created_time": "2026-05-01T10:01:00+0000", "from": page, "message": "",
+         "to": {"data": [them, {"name": "no id"}]},
+         "tags": {"data": [{"name": "sent"}, {"name": ""}, {"name": "sent"}, {"name": None},
+                           {"name": "inbox"}]}},
+        {"id": "m_3", "created_time": "2026-05-01T10:02:00+0000", "from": {}, "message": None,
+         "reply_to": {"mid": "m_1", "is_self_reply": False}, "is_unsupported": True},
+        {"id": "m_4", "created_time": "2026-05-01T10:03:00+0000", "from": them,
+         "reply_to": {"mid": "m_2"}, "is_unsupported": False, "to": {}, "tags": {"data": []}},
+        {"id": "m_5", "created_time": "2026-05-01T10:04:00+0000"},  # Instagram, past 20
+        {"id": "m_6", "created_time": "2026-05-01T10:05:00+0000", "from": them,
+         "message": "naïve 🍜 \x00 text"},
+        {"id": "m_7", "created_time": "2026-05-01T10:06:00+0000", "from": {"id": None}},
+    ]  # fmt: skip
+
+
+def _shaped_tables(
+    parts: list[ThreadPart], privacy: Privacy, plain_keys: frozenset[str], monkeypatch: Any
+) -> tuple[dict[str, list[dict[str, Any]]], RunCounts]:
+    """What the shaper makes of `parts`, each table's rows in the order it made them, with the
+    run's counts; messages with keys in `plain_keys` taken as plain."""
+    monkeypatch.setattr(rows, "PLAIN_KEYS", plain_keys)
+    session = SimpleNamespace(privacy=privacy, counts=RunCounts())
+    made = source._Shaper(session)._shaped(
+        Batch(OBSERVED_AT, parts=parts, stored={"m_4": 77, "m_6": None})
+    )
+    return {name: table.to_pylist() for name, table in made.items()}, session.counts
+
+
+def _in_one_order(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: sorted(table_rows, key=lambda row: repr(sorted(row.items())))
+        for name, table_rows in tables.items()
+    }
+
+
+PLAIN_KEYS = rows.PLAIN_KEYS  # as the module has it, whatever a test patches
+ODD_PARTS = [
+    ThreadPart(
+        page=page,
+        platform=platform,
+        folder="inbox",
+        conversation={"id": f"t_{number}", "updated_time": "2026-05-01T10:06:00+0000"},
+        # The first thread's ids as they are (`_shaped_tables` holds two of them as stored).
+        messages=[m | {"id": f"{m['id']}{suffix}"} for m in _odd_plain_messages()],
+        rechecked=False,
+        final=True,
+    )
+    for number, (page, platform, suffix) in enumerate(
+        ((PAGE, "messenger", ""), (PAGE, "instagram", "_ig"), (RAMEN, "instagram", "_ramen"))
+    )
+]
+
+
+@pytest.mark.parametrize("mode", PII_MODES)
+@pytest.mark.parametrize(
+    "parts",
+    [
+        pytest.param(PARTS, id="fixtures"),
+        pytest.param(ODD_PARTS, id="odd shapes"),
+    ],
+)
+def test_plain_messages_make_the_rows_made_one_by_one(
+    parts: list[ThreadPart], mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    privacy = Privacy(mode, "salt")
+    columnar, counted = _shaped_tables(parts, privacy, PLAIN_KEYS, monkeypatch)
+    one_by_one, counted_so = _shaped_tables(parts, privacy, frozenset(), monkeypatch)
+    assert _in_one_order(columnar) == _in_one_order(one_by_one)
+    # Arrow took them: the comparison is not of one path with itself.
+    plain = rows.PlainMessages()
+    for part in parts:
+        for message, created in zip(part.messages, part.created, strict=True):
+            if message.keys() <= PLAIN_KEYS:
+                plain.add(source._context(part), str(message["id"]), message, created, None)
+    assert plain.tables()["messages"].num_rows == len(plain.ids) > 0
+    assert (counted.rows, counted.repaired_values) == (counted_so.rows, counted_so.repaired_values)
+    assert columnar["messages"]
+
+
+def test_a_message_listed_twice_in_a_batch_keeps_the_order_of_its_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The merge keeps a key's last row: Graph's second listing, changed since the first (a
+    # reaction taken back, so that only the second is plain).
+    first, again = copy.deepcopy(ODD_PARTS[0]), copy.deepcopy(ODD_PARTS[0])
+    first.messages[0]["reactions"] = {"data": [{"reaction": "👍", "users": [{"id": "555"}]}]}
+    again.messages[0]["message"] = "hi, edited"
+    parts = [first, again]
+    columnar, _ = _shaped_tables(parts, KEEP, PLAIN_KEYS, monkeypatch)
+    assert columnar == _shaped_tables(parts, KEEP, frozenset(), monkeypatch)[0]
+    texts = [row["message"] for row in columnar["messages"] if row["id"] == "m_1"]
+    assert texts == ["hi", "hi, edited"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("to", [{"id": "555"}]),  # bare, as `listed` takes it
+        ("tags", [{"name": "inbox"}]),
+        ("message", "cut \ud83c emoji"),  # a lone surrogate: repaired
+        ("is_unsupported", 1),
+    ],
+)
+def test_a_plain_message_arrow_refuses_is_made_one_by_one(
+    field: str, value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = copy.deepcopy(ODD_PARTS[:1])
+    parts[0].messages[0][field] = value
+    expected = _shaped_tables(parts, KEEP, frozenset(), monkeypatch)
+    assert _shaped_tables(parts, KEEP, PLAIN_KEYS, monkeypatch) == expected
