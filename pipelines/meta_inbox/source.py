@@ -11,6 +11,7 @@ after yielding the data they cover, and dlt commits them with that data.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -536,8 +537,10 @@ class _Shaper:
                 shaped[table.name].append(self.values[table.name](row))
         made, plain = rows.MessageRows(), rows.PlainMessages()
         # A message listed twice keeps its last rows (the merge keeps a key's last row): its
-        # rows are made in one place, in the order Graph listed them.
-        repeated = _repeated(batch)
+        # rows are made in one place, in the order Graph listed them. Arrow makes the plain
+        # ones where they are many enough to pay for its calls.
+        repeated, plain_count = _plain_and_repeated(batch)
+        columnar = plain_count >= plain.WORTH
         counts = self.session.counts
         for message_id, context, message, created in _messages(batch):
             # A message read again gets the fingerprint of what its rows are made from: the
@@ -551,19 +554,19 @@ class _Shaper:
                 if digest == batch.stored[message_id]:
                     counts.unchanged_messages += 1
                     continue
-            if message.keys() <= rows.PLAIN_KEYS and message_id not in repeated:
+            if columnar and message.keys() <= rows.PLAIN_KEYS and message_id not in repeated:
                 plain.add(context, message_id, message, created, digest)
             else:
                 made.add(context, message_id, message, created, digest)
-        try:
+        columns = None
+        with contextlib.suppress(pa.ArrowException, UnicodeEncodeError):
             columns = plain.tables()
-        except (pa.ArrowException, UnicodeEncodeError):
-            columns = {}
+        if columns is None:
             for added in zip(
                 plain.threads, plain.ids, plain.messages, plain.created, plain.hashes, strict=True
             ):
                 made.add(*added)
-        return shaped | made.tables, columns
+        return shaped | made.tables, columns or {}
 
     def _first(self, table: Table, row: dict[str, Any]) -> bool:
         key = tuple(row[name] for name in table.primary_key)
@@ -657,12 +660,16 @@ def _messages(
             yield str(message["id"]), context, message, created
 
 
-def _repeated(batch: Batch) -> set[str]:
-    """The ids of the messages a batch holds more than once."""
+def _plain_and_repeated(batch: Batch) -> tuple[set[str], int]:
+    """The ids of the messages a batch holds more than once, and how many of its messages are
+    plain (`rows.PLAIN_KEYS`)."""
     ids = [str(message["id"]) for part in batch.parts for message in part.messages]
+    plain = sum(
+        message.keys() <= rows.PLAIN_KEYS for part in batch.parts for message in part.messages
+    )
     if len(set(ids)) == len(ids):
-        return set()
-    return {message_id for message_id, times in Counter(ids).items() if times > 1}
+        return set(), plain
+    return {message_id for message_id, times in Counter(ids).items() if times > 1}, plain
 
 
 _CONTEXT_FIELDS = tuple(field.name for field in dataclasses.fields(ThreadContext))
