@@ -273,6 +273,8 @@ class MessageRows:
                 reactions += 1
         if value := message.get("to"):
             for person in listed(value):
+                if person is None:
+                    continue
                 self._recipients(
                     (
                         message_id,
@@ -286,7 +288,9 @@ class MessageRows:
                 )
         if value := message.get("tags"):
             tags = listed(value)
-            for name in dict.fromkeys(t["name"] for t in tags if isinstance(t, dict) and t["name"]):
+            for name in dict.fromkeys(
+                t.get("name") for t in tags if isinstance(t, dict) and t.get("name")
+            ):
                 self._tags((message_id, name, conversation_id, page_id))
         if value := message.get("shares"):
             for position, share in enumerate(listed(value)):
@@ -405,6 +409,9 @@ class PlainMessages:
 
         (recipients,) = to.flatten()
         person, of = recipients.flatten(), pc.list_parent_indices(recipients)
+        # A null where Graph lists a recipient names no one (`MessageRows` skips it too).
+        named_one = person.is_valid()
+        person, of = person.filter(named_one), of.filter(named_one)
         person_id, *named = person.flatten()
         tables[MESSAGE_RECIPIENTS.name] = _table(
             MESSAGE_RECIPIENTS,
@@ -432,7 +439,8 @@ def _from_page(
     threads: list[ThreadContext], page: pa.Array, sender: pa.Array, details: pa.Array
 ) -> pa.Array:
     """`_is_page` of each message's sender, None where Graph gave no details."""
-    own = sorted({(t.page_id, own_id) for t in threads for own_id in t.page_own_ids})
+    # Only a text id can equal `str(sender)`, as `_is_page` compares them.
+    own = {(t.page_id, i) for t in threads for i in t.page_own_ids if isinstance(i, str)}
     owned = pa.array([f"{page_id}\0{own_id}" for page_id, own_id in own], pa.string())
     # str(None) is no one's id, as in `_is_page`.
     who = pc.binary_join_element_wise(page, pc.fill_null(sender, "None"), "\0")

@@ -6,6 +6,7 @@ value for value. Expected values are written out: they document the shapes. Only
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -1435,6 +1436,9 @@ def _odd_plain_messages() -> list[dict[str, Any]]:
         {"id": "m_6", "created_time": "2026-05-01T10:05:00+0000", "from": them,
          "message": "naïve 🍜 \x00 text"},
         {"id": "m_7", "created_time": "2026-05-01T10:06:00+0000", "from": {"id": None}},
+        # Not documented: a null recipient, a tag without its name (left out either way).
+        {"id": "m_8", "created_time": "2026-05-01T10:07:00+0000", "from": them,
+         "to": {"data": [page, None]}, "tags": {"data": [{"name": "inbox"}, {}]}},
     ]  # fmt: skip
 
 
@@ -1473,7 +1477,13 @@ ODD_PARTS = [
         final=True,
     )
     for number, (page, platform, suffix) in enumerate(
-        ((PAGE, "messenger", ""), (PAGE, "instagram", "_ig"), (RAMEN, "instagram", "_ramen"))
+        (
+            (PAGE, "messenger", ""),
+            (PAGE, "instagram", "_ig"),
+            (RAMEN, "instagram", "_ramen"),
+            # An Instagram id as a number: no text sender id equals it.
+            (dataclasses.replace(PAGE, instagram_id=17841455512345678), "instagram", "_number"),
+        )
     )
 ]
 
