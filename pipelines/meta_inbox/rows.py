@@ -333,11 +333,10 @@ class PlainMessages:
     WORTH = 100
 
     def __init__(self) -> None:
-        self.threads: list[ThreadContext] = []
-        self.ids: list[str] = []
-        self.messages: list[dict[str, Any]] = []
-        self.created: list[datetime | None] = []
-        self.hashes: list[int | None] = []
+        # Each message as `add` was given it, for `tables` or, where Arrow refuses, `MessageRows`.
+        self.added: list[
+            tuple[ThreadContext, str, dict[str, Any], datetime | None, int | None]
+        ] = []
 
     def add(
         self,
@@ -347,30 +346,32 @@ class PlainMessages:
         created: datetime | None,
         rows_hash: int | None,
     ) -> None:
-        self.threads.append(thread)
-        self.ids.append(message_id)
-        self.messages.append(message)
-        self.created.append(created)
-        self.hashes.append(rows_hash)
+        self.added.append((thread, message_id, message, created, rows_hash))
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.added)
+
+    def made_by(self, rows: MessageRows) -> None:
+        """These messages' rows made one by one, as every other message's are."""
+        for added in self.added:
+            rows.add(*added)
 
     def tables(self) -> dict[str, pa.Table]:
         """Each table's rows, as `MessageRows.tables` holds them."""
-        if not self.messages:
+        if not self.added:
             return {}
+        threads, message_ids, messages, created, hashes = (
+            list(c) for c in zip(*self.added, strict=True)
+        )
         # Each struct's fields, with its nulls: one call for them all (Arrow's fixed cost per
         # call is what a small batch pays).
-        sender, to, text, tags, reply_to, unsupported = pa.array(
-            self.messages, type=_PLAIN
-        ).flatten()
+        sender, to, text, tags, reply_to, unsupported = pa.array(messages, type=_PLAIN).flatten()
         sender_id, sender_name, sender_email, sender_username = sender.flatten()
-        threads, count = self.threads, len(self.messages)
-        ids = pa.array(self.ids, pa.string())
+        count = len(messages)
+        ids = pa.array(message_ids, pa.string())
         conversation = pa.array([t.conversation_id for t in threads], pa.string())
         page = pa.array([t.page_id for t in threads], pa.string())
-        details = pa.array(["from" in message for message in self.messages], pa.bool_())
+        details = pa.array(["from" in message for message in messages], pa.bool_())
         text_absent = pa.nulls(count, pa.string())
         time_absent = pa.nulls(count, _TIMESTAMP)
         counted = pc.if_else(details, pa.scalar(0, pa.int64()), pa.scalar(None, pa.int64()))
@@ -380,7 +381,7 @@ class PlainMessages:
             "conversation_id": conversation,
             "page_id": page,
             "platform": pa.array([t.platform for t in threads], pa.string()),
-            "created_time": pa.array(self.created, _TIMESTAMP),
+            "created_time": pa.array(created, _TIMESTAMP),
             "from_id": sender_id,
             "from_name": sender_name,
             "from_email": sender_email,
@@ -402,7 +403,7 @@ class PlainMessages:
             "reaction_count": counted,
             "details_available": details,
             "deleted_at": time_absent,
-            ROWS_HASH: pa.array(self.hashes, pa.int64()),
+            ROWS_HASH: pa.array(hashes, pa.int64()),
         }
         tables = {MESSAGES.name: _table(MESSAGES, columns)}
         keys = {"message_id": ids, "conversation_id": conversation, "page_id": page}

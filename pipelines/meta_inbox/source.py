@@ -562,10 +562,7 @@ class _Shaper:
         with contextlib.suppress(pa.ArrowException, UnicodeEncodeError):
             columns = plain.tables()
         if columns is None:
-            for added in zip(
-                plain.threads, plain.ids, plain.messages, plain.created, plain.hashes, strict=True
-            ):
-                made.add(*added)
+            plain.made_by(made)
         return shaped | made.tables, columns or {}
 
     def _first(self, table: Table, row: dict[str, Any]) -> bool:

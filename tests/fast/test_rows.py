@@ -1509,7 +1509,7 @@ def test_plain_messages_make_the_rows_made_one_by_one(
         for message, created in zip(part.messages, part.created, strict=True):
             if message.keys() <= PLAIN_KEYS:
                 plain.add(source._context(part), str(message["id"]), message, created, None)
-    assert plain.tables()["messages"].num_rows == len(plain.ids) > 0
+    assert plain.tables()["messages"].num_rows == len(plain) > 0
     assert (counted.rows, counted.repaired_values) == (counted_so.rows, counted_so.repaired_values)
     assert columnar["messages"]
 
